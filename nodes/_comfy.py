@@ -1,0 +1,128 @@
+"""The one place where ComfyUI layouts and services meet the core library.
+
+ComfyUI IMAGE tensors are (B, H, W, C) float in [0, 1] and MASK tensors are (B, H, W); the core speaks
+(B, C, H, W). Every node converts here, once, at its edge.
+
+ComfyUI services (progress bar, interruption, devices, model folders) are imported lazily: inside ComfyUI
+they are the real ones; outside it (tests, headless use of the node classes) progress is not shown, nothing
+can be interrupted and the device is the CPU. That is the documented headless behaviour, not an error path.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CATEGORY = "image/bokeh"
+
+
+# --- layout conversion -----------------------------------------------------------------------------------
+
+def image_to_bchw(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """ComfyUI IMAGE (B,H,W,C) -> (B,3,H,W) float32. Alpha is dropped, grayscale is repeated to RGB."""
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"{name} must be an IMAGE tensor, got {type(image).__name__}")
+    if image.ndim == 3:  # a single image without batch dim, as some custom nodes produce
+        image = image.unsqueeze(0)
+    if image.ndim != 4:
+        raise ValueError(f"{name} must be an IMAGE (B,H,W,C), got shape {tuple(image.shape)}")
+    if image.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch: connect a node that outputs at least one image")
+    c = image.shape[-1]
+    if c == 4:
+        image = image[..., :3]
+    elif c == 1:
+        image = image.expand(-1, -1, -1, 3)
+    elif c != 3:
+        raise ValueError(f"{name} must have 1, 3 or 4 channels (B,H,W,C), got shape {tuple(image.shape)}")
+    # (B,H,W,C) -> (B,C,H,W)
+    return image.permute(0, 3, 1, 2).to(torch.float32).contiguous()
+
+
+def bchw_to_image(x: torch.Tensor) -> torch.Tensor:
+    """(B,C,H,W) with C in {1,3} -> ComfyUI IMAGE (B,H,W,3) float32 on the CPU, clamped to [0,1]."""
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    # (B,C,H,W) -> (B,H,W,C)
+    return x.clamp(0, 1).permute(0, 2, 3, 1).to("cpu", torch.float32).contiguous()
+
+
+def mask_to_b1hw(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
+    """ComfyUI MASK (B,H,W) or (H,W) -> (B,1,H,W) float32."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a MASK tensor, got {type(mask).__name__}")
+    if mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask.ndim != 3:
+        raise ValueError(f"{name} must be a MASK (B,H,W), got shape {tuple(mask.shape)}")
+    if mask.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch")
+    return mask.unsqueeze(1).to(torch.float32).contiguous()
+
+
+def b1hw_to_mask(x: torch.Tensor) -> torch.Tensor:
+    """(B,1,H,W) -> ComfyUI MASK (B,H,W) float32 on the CPU."""
+    return x[:, 0].to("cpu", torch.float32).contiguous()
+
+
+def map_to_b1hw(value: torch.Tensor, name: str) -> torch.Tensor:
+    """A one-channel map given as IMAGE (B,H,W,C: the first channel is used; a gray image has three equal
+    channels) or MASK (B,H,W) -> (B,1,H,W) float32."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be an IMAGE or MASK tensor, got {type(value).__name__}")
+    if value.ndim == 4:
+        if value.shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch")
+        # IMAGE (B,H,W,C) -> first channel as (B,1,H,W)
+        return value[..., :1].permute(0, 3, 1, 2).to(torch.float32).contiguous()
+    return mask_to_b1hw(value, name)
+
+
+# --- ComfyUI services -------------------------------------------------------------------------------------
+
+def progress_callback(total: int) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback for the core: drives ComfyUI's progress bar and raises ComfyUI's
+    interruption exception when the user cancels. Outside ComfyUI it does nothing."""
+    try:
+        import comfy.model_management as mm
+        import comfy.utils
+    except ImportError:
+        return lambda done, total: None
+    bar = comfy.utils.ProgressBar(max(int(total), 1))
+
+    def progress(done: int, total: int) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        bar.update_absolute(int(done), int(total))
+
+    return progress
+
+
+def check_interrupted() -> None:
+    """Raise ComfyUI's interruption exception if the user pressed cancel (no-op outside ComfyUI)."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return
+    mm.throw_exception_if_processing_interrupted()
+
+
+def torch_device() -> torch.device:
+    """The device ComfyUI chose (CUDA, MPS, CPU...); the CPU outside ComfyUI."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return torch.device("cpu")
+    return mm.get_torch_device()
+
+
+def offload_device() -> torch.device:
+    """Where weights rest between runs (ComfyUI's offload device; the CPU outside ComfyUI)."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return torch.device("cpu")
+    return mm.unet_offload_device()

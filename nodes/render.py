@@ -1,0 +1,4 @@
+"""BokehMe nodes: render (being written)."""
+
+NODE_CLASS_MAPPINGS: dict = {}
+NODE_DISPLAY_NAME_MAPPINGS: dict = {}

@@ -35,32 +35,37 @@ def signed_defocus(disparity: torch.Tensor, K: float, focus) -> torch.Tensor:
 
 def apply_highlight(
     image: torch.Tensor,
-    disparity: torch.Tensor,
-    focus,
+    defocus_px: torch.Tensor,
+    K: float,
     *,
     threshold: float = 220.0 / 255.0,
     strength: float = 0.4,
 ) -> torch.Tensor:
     """The official optional highlight boost (SPEC section 1).
 
-    Brightens pixels brighter than ``threshold`` that are clearly out of focus, so that they become brighter
-    bokeh balls: ``image * (1 + strength * m1 * m2)`` with
-    ``m1 = clip(tanh(200 * ((disparity - focus)^2 - 0.01)), 0, 1)`` and
-    ``m2 = clip(tanh(10 * (image - threshold)), 0, 1)`` per channel.
+    Brightens bright pixels that are clearly out of focus, so that they become brighter bokeh balls:
+    ``image * (1 + strength * m1 * m2)`` with ``m1 = clip(tanh(200 * ((disparity - focus)^2 - 0.01)), 0, 1)``
+    (here ``disparity - focus = defocus_px / K``) and ``m2 = clip(tanh(10 * (image - threshold)), 0, 1)``
+    per channel. Masks are computed from the un-boosted image.
 
     Args:
         image: (B, 3, H, W) in [0, 1].
-        disparity: (B or 1, 1, H, W) in [0, 1].
-        focus: in-focus disparity, number or one per image.
+        defocus_px: (B or 1, 1, H, W) signed defocus in pixels (:func:`signed_defocus`).
+        K: the K that produced ``defocus_px``; K = 0 means nothing is out of focus (image returned as is).
+        threshold: brightness above which a pixel counts as a highlight, in [0, 1].
+        strength: boost factor, in [0, 10] (official: 0.4).
 
     Returns:
         (B, 3, H, W); values may exceed 1 (they are meant to be rendered, then clamped).
     """
     check_image(image)
-    check_disparity(disparity)
-    check_same_spatial(image, disparity, "image", "disparity")
+    check_disparity(defocus_px, "defocus_px")
+    check_same_spatial(image, defocus_px, "image", "defocus_px")
+    K = check_range(K, "K", 0.0, MAX_K)
+    threshold = check_range(threshold, "threshold", 0.0, 1.0)
     strength = check_range(strength, "strength", 0.0, 10.0)
-    f = check_focus(focus, max(image.shape[0], disparity.shape[0])).to(image.device, image.dtype)
-    m1 = torch.tanh(200.0 * ((disparity - f.view(-1, 1, 1, 1)) ** 2 - 0.01)).clamp(0, 1)
+    if K == 0.0:
+        return image
+    m1 = torch.tanh(200.0 * ((defocus_px / K) ** 2 - 0.01)).clamp(0, 1)
     m2 = torch.tanh(10.0 * (image - threshold)).clamp(0, 1)
     return image * (1.0 + strength * m1 * m2)

@@ -126,3 +126,58 @@ def offload_device() -> torch.device:
     except ImportError:
         return torch.device("cpu")
     return mm.unet_offload_device()
+
+
+# --- model folders ----------------------------------------------------------------------------------------
+
+_FOLDERS = {
+    # kind -> (ComfyUI folder names, sub-folder of models/ for each)
+    "bokehme": ("bokehme",),
+    "bokehme_depth": ("bokehme_depth", "depthanything"),
+}
+_DEFAULT_SUBDIR = {"bokehme": "bokehme", "bokehme_depth": "bokehme/depth", "depthanything": "depthanything"}
+
+
+def model_dirs(kind: str) -> list:
+    """Folders searched for model files of ``kind`` ("bokehme" or "bokehme_depth").
+
+    Inside ComfyUI: ``models/bokehme/`` (resp. ``models/bokehme/depth/`` and ``models/depthanything/``) plus any
+    path the user registered for those names in ``extra_model_paths.yaml``. Outside ComfyUI: the user cache
+    dir (``bokehme_core.paths.user_cache_dir()``, resp. its ``depth/`` sub-folder).
+    """
+    import pathlib
+
+    from ..bokehme_core.paths import user_cache_dir
+
+    if kind not in _FOLDERS:
+        raise ValueError(f"unknown model kind {kind!r}, expected one of {sorted(_FOLDERS)}")
+    try:
+        import folder_paths
+    except ImportError:
+        return [user_cache_dir() / ("depth" if kind == "bokehme_depth" else "")]
+    dirs = []
+    for name in _FOLDERS[kind]:
+        default = pathlib.Path(folder_paths.models_dir) / _DEFAULT_SUBDIR[name]
+        dirs.append(default)
+        try:
+            dirs.extend(pathlib.Path(p) for p in folder_paths.get_folder_paths(name))
+        except KeyError:  # name not registered by the user or another pack: only the default folder
+            pass
+    unique = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return unique
+
+
+def list_model_files(kind: str, exts=(".safetensors", ".pth", ".pt")) -> list:
+    """Model files of ``kind`` found in :func:`model_dirs`, as sorted (name, path) pairs; names are relative
+    to their folder, so they are stable across machines for saved workflows."""
+    found = {}
+    for d in model_dirs(kind):
+        if not d.is_dir():
+            continue
+        for p in sorted(d.rglob("*")):
+            if p.is_file() and p.suffix.lower() in exts:
+                found.setdefault(p.relative_to(d).as_posix(), p)
+    return sorted(found.items())

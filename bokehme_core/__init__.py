@@ -36,6 +36,7 @@ _PUBLIC = {
     "normalize_disparity": "disparity",
     "depth_to_disparity": "disparity",
     "repair_nonfinite": "disparity",
+    "deband": "disparity",
     "apply_highlight": "defocus",
     # error map and fusion
     "analytic_error_map": "error_map",

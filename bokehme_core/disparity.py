@@ -1,0 +1,292 @@
+"""Disparity maps: loading at full precision, normalisation, depth -> disparity, NaN/inf repair, debanding.
+
+Convention: disparity is a float tensor (B, 1, H, W) in [0, 1], 1 = near. Maps produced by other tools come in
+many forms (8-bit hint images, 16-bit PNG, float TIFF/EXR/NPY, metric depth in metres, relative inverse depth);
+the functions here turn them into that convention with explicit, documented steps: nothing is inverted,
+resized or repaired silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pathlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_choice, check_disparity, check_range
+
+__all__ = ["load_disparity", "normalize_disparity", "depth_to_disparity", "repair_nonfinite", "deband"]
+
+logger = logging.getLogger(__name__)
+
+#: Largest difference between colour channels (in [0,1] units) for which a 3-channel map counts as gray.
+_GRAY_TOLERANCE = 2.0 / 255.0
+
+
+def _to_gray(array: np.ndarray, path: pathlib.Path) -> np.ndarray:
+    """(H,W), (H,W,1) or (H,W,3|4) gray-as-colour -> (H,W). A colour-mapped visualisation is refused."""
+    if array.ndim == 2:
+        return array
+    if array.ndim == 3 and array.shape[2] == 1:
+        return array[..., 0]
+    if array.ndim == 3 and array.shape[0] == 1:
+        return array[0]
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        rgb = array[..., :3].astype(np.float64)
+        spread = (rgb.max(axis=2) - rgb.min(axis=2)).max()
+        scale = 255.0 if array.dtype == np.uint8 else (65535.0 if array.dtype == np.uint16 else 1.0)
+        if spread / scale > _GRAY_TOLERANCE:
+            raise ValueError(
+                f"disparity file {path.name} has colour channels that differ (up to {spread / scale:.3f}): a "
+                f"colour-mapped depth visualisation cannot be turned back into numbers; save the map as grayscale"
+            )
+        return rgb.mean(axis=2).astype(np.float32) if scale == 1.0 else array[..., 0]
+    raise ValueError(f"disparity file {path.name} must hold one channel (H,W), got array shape {array.shape}")
+
+
+def _read_exr(path: pathlib.Path) -> np.ndarray:
+    try:
+        import OpenEXR  # optional: pip install OpenEXR
+    except ImportError:
+        raise ImportError(
+            f"reading {path.name} needs the optional OpenEXR package: pip install OpenEXR "
+            f"(or save the map as 16-bit PNG, float TIFF or .npy)"
+        ) from None
+    try:
+        with OpenEXR.File(str(path)) as exr:
+            channels = {name: np.array(ch.pixels, dtype=np.float32) for name, ch in exr.channels().items()}
+    except Exception as e:  # OpenEXR raises plain RuntimeError/OSError subclasses for broken files
+        raise ValueError(f"cannot read EXR file {path}: {e}") from None
+    for name in ("Y", "Z", "R", "V", "depth", "disparity"):
+        if name in channels:
+            return channels[name]
+    if len(channels) == 1:
+        return next(iter(channels.values()))
+    if "RGB" in channels or "RGBA" in channels:
+        return channels.get("RGB", channels.get("RGBA"))
+    raise ValueError(f"EXR file {path.name} has channels {sorted(channels)}; expected one of Y, Z, R, depth")
+
+
+def load_disparity(path) -> torch.Tensor:
+    """Read a one-channel map at full precision, without normalising or inverting it.
+
+    Supported: 8-bit PNG/JPEG (value / 255), 16-bit PNG (value / 65535: all 16 bits, not the official demo's
+    8-bit read), 32-bit integer images (value / 65535), float TIFF (as stored), EXR (as stored; needs the
+    optional ``OpenEXR`` package) and NumPy ``.npy`` (as stored; shapes (H,W), (1,H,W) or (H,W,1)). Gray maps
+    saved as RGB are accepted; colour-mapped visualisations are refused.
+
+    Returns:
+        (1, 1, H, W) float32 tensor. Values of float files may lie outside [0, 1], be metric depth or hold
+        NaN/inf: follow with :func:`repair_nonfinite`, :func:`depth_to_disparity`, :func:`normalize_disparity`.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"disparity file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise ValueError(f"{path.name} is not a plain numeric .npy array: {e}") from None
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise ValueError(f"{path.name} must hold numbers, got dtype {array.dtype}")
+        array = _to_gray(array.astype(np.float32), path)
+    elif suffix == ".exr":
+        array = _to_gray(_read_exr(path), path)
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                im.load()
+                mode = im.mode
+                array = np.array(im)
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"cannot read disparity image {path}: {e}") from None
+        if mode == "F":
+            array = array.astype(np.float32)
+        elif mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = array.astype(np.float32) / 65535.0
+        elif array.dtype == np.uint16:
+            array = _to_gray(array, path).astype(np.float32) / 65535.0
+        elif mode in ("L", "P", "RGB", "RGBA", "LA"):
+            if mode == "P":
+                raise ValueError(f"{path.name} is a palette image; save the disparity as grayscale")
+            if mode == "LA":
+                array = array[..., 0]
+            array = _to_gray(array, path).astype(np.float32) / 255.0
+        else:
+            raise ValueError(f"{path.name}: unsupported image mode {mode!r} for a disparity map")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.ndim != 2 or array.size == 0:
+        raise ValueError(f"{path.name} must hold a non-empty 2-D map, got shape {array.shape}")
+    return torch.from_numpy(array)[None, None]
+
+
+def normalize_disparity(
+    disparity: torch.Tensor,
+    *,
+    eps: float = 1e-6,
+    low_pct: float = 0.0,
+    high_pct: float = 100.0,
+    batch_stable: bool = False,
+    invert: bool = False,
+) -> torch.Tensor:
+    """Min-max (or percentile) normalise to [0, 1].
+
+    Args:
+        disparity: (B, 1, H, W), finite (repair NaN/inf first with :func:`repair_nonfinite`).
+        eps: added to the range so that a flat map gives 0 everywhere instead of dividing by zero.
+        low_pct, high_pct: percentiles mapped to 0 and 1 (0 and 100 = min and max); values beyond are
+            clamped. Percentiles ignore outliers such as a few sky pixels.
+        batch_stable: one range for the whole batch (video: no flicker) instead of one per image.
+        invert: return ``1 - result`` (for maps where larger means farther).
+
+    Returns:
+        (B, 1, H, W) float32 in [0, 1].
+    """
+    check_disparity(disparity)
+    low_pct = check_range(low_pct, "low_pct", 0.0, 100.0)
+    high_pct = check_range(high_pct, "high_pct", 0.0, 100.0)
+    if low_pct >= high_pct:
+        raise ValueError(f"low_pct must be below high_pct, got {low_pct:g} >= {high_pct:g}")
+    eps = check_range(eps, "eps", 0.0, 1.0)
+    if not torch.isfinite(disparity).all():
+        raise ValueError("disparity holds NaN/inf values; call repair_nonfinite first (or use the node's repair option)")
+    d = disparity.to(torch.float32)
+    flat = d.reshape(1, -1) if batch_stable else d.reshape(d.shape[0], -1)
+    if low_pct == 0.0 and high_pct == 100.0:
+        lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    else:
+        sample = flat
+        if sample.shape[1] > 4_000_000:  # torch.quantile has an input size limit; a strided sample is plenty
+            sample = sample[:, :: math.ceil(sample.shape[1] / 4_000_000)]
+        q = torch.tensor([low_pct / 100.0, high_pct / 100.0], dtype=torch.float32, device=d.device)
+        lo, hi = torch.quantile(sample, q, dim=1)
+    if batch_stable:
+        lo, hi = lo.expand(d.shape[0]), hi.expand(d.shape[0])
+    if ((hi - lo) <= eps).any():
+        logger.warning("disparity is (nearly) constant: the normalised map is flat, everything is at one depth")
+    span = hi - lo
+    denominator = torch.where(span > 0, span + eps, torch.ones_like(span))  # a flat map becomes 0, never NaN
+    out = ((d - lo.view(-1, 1, 1, 1)) / denominator.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
+    return 1.0 - out if invert else out
+
+
+def depth_to_disparity(depth: torch.Tensor, mode: str = "metric", *, eps: float = 1e-6) -> torch.Tensor:
+    """Turn a depth-like map into disparity (larger = nearer), before normalisation.
+
+    Modes:
+        ``"metric"``: metric (or any ratio-scaled) depth, larger = farther: ``1 / max(depth, eps)``. This is
+            the physically right conversion: blur is linear in inverse depth. Depth <= 0 is invalid and becomes
+            NaN (repair it with :func:`repair_nonfinite`).
+        ``"inverted"``: a depth map already scaled to a range where larger = farther but not metric (e.g. an
+            8-bit depth visualisation): ``max - depth`` per image, i.e. linear inversion.
+        ``"disparity"``: already disparity-like (larger = nearer: Depth Anything, MiDaS, DPT raw outputs):
+            returned unchanged.
+
+    Args:
+        depth: (B, 1, H, W).
+    Returns:
+        (B, 1, H, W) float32, not normalised: follow with :func:`normalize_disparity`.
+    """
+    check_disparity(depth, "depth")
+    check_choice(mode, "mode", ("metric", "inverted", "disparity"))
+    d = depth.to(torch.float32)
+    if mode == "disparity":
+        return d
+    if mode == "inverted":
+        finite = torch.where(torch.isfinite(d), d, torch.full_like(d, -math.inf))
+        top = finite.reshape(d.shape[0], -1).amax(dim=1).view(-1, 1, 1, 1)
+        return top - d
+    bad = ~(d > 0)
+    if bad.any():
+        logger.warning("depth has %d pixels <= 0 or NaN: marked invalid (NaN) for repair", int(bad.sum()))
+    return torch.where(bad, torch.full_like(d, math.nan), 1.0 / d.clamp_min(eps))
+
+
+def repair_nonfinite(disparity: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Fill NaN/inf pixels from their valid surroundings (documented repair, logged as a warning).
+
+    Holes are filled by push-pull interpolation: the valid pixels are averaged down an image pyramid until
+    every hole is covered, then the coarse values are pulled back up into the holes only. A small hole gets
+    the mean of its border, a large one a smooth blend of what surrounds it. Valid pixels never change.
+    An image with no valid pixel at all is filled with 0 (the far plane).
+
+    Args:
+        disparity: (B, 1, H, W).
+    Returns:
+        (repaired (B, 1, H, W) float32, number of repaired pixels).
+    """
+    check_disparity(disparity)
+    d = disparity.to(torch.float32)
+    valid = torch.isfinite(d)
+    n_bad = int((~valid).sum())
+    if n_bad == 0:
+        return d, 0
+    logger.warning("disparity: repairing %d NaN/inf pixels from their surroundings", n_bad)
+    out = torch.empty_like(d)
+    for i in range(d.shape[0]):
+        out[i : i + 1] = _push_pull(d[i : i + 1], valid[i : i + 1])
+    return out, n_bad
+
+
+def _push_pull(d: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    w = valid.to(d.dtype)
+    if w.sum() == 0:
+        return torch.zeros_like(d)
+    v = torch.where(valid, d, torch.zeros_like(d))
+    if bool(valid.all()):
+        return v
+    h, wd = d.shape[-2:]
+    if h == 1 and wd == 1:
+        return v
+    # push: valid-weighted average pooling
+    v2 = F.avg_pool2d(v * w, 2, ceil_mode=True)
+    w2 = F.avg_pool2d(w, 2, ceil_mode=True)
+    coarse_valid = w2 > 0
+    coarse = torch.where(coarse_valid, v2 / w2.clamp_min(1e-12), torch.zeros_like(v2))
+    filled = _push_pull(coarse, coarse_valid)
+    # pull: upsample and use only where the fine level had no data
+    up = F.interpolate(filled, scale_factor=2, mode="bilinear", align_corners=False)[..., :h, :wd]
+    return torch.where(valid, v, up)
+
+
+def deband(disparity: torch.Tensor, *, levels: int = 255, sigma: float = 2.0) -> torch.Tensor:
+    """Smooth the staircase of a quantised (e.g. 8-bit) map without blurring real depth edges.
+
+    A Gaussian blur of width ``sigma`` px is applied only where the 3x3 neighbourhood varies by at most one
+    quantisation step (``1 / levels`` of the map's range), and it may move a value by one step at most;
+    across larger jumps (real depth edges) the map is kept as is.
+
+    Args:
+        disparity: (B, 1, H, W), finite.
+        levels: number of quantisation steps of the source (255 for 8-bit maps).
+        sigma: blur width in pixels, in (0, 50].
+    Returns:
+        (B, 1, H, W) float32.
+    """
+    check_disparity(disparity)
+    check_range(levels, "levels", 1, 1 << 24)
+    sigma = check_range(sigma, "sigma", 1e-3, 50.0)
+    d = disparity.to(torch.float32)
+    flat = d.reshape(d.shape[0], -1)
+    step = ((flat.amax(dim=1) - flat.amin(dim=1)) / levels).view(-1, 1, 1, 1)
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=d.device)
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    blurred = F.pad(d, (radius, radius, 0, 0), mode="replicate")
+    blurred = F.conv2d(blurred, g.view(1, 1, 1, -1))
+    blurred = F.pad(blurred, (0, 0, radius, radius), mode="replicate")
+    blurred = F.conv2d(blurred, g.view(1, 1, -1, 1))
+    local_max = F.max_pool2d(d, 3, 1, 1)
+    local_min = -F.max_pool2d(-d, 3, 1, 1)
+    smooth_region = (local_max - local_min) <= step * 1.5
+    # debanding moves a value by at most one step; this also keeps a real edge from leaking into its
+    # smooth neighbourhood through the blur
+    debanded = d + torch.minimum(torch.maximum(blurred - d, -step), step)
+    return torch.where(smooth_region, debanded, d)

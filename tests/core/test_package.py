@@ -3,9 +3,11 @@
 import subprocess
 import sys
 
-from conftest import ROOT
+import pathlib
 
 import bokehme_core
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_import_loads_no_comfyui_module_and_public_names_resolve():

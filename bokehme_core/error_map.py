@@ -1,0 +1,190 @@
+"""Analytic error map of the classical scatter renderer (BokehMe paper, section 3.1, Eq. 2 and Eq. 5).
+
+The classical scatter renderer has no depth ordering, so it is wrong near depth edges where a blurred
+object in front of the focal plane partially occludes something that is blurred less (or blurred the
+other way): the real lens shows the background through the semi-transparent foreground blur, the scatter
+renderer cannot. BokehMe marks those pixels with an error map E in [0, 1] (1 = do not trust the classical
+result) and fuses ``classical * (1 - E) + neural * E``. ARNet predicts E; this module computes the
+analytic map from disparity alone. It is the training target of ARNet (paper Eq. 5, ``E*``) and a
+network-free error map for the ``BokehMeAnalyticErrorMap`` node.
+
+Definitions used here (signed blur radii in pixels, ``r = K * (disparity - focus)``, positive = nearer
+than the focal plane, as everywhere in this package). For a pixel ``p`` and another pixel ``q`` at
+distance ``dist(p, q)``:
+
+* ``alpha = dist(p, q) / max(|r_p|, |r_q|)``: distance in units of the larger blur radius;
+* ``beta = min(r_p, r_q) / max(r_p, r_q)`` with the **signed** radii: the nearer of the two has the larger
+  signed radius, so ``beta = r_back / r_front``. ``beta < 0``: the two lie on opposite sides of the focal
+  plane; ``0 <= beta < 1``: both in front, the front one blurrier; ``beta >= 1`` (or ``max(r_p, r_q) <= 0``):
+  both at or behind the focal plane, where the scatter renderer's ``1 / (r^2 + 0.2)`` weights keep the
+  sharper front object on top: no error (the paper's "E* = 0 where beta > 1"; equal radii, beta = 1, is
+  also error-free here, so that a constant disparity map gives exactly 0);
+* Eq. 5 (``variant="eq5"``): ``E*(p, q) = max(0, 1 - alpha^delta1) * (0.5 + 0.5 * tanh(10 * (delta2 - beta)))``
+  with ``delta1 = 4``, ``delta2 = 2/3``;
+* Eq. 2 (``variant="eq2"``), the hard indicator that Eq. 5 smooths: ``E(p, q) = 1`` if ``alpha < 1`` and
+  ``beta < delta2``, else 0.
+
+The paper states the formula for a two-layer scene (foreground and background), where ``q`` is the nearest
+pixel on the other side of the depth edge. For an arbitrary disparity map this module takes
+``E(p) = max over q of E(p, q)``: for a two-layer scene that is exactly the paper's value (E* decreases with
+distance), and pixels of the same depth contribute nothing (beta = 1). The band is symmetric: it covers
+both sides of an edge, up to ``max(|r_front|, |r_back|)`` pixels from it.
+
+Cost and memory: the maximum runs over a disk of offsets of radius ``max |r|``. When that radius exceeds
+``max_work_radius`` pixels, the map is computed on a grid downscaled by ``s = max|r| / max_work_radius``
+(signed radii max-pooled, so thin foreground structures survive, and divided by ``s``) and resized back
+bilinearly: the map is smooth on the scale of the blur radius, so little is lost. Memory is a few
+(B, 1, h, w) buffers whatever K is; time is about ``h * w * pi * max_work_radius^2`` evaluations.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_choice, check_disparity, check_finite, check_focus, check_range
+from .defocus import MAX_K
+
+__all__ = ["analytic_error_map", "pairwise_error"]
+
+logger = logging.getLogger(__name__)
+
+#: Slope of the tanh in Eq. 5 (the paper's constant 10).
+_TANH_SLOPE = 10.0
+
+
+def pairwise_error(
+    dist: torch.Tensor | float,
+    radius_p: torch.Tensor,
+    radius_q: torch.Tensor,
+    *,
+    variant: str = "eq5",
+    delta1: float = 4.0,
+    delta2: float = 2.0 / 3.0,
+) -> torch.Tensor:
+    """Error of the scatter renderer at pixel p caused by pixel q (paper Eq. 5 / Eq. 2), symmetric in p, q.
+
+    Args:
+        dist: distance between p and q in pixels (>= 0), a number or a tensor broadcastable to the radii.
+        radius_p, radius_q: signed blur radii in pixels (positive = nearer than the focal plane), same shape.
+        variant: "eq5" (smooth, the ARNet training target E*) or "eq2" (hard 0/1 indicator).
+        delta1: exponent of alpha in Eq. 5 (paper: 4).
+        delta2: beta threshold (paper: 2/3).
+
+    Returns:
+        tensor of the radii's shape, values in [0, 1].
+    """
+    front = torch.maximum(radius_p, radius_q)
+    back = torch.minimum(radius_p, radius_q)
+    largest = torch.maximum(radius_p.abs(), radius_q.abs())
+    # Only pairs with a blurred object in front of the focal plane can be wrong (max(r_p, r_q) > 0).
+    has_front_blur = front > 0
+    safe_front = torch.where(has_front_blur, front, torch.ones_like(front))
+    beta = back / safe_front
+    valid = has_front_blur & (beta < 1.0)
+    alpha = dist / torch.where(largest > 0, largest, torch.ones_like(largest))
+    if variant == "eq2":
+        err = ((alpha < 1.0) & (beta < delta2)).to(radius_p.dtype)
+    else:
+        falloff = (1.0 - alpha.pow(delta1)).clamp_min(0.0)
+        err = falloff * (0.5 + 0.5 * torch.tanh(_TANH_SLOPE * (delta2 - beta)))
+    return torch.where(valid & (largest > 0), err, torch.zeros_like(err))
+
+
+def analytic_error_map(
+    disparity: torch.Tensor,
+    K: float,
+    focus,
+    *,
+    variant: str = "eq5",
+    delta1: float = 4.0,
+    delta2: float = 2.0 / 3.0,
+    max_work_radius: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Analytic error map of the classical renderer: where to trust the neural rendering instead.
+
+    Args:
+        disparity: (B, 1, H, W) float in [0, 1], 1 = near.
+        K: blur radius in pixels per unit disparity, ``0 <= K <= 2000`` (blur radius = K * |disparity - focus|).
+        focus: in-focus disparity in [0, 1]: a number, or one per image (sequence or tensor of shape (B,)).
+        variant: "eq5" (paper Eq. 5, smooth; ARNet's training target) or "eq2" (paper Eq. 2, hard 0/1).
+        delta1: exponent of the distance falloff in Eq. 5, in (0, 100] (paper: 4).
+        delta2: blur-ratio threshold beta, in (0, 1] (paper: 2/3).
+        max_work_radius: largest blur radius (px) handled at full resolution, in [2, 128]; larger blur is
+            handled on a downscaled grid (see the module docstring). Larger = more exact, slower.
+        progress: optional callback ``progress(done, total)`` over the offsets of the search disk.
+
+    Returns:
+        (B, 1, H, W) float tensor in [0, 1] (dtype and device of ``disparity``), 1 = classical result wrong.
+        All zero when K = 0, when the disparity is constant, or when nothing is in front of the focal plane.
+    """
+    check_disparity(disparity)
+    check_finite(disparity, "disparity")
+    lo, hi = float(disparity.min()), float(disparity.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ValueError(
+            f"disparity must be in [0, 1] (1 = near), got values in [{lo:g}, {hi:g}]; "
+            f"normalise it first (bokehme_core.normalize_disparity)"
+        )
+    K = check_range(K, "K", 0.0, MAX_K)
+    focus_t = check_focus(focus, disparity.shape[0]).to(disparity.device, torch.float32)
+    check_choice(variant, "variant", ("eq5", "eq2"))
+    delta1 = check_range(delta1, "delta1", 1e-3, 100.0)
+    delta2 = check_range(delta2, "delta2", 1e-3, 1.0)
+    if isinstance(max_work_radius, bool) or not isinstance(max_work_radius, int):
+        raise TypeError(f"max_work_radius must be an int in [2, 128], got {max_work_radius!r}")
+    check_range(max_work_radius, "max_work_radius", 2, 128)
+
+    out_dtype = disparity.dtype
+    batch, _, height, width = disparity.shape
+    radius = K * (disparity.to(torch.float32) - focus_t.view(-1, 1, 1, 1))
+    max_radius = float(radius.abs().max()) if K > 0 else 0.0
+    if max_radius <= 0.0 or float(radius.max()) <= 0.0:
+        # Nothing blurred in front of the focal plane: the scatter renderer is right everywhere.
+        return torch.zeros_like(disparity, dtype=out_dtype)
+
+    scale = max(1.0, max_radius / max_work_radius)
+    if scale > 1.0:
+        work_h, work_w = max(1, round(height / scale)), max(1, round(width / scale))
+        # Max-pool the signed radius: the nearest object wins, so thin foreground structures survive.
+        work_radius = F.adaptive_max_pool2d(radius, (work_h, work_w)) * (work_h / height)
+    else:
+        work_radius = radius
+    search = int(math.ceil(float(work_radius.abs().max())))
+    logger.debug("analytic_error_map: max radius %.2f px, scale %.3f, search radius %d", max_radius, scale, search)
+
+    padded = F.pad(work_radius, (search, search, search, search), value=float("nan"))
+    work_h, work_w = work_radius.shape[-2:]
+    # E(p, q) is symmetric, so each offset o of one half-disk updates both p and p + o.
+    offsets = [
+        (dy, dx)
+        for dy in range(0, search + 1)
+        for dx in range(-search, search + 1)
+        if (dy > 0 or dx > 0) and dy * dy + dx * dx < (search + 1) ** 2
+    ]
+    error_padded = torch.zeros_like(padded)
+    centre = error_padded[:, :, search : search + work_h, search : search + work_w]
+    for index, (dy, dx) in enumerate(offsets):
+        rows = slice(search + dy, search + dy + work_h)
+        cols = slice(search + dx, search + dx + work_w)
+        neighbour = padded[:, :, rows, cols]
+        inside = ~torch.isnan(neighbour)
+        neighbour = torch.where(inside, neighbour, work_radius)  # outside the image: same radius, no error
+        pair = pairwise_error(
+            math.sqrt(dy * dy + dx * dx), work_radius, neighbour, variant=variant, delta1=delta1, delta2=delta2
+        )
+        torch.maximum(centre, pair, out=centre)
+        shifted = error_padded[:, :, rows, cols]
+        torch.maximum(shifted, pair, out=shifted)
+        if progress is not None:
+            progress(index + 1, len(offsets))
+    error = centre
+
+    if scale > 1.0:
+        error = F.interpolate(error, size=(height, width), mode="bilinear", align_corners=False)
+    return error.clamp(0.0, 1.0).to(out_dtype)

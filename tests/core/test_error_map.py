@@ -1,0 +1,142 @@
+"""Tests of the analytic error map (paper Eq. 2 / Eq. 5)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bokehme_core.error_map import analytic_error_map, pairwise_error
+
+
+def _two_layer(height: int = 24, width: int = 48, near_left: bool = True) -> torch.Tensor:
+    """Left half disparity 1 (near), right half 0 (far), or the mirror image."""
+    d = torch.zeros(1, 1, height, width)
+    if near_left:
+        d[..., : width // 2] = 1.0
+    else:
+        d[..., width // 2 :] = 1.0
+    return d
+
+
+# ---- smoke, shapes, batch -------------------------------------------------------------------------------
+def test_shape_dtype_range():
+    d = torch.rand(2, 1, 20, 30, generator=torch.Generator().manual_seed(1))
+    e = analytic_error_map(d, 6.0, 0.2)
+    assert e.shape == (2, 1, 20, 30) and e.dtype == torch.float32
+    assert float(e.min()) >= 0.0 and float(e.max()) <= 1.0
+    assert float(e.max()) > 0.5
+
+
+def test_batch_split_and_per_image_focus():
+    d = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    both = analytic_error_map(d, 5.0, torch.tensor([0.1, 0.8]))
+    first = analytic_error_map(d[:1], 5.0, 0.1)
+    second = analytic_error_map(d[1:], 5.0, 0.8)
+    torch.testing.assert_close(both, torch.cat([first, second]))
+
+
+def test_float64_keeps_dtype():
+    e = analytic_error_map(_two_layer().double(), 4.0, 0.0)
+    assert e.dtype == torch.float64
+
+
+# ---- properties ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant", ["eq5", "eq2"])
+def test_zero_for_constant_disparity(variant):
+    d = torch.full((1, 1, 12, 12), 0.7)
+    assert float(analytic_error_map(d, 20.0, 0.0, variant=variant).abs().max()) == 0.0
+
+
+def test_zero_for_K_zero():
+    assert float(analytic_error_map(_two_layer(), 0.0, 0.0).max()) == 0.0
+
+
+def test_zero_when_everything_is_behind_the_focal_plane():
+    # In-focus near object over a blurred background (beta > 1): the scatter renderer is right.
+    assert float(analytic_error_map(_two_layer(), 8.0, 1.0).max()) == 0.0
+
+
+def test_band_around_blurred_foreground_on_both_sides():
+    # Near half blurred (r = 6 px, in front of focus), far half in focus: E is high on both sides of the
+    # edge, within the blur radius, and zero beyond it.
+    e = analytic_error_map(_two_layer(), 6.0, 0.0, max_work_radius=16)[0, 0, 12]
+    edge = 24  # first far column
+    assert float(e[edge - 1]) > 0.95 and float(e[edge]) > 0.95
+    assert float(e[edge - 5]) > 0.3 and float(e[edge + 4]) > 0.3
+    assert float(e[: edge - 7].max()) == 0.0 and float(e[edge + 6 :].max()) == 0.0
+    # Eq. 5 along a line: max(0, 1 - (dist/6)^4) * (0.5 + 0.5 tanh(10 * 2/3)), since beta = 0.
+    expected = (1 - (3 / 6) ** 4) * (0.5 + 0.5 * math.tanh(10 * 2 / 3))
+    assert float(e[edge + 2]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_mirror_symmetry():
+    left = analytic_error_map(_two_layer(near_left=True), 5.0, 0.2, max_work_radius=16)
+    right = analytic_error_map(_two_layer(near_left=False), 5.0, 0.2, max_work_radius=16)
+    torch.testing.assert_close(left.flip(-1), right)
+    transposed = analytic_error_map(_two_layer().transpose(-1, -2).contiguous(), 5.0, 0.2, max_work_radius=16)
+    torch.testing.assert_close(transposed, left.transpose(-1, -2))
+
+
+def test_eq2_is_hard_and_covers_eq5_band():
+    d = _two_layer()
+    hard = analytic_error_map(d, 6.0, 0.0, variant="eq2", max_work_radius=16)
+    soft = analytic_error_map(d, 6.0, 0.0, variant="eq5", max_work_radius=16)
+    assert set(hard.unique().tolist()) <= {0.0, 1.0}
+    assert bool(((soft > 0) <= (hard > 0)).all())
+
+
+def test_similar_radii_in_front_give_little_error():
+    # Both layers in front of the focus plane with radii 6 and 5.4 (beta = 0.9 > 2/3): small error,
+    # (0.5 + 0.5 tanh(10 (2/3 - 0.9))) ~ 0.0094 at most.
+    d = torch.full((1, 1, 16, 32), 1.0)
+    d[..., 16:] = 0.95
+    e = analytic_error_map(d, 6.0 / 0.5, 0.5, max_work_radius=16)
+    assert 0.0 < float(e.max()) < 0.01
+
+
+def test_large_K_downscaled_path_matches_full_resolution_roughly():
+    d = _two_layer(64, 96)
+    exact = analytic_error_map(d, 20.0, 0.0, max_work_radius=32)
+    fast = analytic_error_map(d, 20.0, 0.0, max_work_radius=8)
+    assert (exact - fast).abs().mean() < 0.05
+
+
+def test_pairwise_error_symmetric_and_bounded():
+    g = torch.Generator().manual_seed(3)
+    rp = torch.randn(1000, generator=g) * 5
+    rq = torch.randn(1000, generator=g) * 5
+    dist = torch.rand(1000, generator=g) * 6
+    a = pairwise_error(dist, rp, rq)
+    torch.testing.assert_close(a, pairwise_error(dist, rq, rp))
+    assert float(a.min()) >= 0 and float(a.max()) <= 1
+
+
+def test_progress_callback_reaches_total():
+    calls = []
+    analytic_error_map(_two_layer(), 4.0, 0.0, progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1][0] == calls[-1][1]
+
+
+# ---- exceptions ----------------------------------------------------------------------------------------------
+def test_bad_inputs():
+    d = _two_layer()
+    with pytest.raises(ValueError, match=r"disparity must have 1 channels \(B,1,H,W\)"):
+        analytic_error_map(torch.zeros(1, 3, 4, 4), 5.0, 0.5)
+    with pytest.raises(ValueError, match=r"disparity must be in \[0, 1\]"):
+        analytic_error_map(d * 2, 5.0, 0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        analytic_error_map(torch.full((1, 1, 4, 4), float("nan")), 5.0, 0.5)
+    with pytest.raises(ValueError, match=r"K must be in \[0, 2000\], got -1"):
+        analytic_error_map(d, -1.0, 0.5)
+    with pytest.raises(ValueError, match=r"focus must be a disparity in \[0, 1\]"):
+        analytic_error_map(d, 5.0, torch.tensor([1.5]))
+    with pytest.raises(ValueError, match="variant must be one of 'eq5', 'eq2', got 'eq3'"):
+        analytic_error_map(d, 5.0, 0.5, variant="eq3")
+    with pytest.raises(ValueError, match=r"delta2 must be in"):
+        analytic_error_map(d, 5.0, 0.5, delta2=2.0)
+    with pytest.raises(TypeError, match="max_work_radius must be an int"):
+        analytic_error_map(d, 5.0, 0.5, max_work_radius=4.5)
+    with pytest.raises(TypeError, match="disparity must be a floating point tensor"):
+        analytic_error_map(torch.zeros(1, 1, 4, 4, dtype=torch.uint8), 5.0, 0.5)

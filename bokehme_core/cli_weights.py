@@ -1,0 +1,58 @@
+"""``python -m bokehme_core download-weights``: fetch the official ARNet / IUNet checkpoints.
+
+``bokehme_core/cli.py`` calls :func:`register` with its subparsers object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``download-weights`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
+    from .paths import user_cache_dir
+
+    parser = subparsers.add_parser(
+        "download-weights",
+        help="download the official BokehMe ARNet/IUNet checkpoints",
+        description=(
+            "Download the official BokehMe checkpoints (github.com/JuewenPeng/BokehMe, checkpoints/) and verify "
+            "them (sha256 where known, strict load). The ComfyUI nodes find them in models/bokehme/; the "
+            f"default destination here is the user cache folder ({user_cache_dir()})."
+        ),
+    )
+    parser.add_argument("--dest", default=None, help="destination folder (default: the user cache folder)")
+    parser.add_argument(
+        "--which", nargs="+", choices=("arnet", "iunet"), default=["arnet", "iunet"], help="which networks"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Download each network in ``args.which`` into ``args.dest``; prints one line per file; returns 0 on
+    success, 1 if any download failed (the message says where to put the file by hand)."""
+    from .models.download import WeightsDownloadError, download_official
+    from .paths import user_cache_dir
+
+    dest = args.dest or user_cache_dir()
+    status = 0
+    for name in args.which:
+        last = [-1]
+
+        def progress(done: int, total: int, name=name, last=last) -> None:
+            if total and done * 10 // total != last[0]:
+                last[0] = done * 10 // total
+                print(f"\r{name}: {done / 1e6:.1f} / {total / 1e6:.1f} MB", end="", file=sys.stderr, flush=True)
+
+        try:
+            path = download_official(name, dest, progress=progress)
+        except WeightsDownloadError as exc:
+            print(f"\n{name}: FAILED: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"\n{name}: saved {path}", file=sys.stderr)
+    return status

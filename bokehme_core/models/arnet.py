@@ -1,0 +1,62 @@
+"""ARNet, the adaptive rendering network of BokehMe.
+
+Peng, Cao, Lu, Xian, Chen, "BokehMe: When Neural Rendering Meets Classical Rendering", CVPR 2022, section 3.2;
+official code and checkpoints: https://github.com/JuewenPeng/BokehMe (``checkpoints/arnet.pth``).
+Re-implemented from the documented behaviour; state-dict keys and shapes are the official ones.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .blocks import ShuffleConvNet, half_tile
+
+__all__ = ["ARNet"]
+
+
+class ARNet(ShuffleConvNet):
+    """Adaptive Rendering Network: renders bokeh and an error map at low resolution.
+
+    Architecture (official sizes are the defaults): image (3) + defocus (1) -> space-to-depth by 2 (16) +
+    gamma channel = 17 -> conv 3x3 to ``middle_channels`` (ELU) -> ``num_blocks`` residual blocks ->
+    conv 3x3 to 16 -> depth-to-space (4 channels) -> bilinear back to the input size. Channels 0-2 are the
+    bokeh (linear, not clamped), channel 3 through a sigmoid is the error map.
+    The official network (``middle_channels=128, num_blocks=3``) has 923,664 parameters.
+
+    Args:
+        middle_channels: body width (official 128).
+        num_blocks: residual blocks (official 3).
+    """
+
+    in_channels = 17
+    out_channels = 4
+    display_name = "ARNet"
+
+    def __init__(self, middle_channels: int = 128, num_blocks: int = 3) -> None:
+        super().__init__(middle_channels, num_blocks)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        defocus: torch.Tensor,
+        gamma_norm,
+        tile_size: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Render at the (already reduced) input resolution.
+
+        Args:
+            image: (B, 3, h, w), sRGB in [0, 1] (may exceed 1 after the highlight boost); h, w >= 2.
+            defocus: (B, 1, h, w), signed defocus in units of 10 px at this resolution (official inputs lie
+                in [-1, 1] after adaptive resizing); positive = nearer than focus.
+            gamma_norm: ``(gamma - 1) / 4`` in [0, 1]: a float or a (B,) tensor.
+            tile_size: run the body in tiles of this many full-resolution pixels (exact, see
+                :meth:`ShuffleConvNet.run_body`); None = one pass.
+
+        Returns:
+            bokeh (B, 3, h, w), linear network output (not clamped), and error map (B, 1, h, w) in (0, 1).
+        """
+        size = image.shape[-2:]
+        x = self.front_end(image, defocus)
+        x = torch.cat((x, self.gamma_channel(gamma_norm, x)), dim=1)
+        x = self.back_end(self.run_body(x, half_tile(tile_size)), size)
+        return x[:, :3], torch.sigmoid(x[:, 3:4])

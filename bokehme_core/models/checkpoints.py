@@ -62,8 +62,8 @@ def _numpy_safe_globals() -> list:
 def _read_torch_file(path: pathlib.Path) -> object:
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
-            f"cannot read {path}: not a torch.save zip archive (truncated, corrupted, or an old/other format); "
-            f"download it again or convert it to .safetensors"
+            f"cannot read {path}: not a torch.save zip archive (the file is truncated or corrupted, or in another "
+            f"format); download it again, or convert it to .safetensors"
         )
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):

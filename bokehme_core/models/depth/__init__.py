@@ -1,0 +1,51 @@
+"""Monocular disparity estimation: Depth Anything V2 and MiDaS v3 DPT, loaded from the official checkpoints.
+
+* Depth Anything V2 (Yang et al., NeurIPS 2024, https://github.com/DepthAnything/Depth-Anything-V2):
+  ``depth_anything_v2_vit{s,b,l}.pth``; Small weights Apache-2.0, Base/Large CC-BY-NC-4.0.
+* MiDaS v3 DPT (Ranftl et al., ICCV 2021 / TPAMI 2022, https://github.com/isl-org/MiDaS, MIT):
+  ``dpt_hybrid_384.pt``, ``dpt_large_384.pt``.
+
+Backbones come from timm, the DPT heads are written here; a prefix-table converter maps the official key
+names onto these modules so the official files load strictly. Both families output relative inverse depth
+(larger = nearer), which :meth:`DepthModel.estimate` normalises to disparity in [0, 1] (1 = near).
+
+Imports are lazy: ``import bokehme_core.models.depth`` does not import timm.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "load_depth_model": "loading",
+    "read_state_dict": "loading",
+    "detect_architecture": "loading",
+    "build_model": "loading",
+    "official_key_table": "loading",
+    "to_official_state_dict": "loading",
+    "DepthCheckpointError": "loading",
+    "DepthModel": "base",
+    "network_input_size": "base",
+    "DepthAnythingV2": "depth_anything_v2",
+    "MiDaSDPT": "midas_dpt",
+    "OFFICIAL_DEPTH_MODELS": "download",
+    "DepthDownloadError": "download",
+    "official_depth_url": "download",
+    "download_depth_model": "download",
+    "rename_keys": "dpt_blocks",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bokehme_core.models.depth' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,217 @@
+"""Reading depth checkpoints safely, detecting the architecture from the keys, strict loading.
+
+Supported (official key layouts only, ``.pth``/``.pt`` read with ``torch.load(weights_only=True)`` or the same
+tensors as ``.safetensors``, fp16 or fp32, optionally wrapped as ``{"model": state_dict}``):
+
+* Depth Anything V2 ``depth_anything_v2_vit{s,b,l}.pth`` (relative depth; not the metric-depth fine-tunes);
+* MiDaS v3 ``dpt_hybrid_384.pt`` and ``dpt_large_384.pt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import pickle
+import zipfile
+
+import torch
+
+from .dpt_blocks import rename_keys
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DepthCheckpointError",
+    "read_state_dict",
+    "detect_architecture",
+    "build_model",
+    "official_key_table",
+    "load_depth_model",
+    "to_official_state_dict",
+]
+
+SUPPORTED_TEXT = (
+    "supported: Depth Anything V2 depth_anything_v2_vits/vitb/vitl.pth (or the same tensors as .safetensors) "
+    "and MiDaS v3 dpt_hybrid_384.pt / dpt_large_384.pt"
+)
+
+
+class DepthCheckpointError(ValueError):
+    """The file is not a readable checkpoint of a supported depth network (the message says why)."""
+
+
+def _unwrap(obj, path: pathlib.Path) -> dict:
+    if isinstance(obj, dict):
+        for wrapper in ("model", "state_dict"):
+            inner = obj.get(wrapper)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return dict(inner)
+        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+            return dict(obj)
+    raise DepthCheckpointError(
+        f"{path.name} does not hold a state dict (a dict of tensors, optionally under 'model'); got "
+        f"{type(obj).__name__}" + (f" with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict) else "")
+    )
+
+
+def read_state_dict(path) -> dict:
+    """Read a checkpoint into a flat {name: tensor} dict on the CPU, safely (no pickled code).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        DepthCheckpointError: unreadable / truncated / not a state dict.
+    """
+    path = pathlib.Path(os.fspath(path)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"depth model file not found: {path}")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise DepthCheckpointError(
+                f"{path.name} is not a valid safetensors file (truncated or corrupted? re-download it): {exc}"
+            ) from exc
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DepthCheckpointError(
+            f"{path.name} is not a readable PyTorch checkpoint (truncated, corrupted, or it holds objects other "
+            f"than tensors; re-download it): {first}"
+        ) from exc
+    return _unwrap(obj, path)
+
+
+def _shape(sd: dict, key: str):
+    t = sd.get(key)
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else None
+
+
+def detect_architecture(state_dict: dict, name: str = "checkpoint") -> tuple:
+    """(family, variant) from the official key names and shapes.
+
+    Returns ("depth_anything_v2", "vits"|"vitb"|"vitl") or ("midas_dpt", "dpt_hybrid"|"dpt_large").
+    Raises DepthCheckpointError naming what was found for anything else.
+    """
+    da_patch = _shape(state_dict, "pretrained.patch_embed.proj.weight")
+    if da_patch is not None and "depth_head.scratch.output_conv1.weight" in state_dict:
+        dims = {384: "vits", 768: "vitb", 1024: "vitl"}
+        if len(da_patch) != 4 or da_patch[1:] != (3, 14, 14) or da_patch[0] not in dims:
+            kind = "Depth Anything V2 Giant" if da_patch[:1] == (1536,) else "an unknown Depth Anything variant"
+            raise DepthCheckpointError(
+                f"{name} looks like {kind} (patch embedding {da_patch}); {SUPPORTED_TEXT}"
+            )
+        return "depth_anything_v2", dims[da_patch[0]]
+    if "scratch.output_conv.0.weight" in state_dict:
+        if "pretrained.model.patch_embed.backbone.stem.conv.weight" in state_dict:
+            return "midas_dpt", "dpt_hybrid"
+        vit_patch = _shape(state_dict, "pretrained.model.patch_embed.proj.weight")
+        if vit_patch == (1024, 3, 16, 16) and "pretrained.model.blocks.23.norm1.weight" in state_dict:
+            return "midas_dpt", "dpt_large"
+        hint = "a BEiT / Swin / LeViT MiDaS v3.1 model" if any(
+            ("relative_position" in k or "layers." in k or "stem_b4" in k) for k in state_dict
+        ) else f"an unsupported MiDaS variant (patch embedding {vit_patch})"
+        raise DepthCheckpointError(f"{name} looks like {hint}; {SUPPORTED_TEXT}")
+    sample = ", ".join(list(state_dict)[:5])
+    raise DepthCheckpointError(
+        f"{name} is not a supported depth model (no Depth Anything V2 or MiDaS DPT keys; first keys: {sample}); "
+        f"{SUPPORTED_TEXT}. Hugging Face transformers exports are not supported: use the original .pth"
+    )
+
+
+def build_model(family: str, variant: str):
+    """An untrained module of the given architecture (random weights)."""
+    if family == "depth_anything_v2":
+        from .depth_anything_v2 import DepthAnythingV2
+
+        return DepthAnythingV2(variant)
+    if family == "midas_dpt":
+        from .midas_dpt import MiDaSDPT
+
+        return MiDaSDPT(variant)
+    raise ValueError(f"family must be 'depth_anything_v2' or 'midas_dpt', got {family!r}")
+
+
+def official_key_table(family: str, variant: str) -> list:
+    """(official prefix, our prefix) pairs of the key-renaming converter."""
+    if family == "depth_anything_v2":
+        from .depth_anything_v2 import official_key_table as table
+    elif family == "midas_dpt":
+        from .midas_dpt import official_key_table as table
+    else:
+        raise ValueError(f"family must be 'depth_anything_v2' or 'midas_dpt', got {family!r}")
+    return table(variant)
+
+
+def to_official_state_dict(model) -> dict:
+    """Our module's state dict renamed to the official key layout (the inverse converter)."""
+    table = official_key_table(model.family, model.variant)
+    return rename_keys(model.state_dict(), table, inverse=True, what=f"{model.family} module")
+
+
+def load_depth_model(path, *, device="cpu", dtype: torch.dtype = torch.float32):
+    """Load an official depth checkpoint strictly and return the network in eval mode.
+
+    Args:
+        path: a ``.pth`` / ``.pt`` / ``.safetensors`` file in an official key layout (see the module docstring).
+        device: where to put the weights.
+        dtype: torch.float32 (default) or torch.float16 / torch.bfloat16 (GPU).
+    Returns:
+        a :class:`~bokehme_core.models.depth.base.DepthModel` (``DepthAnythingV2`` or ``MiDaSDPT``): call it on
+        the official preprocessed input (B,3,h,w) for the raw output (B,h,w), or use
+        ``.estimate(image)`` on RGB (B,3,H,W) in [0,1] for disparity (B,1,H,W) in [0,1], 1 = near.
+    Raises:
+        FileNotFoundError, DepthCheckpointError (a ValueError) with the reason: unreadable file, unknown
+        architecture, unexpected / missing keys (named), wrong shapes (named).
+    """
+    path = pathlib.Path(os.fspath(path)).expanduser()
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
+    if "metric" in path.name.lower():
+        raise DepthCheckpointError(
+            f"{path.name} looks like a metric-depth fine-tune (its head ends in a sigmoid scaled by a maximum "
+            f"depth); only the relative-depth models are supported: {SUPPORTED_TEXT}"
+        )
+    state = read_state_dict(path)
+    family, variant = detect_architecture(state, path.name)
+    model = build_model(family, variant)
+    try:
+        ours = rename_keys(state, official_key_table(family, variant), what=path.name)
+    except ValueError as exc:
+        raise DepthCheckpointError(f"{exc} (detected {family} {variant}); is the file complete and unmodified?") from exc
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in ours]
+    if missing:
+        inverse = dict((b, a) for a, b in official_key_table(family, variant))
+        names = []
+        for k in missing[:8]:
+            for ours_prefix in sorted(inverse, key=len, reverse=True):
+                if k.startswith(ours_prefix):
+                    names.append(inverse[ours_prefix] + k[len(ours_prefix):])
+                    break
+        more = f" ... ({len(missing)} in all)" if len(missing) > 8 else ""
+        raise DepthCheckpointError(
+            f"{path.name} ({family} {variant}) is missing keys: {', '.join(names)}{more}; the file is incomplete "
+            f"or not an official checkpoint"
+        )
+    wrong = [
+        f"{k} {tuple(ours[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items() if ours[k].shape != v.shape
+    ]
+    if wrong:
+        raise DepthCheckpointError(
+            f"{path.name} ({family} {variant}) has tensors of the wrong shape: {'; '.join(wrong[:5])}"
+        )
+    bad = [k for k, v in ours.items() if not v.is_floating_point()]
+    if bad:
+        raise DepthCheckpointError(f"{path.name} has non-float tensors: {', '.join(bad[:5])}")
+    nonfinite = [k for k, v in ours.items() if not torch.isfinite(v).all()]
+    if nonfinite:
+        raise DepthCheckpointError(f"{path.name} holds NaN/inf weights in {', '.join(nonfinite[:5])}: corrupted file")
+    model.load_state_dict(ours, strict=True)
+    model.eval().requires_grad_(False)
+    logger.info("loaded %s %s from %s", family, variant, path)
+    return model.to(device=device, dtype=dtype)

@@ -1,0 +1,236 @@
+"""Full BokehMe pipeline: parity with the official fixture stage by stage and end to end, tiling, batches,
+bad inputs."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bokehme_core import pipeline as P
+from bokehme_core.defocus import signed_defocus
+from bokehme_core.models.arnet import ARNet
+from bokehme_core.models.checkpoints import load_iunet, load_network
+
+OFFICIAL = pathlib.Path(__file__).resolve().parents[3] / "shared" / "bokehme_official"
+SEED0 = OFFICIAL / "refs" / "arnet_seed0_weights.npz"
+
+NET_ATOL = 1e-5
+FUSED_ATOL = 5e-5
+
+
+@pytest.fixture(scope="module")
+def nets():
+    with np.load(SEED0) as z:
+        arnet = load_network(ARNet, {k: torch.from_numpy(z[k].copy()) for k in z.files})
+    return arnet, load_iunet(OFFICIAL / "checkpoints" / "iunet.pth")
+
+
+@pytest.fixture(scope="module")
+def fx(official_fixture):
+    """Fixture arrays as tensors (scalars as python numbers)."""
+    out = {}
+    for k, v in official_fixture.items():
+        if v.dtype.kind in "fiu" and v.ndim == 0:
+            out[k] = v.item()
+        elif v.dtype.kind == "f":
+            out[k] = torch.from_numpy(v.copy())
+        else:
+            out[k] = v
+    return out
+
+
+@pytest.fixture(scope="module")
+def fixture_inputs(fx):
+    """The pipeline inputs of the fixture: image (1,3,H,W), disparity (1,1,H,W), K, focus, gamma."""
+    disparity = fx["disp"][None, None]
+    return fx["image"], disparity, 45.0, 90.0 / 255.0, 4.0
+
+
+def _close(actual, expected, atol):
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=0)
+
+
+# ---- stage by stage ------------------------------------------------------------------------------------
+def test_signed_defocus_matches_fixture(fx, fixture_inputs):
+    _, disparity, K, focus, _ = fixture_inputs
+    _close(signed_defocus(disparity, K, focus), fx["classical_in_defocus_px"], 1e-5)
+
+
+def test_arnet_stage(fx, nets):
+    with torch.inference_mode():
+        bokeh, error, scale = P.arnet_stage(nets[0], fx["image"], fx["defocus"] * 10, 4.0)
+    assert scale == pytest.approx(fx["adapt_scale"], abs=1e-6)
+    assert bokeh.shape == fx["arnet_out_bokeh_clamped"].shape == (1, 3, 109, 87)
+    assert P.lowres_size(320, 256, scale) == (109, 87)
+    _close(bokeh, fx["arnet_out_bokeh_clamped"], NET_ATOL)
+    _close(error, fx["error_map"], NET_ATOL)
+
+
+def test_iunet_stage(fx, nets):
+    record = {}
+    with torch.inference_mode():
+        bokeh = P.iunet_stage(
+            nets[1], fx["image"], fx["defocus"] * 10, fx["classical_out_defocus_dilate_px"],
+            fx["arnet_out_bokeh_clamped"], fx["adapt_scale"], 4.0, record=record,
+        )
+    assert len(record["bokeh"]) == fx["n_loop"] + 1 == P.num_iunet_passes(fx["adapt_scale"])
+    assert record["bokeh"][0].shape == fx["iter0_bokeh_neural"].shape == (1, 3, 219, 175)
+    _close(record["bokeh"][0], fx["iter0_bokeh_neural"], NET_ATOL)
+    _close(record["masks"][0], fx["iter0_mask"], NET_ATOL)
+    _close(record["masks"][1], fx["final_mask"], NET_ATOL)
+    _close(bokeh, fx["bokeh_neural_unclamped"], NET_ATOL)
+
+
+def test_blend_mask_matches_fixture(fx):
+    _close(P.blend_mask(fx["iter0_defocus_dilate_re"]), fx["iter0_mask"], 1e-6)
+    _close(P.blend_mask(fx["defocus_dilate"]), fx["final_mask"], 1e-6)
+
+
+def test_neural_chain_and_fusion(fx, nets):
+    """Everything after the classical renderer, fed with the fixture's classical outputs."""
+    result = P.render_neural(
+        fx["image"], fx["defocus"] * 10, fx["classical_out_defocus_dilate_px"], gamma=4.0, arnet=nets[0],
+        iunet=nets[1], return_intermediates=True,
+    )
+    inter = result.intermediates
+    assert inter.adapt_scale == [pytest.approx(fx["adapt_scale"], abs=1e-6)]
+    _close(inter.arnet_bokeh[0], fx["arnet_out_bokeh_clamped"], NET_ATOL)
+    _close(result.error_map, fx["error_map"], NET_ATOL)
+    _close(result.bokeh, fx["bokeh_neural_unclamped"], NET_ATOL)
+    fused = fx["bokeh_classical"] * (1 - result.error_map) + result.bokeh * result.error_map
+    _close(fused, fx["bokeh_pred_unclamped"], FUSED_ATOL)
+    _close(fused.clamp(0, 1), fx["bokeh_pred"], FUSED_ATOL)
+
+
+def test_loop_counts_and_sizes_demo_21():
+    """SPEC 4: inputs/21 (1350x1080) at K=60: s = 3.882353, ARNet at 347x278, one IUNet doubling to 695x556."""
+    scale = max(60 * (1 - 90 / 255) / 10, 1)
+    assert scale == pytest.approx(3.882353, abs=1e-6)
+    assert P.lowres_size(1350, 1080, scale) == (347, 278)
+    assert P.num_iunet_passes(scale) == 2
+    ratio = 2 / scale
+    assert (int(ratio * 1350), int(ratio * 1080)) == (695, 556)
+    assert P.num_iunet_passes(1.0) == 1 and P.num_iunet_passes(4.0) == 3
+
+
+# ---- the blend-mask blur -------------------------------------------------------------------------------
+def _dense_blur(x, radius):
+    r = int(round(radius))
+    sigma = 0.3 * (r - 1) + 0.8
+    g = torch.arange(-r, r + 1, dtype=torch.float32)
+    kernel = torch.exp(-(g[:, None] ** 2 + g[None, :] ** 2) / 2 / sigma**2)
+    kernel = (kernel / kernel.sum())[None, None]
+    return F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), kernel)
+
+
+@pytest.mark.parametrize("radius", [1.0, 2.0, 3.4, 4.0])
+def test_gaussian_blur_equals_dense_kernel(radius):
+    x = (torch.rand(1, 1, 17, 23, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    _close(P.gaussian_blur(x, radius), _dense_blur(x, radius), 1e-6)
+
+
+def test_gaussian_blur_bankers_rounding():
+    x = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(P.gaussian_blur(x, 2.5), P.gaussian_blur(x, 2.0))  # round half to even
+    assert torch.equal(P.gaussian_blur(x, 3.5), P.gaussian_blur(x, 4.0))
+    assert torch.equal(P.gaussian_blur(x, 0.5), x)  # rounds to 0: identity
+    assert not torch.equal(P.gaussian_blur(x, 1.5), x)
+
+
+def test_gaussian_blur_constant_stays_constant():
+    x = torch.full((1, 1, 9, 7), 0.25)
+    _close(P.gaussian_blur(x, 3.0), x, 1e-7)
+
+
+# ---- tiling, batches -----------------------------------------------------------------------------------
+def test_tiled_equals_untiled(fx, nets):
+    crop = (..., slice(100, 196), slice(80, 152))  # 96x72 px: ARNet at 33x24, IUNet at 66x49 and 96x72
+    args = (fx["image"][crop], fx["defocus"][crop] * 10, fx["classical_out_defocus_dilate_px"][crop])
+    whole = P.render_neural(*args, gamma=4.0, arnet=nets[0], iunet=nets[1], tile_size=4096)
+    tiled = P.render_neural(*args, gamma=4.0, arnet=nets[0], iunet=nets[1], tile_size=32)
+    _close(tiled.bokeh, whole.bokeh, 1e-4)
+    _close(tiled.error_map, whole.error_map, 1e-4)
+
+
+def test_neural_batch_equals_single_images(fx, nets):
+    image = fx["image"][..., :64, :48]
+    defocus = fx["defocus"][..., :64, :48] * 10
+    image2 = torch.flip(image, dims=[-1])
+    defocus2 = defocus * 0.5  # another adaptive scale
+    batch = P.render_neural(
+        torch.cat([image, image2]), torch.cat([defocus, defocus2]), torch.cat([defocus, defocus2]),
+        gamma=3.0, arnet=nets[0], iunet=nets[1], return_intermediates=True,
+    )
+    single = P.render_neural(image2, defocus2, defocus2, gamma=3.0, arnet=nets[0], iunet=nets[1])
+    _close(batch.bokeh[1:], single.bokeh, 1e-6)
+    _close(batch.error_map[1:], single.error_map, 1e-6)
+    assert batch.intermediates.adapt_scale[0] > batch.intermediates.adapt_scale[1]
+
+
+# ---- errors --------------------------------------------------------------------------------------------
+def test_render_neural_bad_inputs(fx, nets):
+    img, dfc = fx["image"], fx["defocus"] * 10
+    with pytest.raises(ValueError, match=r"gamma must be in \[1, 5\], got 7"):
+        P.render_neural(img, dfc, dfc, gamma=7, arnet=nets[0], iunet=nets[1])
+    with pytest.raises(TypeError, match="arnet must be a bokehme_core.ARNet, got IUNet"):
+        P.render_neural(img, dfc, dfc, gamma=4, arnet=nets[1], iunet=nets[1])
+    with pytest.raises(ValueError, match="dilated_defocus_px must be"):
+        P.render_neural(img, dfc, dfc[..., :10], gamma=4, arnet=nets[0], iunet=nets[1])
+
+
+def test_too_small_for_blur(nets):
+    image, defocus = torch.rand(1, 3, 8, 8), torch.full((1, 1, 8, 8), 60.0)
+    with pytest.raises(ValueError, match="too small for a blur radius of 60.0 px.*use a smaller K"):
+        P.render_neural(image, defocus, defocus, gamma=4, arnet=nets[0], iunet=nets[1])
+
+
+def test_missing_bundled_weights_message(tmp_path, monkeypatch):
+    import bokehme_core.paths
+
+    monkeypatch.setattr(bokehme_core.paths, "bundled_weights_dir", lambda: tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m bokehme_core download-weights.*arnet=load_arnet"):
+        P.load_bundled_models()
+
+
+def test_bundled_weights_loaded_and_cached(tmp_path, monkeypatch, nets):
+    import bokehme_core.paths
+    from bokehme_core.models.checkpoints import save_safetensors
+
+    save_safetensors(ARNet(8, 1), tmp_path / "arnet.safetensors")
+    save_safetensors(nets[1], tmp_path / "iunet.safetensors")
+    (tmp_path / "manifest.json").write_text('{"arnet": {"sha256": "x"}}')
+    monkeypatch.setattr(bokehme_core.paths, "bundled_weights_dir", lambda: tmp_path)
+    arnet, iunet = P.load_bundled_models()
+    assert arnet.config.middle_channels == 8 and iunet.config.middle_channels == 64
+    assert P.load_bundled_models()[0] is arnet
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"gamma": 0.5}, ValueError, r"gamma must be in \[1, 5\], got 0.5"),
+        ({"error_map": "guess"}, ValueError, "error_map must be one of 'predicted', 'analytic', got 'guess'"),
+        ({"classical_mode": "slow"}, ValueError, "classical_mode must be one of 'exact', 'fast', got 'slow'"),
+        ({"tile_size": 4}, ValueError, "tile_size must be None or an int >= 16 px, got 4"),
+        ({"K": -1}, ValueError, r"K must be in \[0, 2000\], got -1"),
+        ({"focus": 1.5}, ValueError, r"focus must be a disparity in \[0, 1\]"),
+    ],
+)
+def test_render_bokehme_bad_arguments(nets, kwargs, error, match):
+    args = {"K": 10.0, "focus": 0.5, "arnet": nets[0], "iunet": nets[1]}
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        P.render_bokehme(torch.rand(1, 3, 8, 8), torch.rand(1, 1, 8, 8), **args)
+
+
+def test_render_bokehme_bad_disparity(nets):
+    with pytest.raises(ValueError, match="disparity must be"):
+        P.render_bokehme(torch.rand(1, 3, 8, 8), torch.rand(1, 1, 8, 9), K=5, focus=0.5, arnet=nets[0], iunet=nets[1])
+    with pytest.raises(ValueError, match="disparity holds 1 NaN/inf"):
+        d = torch.rand(1, 1, 8, 8)
+        d[0, 0, 0, 0] = float("nan")
+        P.render_bokehme(torch.rand(1, 3, 8, 8), d, K=5, focus=0.5, arnet=nets[0], iunet=nets[1])

@@ -1,0 +1,114 @@
+"""Classical render, aperture shape, analytic error map and fusion nodes, run without ComfyUI."""
+
+import math
+
+import pytest
+import torch
+
+import bokehme_core as core
+
+
+def _scene(b=1, h=24, w=32):
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(b, h, w, 3, generator=g)  # ComfyUI IMAGE (B,H,W,C)
+    disparity = torch.linspace(0, 1, w).view(1, 1, w, 1).expand(b, h, w, 3).contiguous()
+    return image, disparity
+
+
+def _render(pack, **overrides):
+    image, disparity = _scene()
+    args = dict(image=image, disparity=disparity, K=8.0, focus=0.5, focus_end=-1.0, gamma=2.0, aperture="circle",
+                blades=6, rotation_deg=90.0, anamorphic=1.0, mode="exact", highlight=False, resize_disparity=False)
+    args.update(overrides)
+    return pack.nodes.render.BokehMeClassicalRender().render(**args)
+
+
+def test_classical_node_equals_core_and_layouts(pack):
+    image, disparity = _scene()
+    bokeh, dilated, preview, in_focus = _render(pack)
+    assert bokeh.shape == (1, 24, 32, 3) and preview.shape == (1, 24, 32, 3) and in_focus.shape == (1, 24, 32)
+    assert dilated.shape == (1, 1, 24, 32)
+    ref = core.render_classical(image.permute(0, 3, 1, 2), core.signed_defocus(disparity[..., :1].permute(0, 3, 1, 2), 8.0, 0.5),
+                                gamma=2.0).bokeh.clamp(0, 1)
+    assert torch.allclose(bokeh, ref.permute(0, 2, 3, 1), atol=1e-6)
+    # in-focus mask: sharp at the focus column, blurred at the far edge
+    assert in_focus[0, :, 16].min() == 1 and in_focus[0, :, 0].max() == 0
+    # preview: near (right) is red, far (left) is blue
+    assert preview[0, 0, -1, 0] > preview[0, 0, -1, 2] and preview[0, 0, 0, 2] > preview[0, 0, 0, 0]
+
+
+def test_classical_node_batch_focus_pull_and_apertures(pack):
+    image, disparity = _scene(b=3)
+    node = pack.nodes.render.BokehMeClassicalRender()
+    common = dict(K=8.0, gamma=2.0, blades=5, rotation_deg=90.0, anamorphic=1.0, mode="fast", highlight=True,
+                  resize_disparity=False)
+    bokeh, _, _, in_focus = node.render(image, disparity[:1], focus=0.0, focus_end=1.0, aperture="polygon", **common)
+    assert bokeh.shape == (3, 24, 32, 3)
+    # the sharp column moves from far (left) to near (right) across the frames
+    sharp_cols = [int(in_focus[i].mean(0).argmax()) for i in range(3)]
+    assert sharp_cols[0] < sharp_cols[1] < sharp_cols[2]
+    mask = pack.nodes.render.BokehMeApertureShape().draw("heart", 6, 90.0, 33)[0]
+    heart, *_ = node.render(image[:1], disparity[:1], focus=0.5, focus_end=-1.0, aperture="circle", aperture_mask=mask, **common)
+    assert torch.isfinite(heart).all() and not torch.allclose(heart, bokeh[:1])
+
+
+def test_classical_node_errors(pack):
+    image, disparity = _scene()
+    with pytest.raises(ValueError, match="enable 'resize_disparity'"):
+        _render(pack, disparity=disparity[:, :12])
+    out = _render(pack, disparity=disparity[:, :12], resize_disparity=True)
+    assert out[0].shape == (1, 24, 32, 3)
+    with pytest.raises(ValueError, match="2 images but 3 disparity maps"):
+        _render(pack, image=image.expand(2, -1, -1, -1), disparity=disparity.expand(3, -1, -1, -1))
+    with pytest.raises(ValueError, match="empty batch"):
+        _render(pack, image=image[:0])
+
+
+def test_alpha_and_gray_images_are_accepted(pack):
+    image, disparity = _scene()
+    rgba = torch.cat([image, torch.ones_like(image[..., :1])], dim=-1)
+    assert torch.equal(_render(pack, image=rgba)[0], _render(pack, image=image)[0])
+    gray = image[..., :1]
+    out = _render(pack, image=gray)[0]
+    assert torch.allclose(out[..., 0], out[..., 2])
+
+
+def test_aperture_shape_node(pack):
+    mask, preview = pack.nodes.render.BokehMeApertureShape().draw("polygon", 6, 90.0, 65)
+    assert mask.shape == (1, 65, 65) and preview.shape == (1, 65, 65, 3)
+    assert 0.6 < mask.mean() < 0.7  # a regular hexagon fills 3*sqrt(3)/(2*pi) = 0.83 of its circle, 0.65 of the square
+    assert mask[0, 1, 32] > 0.5  # vertex up at rotation 90
+    assert mask[0, 32, 1] < 0.5  # flat sides left and right
+
+
+def test_error_map_and_fuse_nodes(pack):
+    image, disparity = _scene()
+    disparity = disparity.clone()
+    disparity[:, :, 16:] = 1.0
+    disparity[:, :, :16] = 0.0
+    (error,) = pack.nodes.render.BokehMeAnalyticErrorMap().compute(disparity, 10.0, 0.0, -1.0)
+    assert error.shape == (1, 24, 32) and 0 <= error.min() and error.max() <= 1 and error.max() > 0.5
+    fuse = pack.nodes.render.BokehMeFuse()
+    a, b = torch.zeros(1, 24, 32, 3), torch.ones(1, 24, 32, 3)
+    (out,) = fuse.fuse(a, b, error, False)
+    assert torch.allclose(out[..., 0], error)
+    with pytest.raises(ValueError, match="enable 'resize_error_map'"):
+        fuse.fuse(a, b, error[:, :12], False)
+    (resized,) = fuse.fuse(a, b, error[:, :, :16].repeat(1, 1, 2), True)
+    assert resized.shape == (1, 24, 32, 3)
+    with pytest.raises(ValueError, match="same batch and size"):
+        fuse.fuse(a, b[:, :12], error, False)
+
+
+def test_node_metadata(pack):
+    """Every node of the pack: category, description, tooltips on all inputs and outputs."""
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert cls.CATEGORY.startswith("image/bokeh"), node_id
+        assert getattr(cls, "DESCRIPTION", ""), node_id
+        assert node_id in pack.NODE_DISPLAY_NAME_MAPPINGS
+        spec = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            for name, value in spec.get(section, {}).items():
+                assert len(value) == 2 and value[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+        assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES), node_id
+        assert hasattr(cls, cls.FUNCTION), node_id

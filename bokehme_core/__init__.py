@@ -37,6 +37,8 @@ _PUBLIC = {
     "depth_to_disparity": "disparity",
     "repair_nonfinite": "disparity",
     "deband": "disparity",
+    "read_image": "image_io",
+    "write_image": "image_io",
     "apply_highlight": "defocus",
     # error map and fusion
     "analytic_error_map": "error_map",

@@ -61,12 +61,13 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
     radius = defocus.to(torch.float32).abs().flatten()
     weight = 1.0 / (radius.to(acc_dtype) ** 2 + 0.2)
     premult = torch.cat([image.reshape(3, -1).to(acc_dtype), torch.ones(1, H * W, dtype=acc_dtype, device=device)])
-    premult = premult * weight  # (4, N): w*R, w*G, w*B, w
+    premult = (premult * weight).t()  # (N, 4): w*R, w*G, w*B, w
 
     radius_sorted, order = torch.sort(radius)
     ys = torch.div(order, W, rounding_mode="floor")
     xs = order - ys * W
-    premult_sorted = premult[:, order]
+    premult_sorted = premult[order].contiguous()  # float64 for the interior runs
+    premult_sorted32 = premult_sorted.to(torch.float32)  # rim cells accumulate in float32 like upstream
     n_src = radius_sorted.numel()
     rmax = float(radius_sorted[-1])
 
@@ -95,9 +96,9 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
 
     total = 2 * (2 * win_y + 1)
     done = 0
-    rows = torch.zeros(4, H, W + 1, dtype=acc_dtype, device=device)
-    rows_flat = rows.view(4, -1)
-    acc = torch.zeros(4, H * W, dtype=acc_dtype, device=device)
+    rows = torch.zeros(H, W + 1, 4, dtype=acc_dtype, device=device)
+    rows_flat = rows.view(-1, 4)
+    acc = torch.zeros(H * W, 4, dtype=torch.float32, device=device)
 
     # ---- interior: one run per (source, row)
     for row_index in range(2 * win_y + 1):
@@ -108,17 +109,14 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
             stop = min(start + CHUNK, n_src)
             y = ys[start:stop] + dy
             inside = (y >= 0) & (y < H)
-            r = radius_sorted[start:stop][inside]
-            if r.numel() == 0:
-                continue
-            x = xs[start:stop][inside]
-            y = y[inside]
+            r = radius_sorted[start:stop]
+            x = xs[start:stop]
             m = torch.searchsorted(thr_row, r, right=False)  # count of k with thr < r (>= 1 here)
             left = torch.clamp(x - (m - 1), min=0)
             right = torch.clamp(x + m, max=W)
-            base = y * (W + 1)
-            vals = premult_sorted[:, start:stop][:, inside]
-            rows_flat.index_add_(1, torch.cat([base + left, base + right]), torch.cat([vals, -vals], dim=1))
+            base = torch.clamp(y, 0, H - 1) * (W + 1)
+            vals = premult_sorted[start:stop] * inside.unsqueeze(1)
+            rows_flat.index_add_(0, torch.cat([base + left, base + right]), torch.cat([vals, -vals]))
         done += 1
         if progress is not None:
             progress(done, total)
@@ -128,27 +126,48 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
         dy = row_index - win_y
         lo_row = lo[row_index]
         thr_row = thr[row_index]
-        starts = torch.searchsorted(radius_sorted, lo_row, right=False).tolist()
-        stops = torch.searchsorted(radius_sorted, thr_row, right=True).tolist()
-        for dx in range(-win_x, win_x + 1):
-            s0, s1 = starts[abs(dx)], stops[abs(dx)]
-            for start in range(s0, s1, CHUNK):
-                stop = min(start + CHUNK, s1)
-                y = ys[start:stop] + dy
-                x = xs[start:stop] + dx
-                inside = (y >= 0) & (y < H) & (x >= 0) & (x < W)
-                r = radius_sorted[start:stop][inside]
-                if r.numel() == 0:
-                    continue
-                prof = aperture.profile(
-                    torch.tensor(float(dx), device=device), torch.tensor(float(dy), device=device), r
-                )
-                vals = premult_sorted[:, start:stop][:, inside] * prof.to(acc_dtype)
-                acc.index_add_(1, y[inside] * W + x[inside], vals)
+        starts = torch.searchsorted(radius_sorted, lo_row, right=False)
+        stops = torch.searchsorted(radius_sorted, thr_row, right=True)
+        dx_all = torch.arange(-win_x, win_x + 1, device=device)
+        starts, stops = starts[dx_all.abs()], stops[dx_all.abs()]
+        counts = torch.clamp(stops - starts, min=0)
+        # group consecutive offsets into chunks of at most CHUNK (source, cell) pairs
+        bounds = torch.cumsum(counts, 0).tolist()
+        group_start = 0
+        while group_start < len(bounds):
+            before = bounds[group_start - 1] if group_start else 0
+            group_stop = group_start + 1
+            while group_stop < len(bounds) and bounds[group_stop] - before <= CHUNK:
+                group_stop += 1
+            _rim_cells(acc, dy, dx_all[group_start:group_stop], starts[group_start:group_stop],
+                       counts[group_start:group_stop], radius_sorted, xs, ys, premult_sorted32, aperture, H, W)
+            group_start = group_stop
         done += 1
         if progress is not None:
             progress(done, total)
 
-    acc += torch.cumsum(rows, dim=2)[:, :, :W].reshape(4, -1)
-    out = acc[:3] / acc[3:4]
-    return out.view(3, H, W).to(torch.float32)
+    total_acc = torch.cumsum(rows, dim=1)[:, :W].reshape(-1, 4) + acc
+    out = total_acc[:, :3] / total_acc[:, 3:]
+    return out.t().reshape(3, H, W).to(torch.float32)
+
+
+def _rim_cells(acc, dy, dx, starts, counts, radius_sorted, xs, ys, premult_sorted, aperture, H, W) -> None:
+    """Add the exact-profile contributions of the sources ``starts[i] .. starts[i]+counts[i]`` at offset
+    ``(dx[i], dy)`` (a ragged batch of offsets of one row) into ``acc`` (H*W, 4).
+
+    Cells outside the image get weight 0 (and a clamped index) instead of being compacted away."""
+    n = int(counts.sum())
+    if n == 0:
+        return
+    offset_of = torch.repeat_interleave(torch.arange(dx.numel(), device=dx.device), counts)
+    first_of_group = torch.cumsum(counts, 0) - counts
+    src = starts[offset_of] + torch.arange(n, device=dx.device) - first_of_group[offset_of]
+    cell_dx = dx[offset_of]
+    y = ys[src] + dy
+    x = xs[src] + cell_dx
+    inside = (y >= 0) & (y < H) & (x >= 0) & (x < W)
+    r = radius_sorted[src]
+    prof = aperture.profile(cell_dx.to(torch.float32), torch.tensor(float(dy), device=r.device), r)
+    prof = prof * inside
+    target = torch.clamp(y, 0, H - 1) * W + torch.clamp(x, 0, W - 1)
+    acc.index_add_(0, target, premult_sorted[src] * prof.unsqueeze(1))

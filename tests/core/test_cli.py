@@ -1,0 +1,71 @@
+"""Command line: render, demo and error reporting (in-process, small images)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bokehme_core import cli, read_image
+
+
+@pytest.fixture
+def small_scene(tmp_path):
+    g = np.random.default_rng(0)
+    image = (g.random((24, 32, 3)) * 255).astype(np.uint8)
+    disparity = (np.tile(np.linspace(0, 65535, 32), (24, 1))).astype(np.uint16)
+    Image.fromarray(image).save(tmp_path / "img.png")
+    Image.fromarray(disparity).save(tmp_path / "disp.png")
+    return tmp_path
+
+
+def test_render_classical(small_scene, capsys):
+    out = small_scene / "out.png"
+    rc = cli.main(["render", str(small_scene / "img.png"), "--disparity", str(small_scene / "disp.png"), "--K", "6",
+                   "--focus-point", "16", "12", "--aperture", "polygon:6:90", "--mode", "exact",
+                   "--renderer", "classical", "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    result = read_image(out)
+    assert result.shape == (1, 3, 24, 32)
+    source = read_image(small_scene / "img.png")
+    # the focused middle column stays (nearly) sharp, the far edge is blurred
+    assert (result[..., 16] - source[..., 16]).abs().mean() < 0.02
+    assert (result[..., 1] - source[..., 1]).abs().mean() > 0.05
+    assert "classical render" in capsys.readouterr().out
+
+
+def test_render_errors_are_one_line(small_scene, capsys):
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(small_scene / "small.png")
+    rc = cli.main(["render", str(small_scene / "img.png"), "--disparity", str(small_scene / "small.png"),
+                   "--renderer", "classical", "-o", str(small_scene / "o.png")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "pass --resize-disparity" in err and "Traceback" not in err
+    rc = cli.main(["render", str(small_scene / "img.png"), "--disparity", str(small_scene / "disp.png"),
+                   "--aperture", "polygon:x", "--renderer", "classical", "-o", str(small_scene / "o.png")])
+    assert rc == 2 and "expected polygon:BLADES" in capsys.readouterr().err
+    rc = cli.main(["render", str(small_scene / "missing.png"), "--disparity", str(small_scene / "disp.png"),
+                   "-o", str(small_scene / "o.png")])
+    assert rc == 2 and "image not found" in capsys.readouterr().err
+    rc = cli.main(["render", str(small_scene / "img.png"), "--disparity", str(small_scene / "disp.png"), "--K", "-3",
+                   "--renderer", "classical", "-o", str(small_scene / "o.png")])
+    assert rc == 2 and "K must be in" in capsys.readouterr().err
+
+
+def test_custom_aperture_file_and_resize(small_scene):
+    from bokehme_core.preview import aperture_shape
+
+    Image.fromarray((aperture_shape("heart", 33).numpy() * 255).astype(np.uint8)).save(small_scene / "heart.png")
+    Image.fromarray(np.tile(np.linspace(0, 255, 16), (12, 1)).astype(np.uint8)).save(small_scene / "half.png")
+    rc = cli.main(["render", str(small_scene / "img.png"), "--disparity", str(small_scene / "half.png"),
+                   "--resize-disparity", "--aperture", str(small_scene / "heart.png"), "--anamorphic", "0.5",
+                   "--mode", "fast", "--renderer", "classical", "-o", str(small_scene / "heart_out.png")])
+    assert rc == 0
+    assert torch.isfinite(read_image(small_scene / "heart_out.png")).all()
+
+
+def test_demo_writes_before_after(tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    rc = cli.main(["demo", "--renderer", "classical", "--mode", "fast", "--K", "10", "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    before_after = read_image(out)
+    bokeh = read_image(tmp_path / "demo_bokeh.png")
+    assert before_after.shape[-1] == 2 * bokeh.shape[-1] + 8

@@ -11,7 +11,9 @@ one out-of-focus point ("bokeh ball") as a function of the blur radius ``r`` in 
 * ``Aperture.from_mask(mask)`` - any grayscale shape (heart, star, a photographed bokeh ball). The mask is
   placed with its array centre on the source pixel and scaled so that its *bounding circle* (the smallest
   circle about the array centre containing every non-zero mask pixel, pixel extent included: radius =
-  max distance of a non-zero pixel centre + 0.5 mask pixels) has radius ``r``. It is sampled bilinearly.
+  max distance of a non-zero pixel centre + 0.5 mask pixels) has radius ``r``. Each target pixel takes the
+  mask's average over its footprint (area sampling, so small radii are anti-aliased; at least one mask pixel
+  wide, so large radii are smooth).
   Its energy is normalised to that of the circle: the mask is multiplied by ``pi / area`` where ``area`` is the
   mask's area in units of the bounding-circle radius squared, so a mask renders as bright as a circle of the
   same radius. Below r = 1 px the mask kernel blends into the circle kernel (fully circle at r <= 1, fully mask
@@ -171,36 +173,51 @@ class Aperture:
             return 0.5 + 0.5 * torch.tanh(4.0 * (edge - dist))
         # mask
         circle = 0.5 + 0.5 * torch.tanh(4.0 * (radius - dist))
-        grid_mask, bound_px, energy = self._mask_sampler(dist.device)
-        h, w = grid_mask.shape[-2:]
+        table, bound_px, energy = self._mask_sampler(dist.device)
+        rows, cols = table.shape[-2:]
+        h, w = rows - 1, cols - 1
         rad = torch.clamp(radius, min=1.0)
-        cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-        px = cx + sx / rad * bound_px
-        py = cy + sy / rad * bound_px
-        px, py = torch.broadcast_tensors(px, py)
-        grid = torch.stack([px / max(w - 1, 1) * 2 - 1, py / max(h - 1, 1) * 2 - 1], dim=-1)
-        shape = grid.shape[:-1]
-        sampled = F.grid_sample(
-            grid_mask.to(grid.dtype), grid.reshape(1, 1, -1, 2), mode="bilinear", padding_mode="zeros",
-            align_corners=True,
-        ).reshape(shape) * energy
+        px = (w - 1) / 2.0 + sx / rad * bound_px
+        py = (h - 1) / 2.0 + sy / rad * bound_px
+        # footprint of one target pixel in mask pixels (at least one mask pixel: smooth when magnified)
+        half_x = torch.clamp(0.5 / ax * bound_px / rad, min=0.5)
+        half_y = torch.clamp(0.5 / ay * bound_px / rad, min=0.5)
+        px, py, half_x, half_y = torch.broadcast_tensors(px, py, half_x, half_y)
+        shape = px.shape
+        px, py, half_x, half_y = (t.reshape(-1).to(torch.float64) for t in (px, py, half_x, half_y))
+
+        def integral(x, y):  # integral of the mask over (-inf, x] x (-inf, y], pixel i covering [i-.5, i+.5]
+            gx = torch.clamp(x + 0.5, 0, w) / w * 2 - 1
+            gy = torch.clamp(y + 0.5, 0, h) / h * 2 - 1
+            grid = torch.stack([gx, gy], dim=-1).view(1, 1, -1, 2)
+            return F.grid_sample(table, grid, mode="bilinear", padding_mode="border", align_corners=True).view(-1)
+
+        x0, x1, y0, y1 = px - half_x, px + half_x, py - half_y, py + half_y
+        box = integral(x1, y1) - integral(x0, y1) - integral(x1, y0) + integral(x0, y0)
+        sampled = (box / (4 * half_x * half_y)).clamp(min=0).to(dist.dtype).reshape(shape) * energy
         blend = torch.clamp(radius - 1.0, 0.0, 1.0)
         return blend * sampled + (1.0 - blend) * circle
 
     def _mask_sampler(self, device) -> tuple[torch.Tensor, float, float]:
-        """(1,1,h+2,w+2) zero-padded mask, bounding radius in mask pixels, energy factor pi/area."""
+        """(1,1,h+1,w+1) float64 summed-area table of the mask, bounding radius in mask pixels, energy pi/area.
+
+        The profile of a mask is the mask's average over the footprint of each target pixel (area sampling
+        through the summed-area table, which is exact for the piecewise-constant mask), so small radii are
+        anti-aliased instead of point-sampled.
+        """
         key = (self, str(device))
         hit = _MASK_CACHE.get(key)
         if hit is not None:
             return hit
-        arr = self.mask_array()
+        arr = self.mask_array().astype(np.float64)
         h, w = arr.shape
         ys, xs = np.nonzero(arr > 0)
         cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
         bound = float(np.sqrt(((ys - cy) ** 2 + (xs - cx) ** 2).max())) + 0.5
         area = float(arr.sum()) / bound**2
-        padded = np.pad(arr, 1)
-        value = (torch.from_numpy(padded)[None, None].to(device), bound, math.pi / area)
+        table = np.zeros((h + 1, w + 1))
+        table[1:, 1:] = arr.cumsum(0).cumsum(1)
+        value = (torch.from_numpy(table)[None, None].to(device), bound, math.pi / area)
         if len(_MASK_CACHE) > 32:
             _MASK_CACHE.clear()
         _MASK_CACHE[key] = value

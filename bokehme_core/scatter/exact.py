@@ -86,7 +86,9 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
     # lowest radius for which a cell gets a non-negligible weight and lies in the window
     if aperture.kind == "mask":
         _, bound_px, _ = aperture._mask_sampler("cpu")
-        reach = torch.minimum(dist_scaled - DELTA, dist_scaled * bound_px / (bound_px + 1.0))
+        # area sampling widens the support by half a target pixel (0.5/min(ax, ay) scaled units), or by
+        # one mask pixel when magnified
+        reach = torch.minimum(dist_scaled - DELTA - 0.5 / min(ax, ay), dist_scaled * bound_px / (bound_px + 1.0))
     else:
         reach = dist_scaled - DELTA
     win_lo = torch.maximum(

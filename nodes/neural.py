@@ -1,4 +1,413 @@
-"""BokehMe nodes: neural (being written)."""
+"""BokehMe neural renderer nodes: model loader, ARNet, IUNet and the all-in-one BokehMe node.
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+V1 node classes (they load in every ComfyUI and are testable without it). Layout conversion, progress,
+interruption, devices and model folders all go through ``_comfy``; the math is in ``bokehme_core``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..bokehme_core import pipeline as core_pipeline
+from ..bokehme_core.aperture import Aperture
+from ..bokehme_core.defocus import apply_highlight, signed_defocus
+from ..bokehme_core.models.arnet import ARNet
+from ..bokehme_core.models.checkpoints import CheckpointError, load_arnet, load_iunet
+from ..bokehme_core.models.iunet import IUNet
+from . import _comfy
+
+logger = logging.getLogger(__name__)
+
+BUNDLED = "bundled"
+OFFICIAL = "official (download if missing)"
+MODELS_TYPE = "BOKEHME_MODELS"
+DEFOCUS_TYPE = "BOKEHME_DEFOCUS"
+
+
+# --- model handle -----------------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class BokehMeModels:
+    """The BOKEHME_MODELS handle: both networks (resting on the offload device) and where they came from."""
+
+    arnet: ARNet
+    iunet: IUNet
+    arnet_source: str
+    iunet_source: str
+
+    def __repr__(self) -> str:
+        return f"BokehMeModels(arnet={self.arnet_source!r}, iunet={self.iunet_source!r})"
+
+
+@contextlib.contextmanager
+def _models_on_device(models: BokehMeModels):
+    """Move both networks to ComfyUI's compute device for the duration of a run, then back to the offload
+    device (also when the run fails or is cancelled)."""
+    if not isinstance(models, BokehMeModels):
+        raise TypeError(f"models must come from the 'BokehMe Model Loader' node, got {type(models).__name__}")
+    device = _comfy.torch_device()
+    try:
+        yield models.arnet.to(device), models.iunet.to(device), device
+    finally:
+        offload = _comfy.offload_device()
+        models.arnet.to(offload)
+        models.iunet.to(offload)
+
+
+def _model_file_choices() -> list:
+    """Weight files in the ``bokehme`` model folders (depth models in ``depth/`` are left out)."""
+    return [name for name, _ in _comfy.list_model_files("bokehme") if not name.startswith("depth/")]
+
+
+def _official_path(name: str):
+    """``{name}.pth`` in the bokehme model folders, downloaded into the first folder if missing."""
+    from ..bokehme_core.models.download import WeightsDownloadError, download_official
+
+    dirs = _comfy.model_dirs("bokehme")
+    for folder in dirs:
+        candidate = folder / f"{name}.pth"
+        if candidate.is_file():
+            return candidate
+    logger.info("BokehMe: official %s.pth not found in %s, downloading", name, [str(d) for d in dirs])
+    bar = _comfy.progress_callback(100)
+    try:
+        return download_official(name, dirs[0], progress=lambda d, t: bar(d * 100 // t if t else 0, 100))
+    except WeightsDownloadError as exc:
+        raise RuntimeError(f"BokehMe Model Loader: {exc}. Then choose the file in the loader's list.") from exc
+
+
+def _load_choice(choice: str, kind: str):
+    """Load ARNet (``kind="arnet"``) or IUNet from a loader choice; returns (network on CPU, description)."""
+    loader = load_arnet if kind == "arnet" else load_iunet
+    if choice == BUNDLED:
+        try:
+            arnet, iunet = core_pipeline.load_bundled_models("cpu")
+        except FileNotFoundError as exc:
+            raise RuntimeError(
+                f"BokehMe Model Loader: {exc}. In ComfyUI: choose '{OFFICIAL}' instead, or put weight files "
+                f"into models/bokehme/ and pick them in the list."
+            ) from exc
+        return (arnet if kind == "arnet" else iunet), BUNDLED
+    if choice == OFFICIAL:
+        path = _official_path(kind)
+    else:
+        found = dict(_comfy.list_model_files("bokehme"))
+        if choice not in found:
+            raise FileNotFoundError(
+                f"BokehMe Model Loader: {kind} file {choice!r} is not in the model folders "
+                f"{[str(d) for d in _comfy.model_dirs('bokehme')]}; refresh the page or pick another file"
+            )
+        path = found[choice]
+    try:
+        return loader(path, device="cpu"), str(choice)
+    except CheckpointError as exc:
+        raise ValueError(f"BokehMe Model Loader: the {kind} choice {choice!r} is not usable: {exc}") from exc
+
+
+# --- shared inputs ----------------------------------------------------------------------------------------
+
+_IMAGE_TIP = "The all-in-focus photo, IMAGE in [0,1]; a batch renders every image."
+_DISPARITY_TIP = (
+    "Disparity as a gray IMAGE (or any IMAGE: the first channel is used) in [0,1], 1 = near, same size as the "
+    "image; one map for all images or one per image. Use 'BokehMe Depth -> Disparity' to convert depth maps."
+)
+_K_TIP = (
+    "Blur strength K: blur radius in pixels per unit of disparity (radius = K * |disparity - focus|). "
+    "0 = no blur; typical 10-60 at 1-2 megapixels."
+)
+_FOCUS_TIP = "Disparity that stays sharp, in [0,1] (1 = nearest). Connect 'BokehMe Focus' to pick it by clicking."
+_GAMMA_TIP = (
+    "Highlight emphasis gamma in [1,5] (not the sRGB curve): higher = brighter, more defined bokeh balls. "
+    "Official default 4."
+)
+_HIGHLIGHT_TIP = "Official highlight boost: brightens bright out-of-focus pixels (> 220/255) by up to 40% first."
+_TILE_TIP = (
+    "Network passes run in tiles of this many pixels (exact: tiles overlap by the receptive field). "
+    "Lower it if you run out of memory on very large images."
+)
+
+
+def _common_inputs() -> dict:
+    return {
+        "models": (MODELS_TYPE, {"tooltip": "Networks from 'BokehMe Model Loader'."}),
+        "image": ("IMAGE", {"tooltip": _IMAGE_TIP}),
+        "disparity": ("IMAGE", {"tooltip": _DISPARITY_TIP}),
+        "K": ("FLOAT", {"default": 30.0, "min": 0.0, "max": 2000.0, "step": 0.5, "tooltip": _K_TIP}),
+        "focus": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip": _FOCUS_TIP}),
+        "gamma": ("FLOAT", {"default": 4.0, "min": 1.0, "max": 5.0, "step": 0.1, "tooltip": _GAMMA_TIP}),
+    }
+
+
+def _inputs_bchw(image, disparity):
+    """IMAGE + disparity IMAGE/MASK -> (B,3,H,W), (B,1,H,W) on the compute device, with ComfyUI-level
+    advice for mismatches."""
+    image_t = _comfy.image_to_bchw(image, "image")
+    disparity_t = _comfy.map_to_b1hw(disparity, "disparity")
+    if tuple(disparity_t.shape[-2:]) != tuple(image_t.shape[-2:]):
+        raise ValueError(
+            f"disparity is {disparity_t.shape[-1]}x{disparity_t.shape[-2]} px but the image is "
+            f"{image_t.shape[-1]}x{image_t.shape[-2]}: use 'match_size_of' on 'BokehMe Depth -> Disparity'"
+        )
+    if disparity_t.shape[0] not in (1, image_t.shape[0]):
+        raise ValueError(
+            f"disparity batch ({disparity_t.shape[0]}) must be 1 or the image batch ({image_t.shape[0]})"
+        )
+    return image_t, disparity_t.expand(image_t.shape[0], -1, -1, -1)
+
+
+def _neural_inputs(image_t, disparity_t, K, focus, highlight):
+    """Signed defocus (px) and the (optionally highlight-boosted) image fed to the networks."""
+    defocus_px = signed_defocus(disparity_t, K, focus)
+    if highlight:
+        image_t = apply_highlight(image_t, defocus_px, K)
+    return image_t, defocus_px
+
+
+def build_aperture(shape: str, blades: int, rotation_deg: float, anamorphic: float, aperture_mask=None) -> Aperture:
+    """Node aperture options -> :class:`Aperture` (``aperture_mask``, a MASK, overrides ``shape``)."""
+    if aperture_mask is not None:
+        mask = _comfy.mask_to_b1hw(aperture_mask, "aperture_mask")[0, 0]
+        return Aperture.from_mask(mask, anamorphic=anamorphic)
+    if shape == "polygon":
+        return Aperture.polygon(int(blades), rotation=math.radians(rotation_deg), anamorphic=anamorphic)
+    return Aperture.circle(anamorphic=anamorphic)
+
+
+# --- nodes ------------------------------------------------------------------------------------------------
+
+class BokehMeModelLoader:
+    """Loads ARNet and IUNet into a BOKEHME_MODELS handle."""
+
+    DESCRIPTION = (
+        "Loads the BokehMe neural renderer: ARNet (renders bokeh and the error map at low resolution) and IUNet "
+        "(upsamples it). 'bundled' = weights shipped with this pack; 'official' = the authors' checkpoints "
+        "(downloaded from github.com/JuewenPeng/BokehMe into models/bokehme/ if missing); or any .pth / "
+        ".safetensors file in models/bokehme/."
+    )
+    CATEGORY = _comfy.CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (MODELS_TYPE,)
+    RETURN_NAMES = ("models",)
+    OUTPUT_TOOLTIPS = ("Both networks; connect to the BokehMe, BokehMe ARNet and BokehMe IUNet nodes.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        choices = [BUNDLED, OFFICIAL] + _model_file_choices()
+        return {
+            "required": {
+                "arnet": (choices, {"default": BUNDLED, "tooltip": "ARNet weights: bundled, official (downloads "
+                                    "arnet.pth, ~11 MB, if missing) or a file in models/bokehme/."}),
+                "iunet": (choices, {"default": BUNDLED, "tooltip": "IUNet weights: bundled, official (downloads "
+                                    "iunet.pth, ~3 MB, if missing) or a file in models/bokehme/."}),
+            }
+        }
+
+    def load(self, arnet, iunet):
+        arnet_net, arnet_source = _load_choice(arnet, "arnet")
+        iunet_net, iunet_source = _load_choice(iunet, "iunet")
+        offload = _comfy.offload_device()
+        return (BokehMeModels(arnet_net.to(offload), iunet_net.to(offload), arnet_source, iunet_source),)
+
+
+class BokehMeARNet:
+    """ARNet alone: low-resolution neural bokeh and the full-resolution error map."""
+
+    DESCRIPTION = (
+        "First stage of the neural renderer: ARNet renders the bokeh at a reduced size (so that the largest "
+        "blur is about 10 px there) and predicts the error map (where the classical renderer is wrong). Feed "
+        "its low-res bokeh to 'BokehMe IUNet' and its error map to 'BokehMe Fuse'."
+    )
+    CATEGORY = _comfy.CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("lowres_bokeh", "error_map")
+    OUTPUT_TOOLTIPS = (
+        "Low-resolution neural bokeh, IMAGE in [0,1], 1/s of the input size (s = max blur radius / 10 px, >= 1).",
+        "Error map at full resolution, MASK in [0,1]: 1 = use the neural result, 0 = the classical one.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": _common_inputs(),
+            "optional": {"highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP})},
+        }
+
+    def run(self, models, image, disparity, K, focus, gamma, highlight=False):
+        image_t, disparity_t = _inputs_bchw(image, disparity)
+        progress = _comfy.progress_callback(image_t.shape[0])
+        bokeh_list, error_list = [], []
+        with _models_on_device(models) as (arnet, _, device), torch.inference_mode():
+            image_t, defocus_px = _neural_inputs(image_t.to(device), disparity_t.to(device), K, focus, highlight)
+            for b in range(image_t.shape[0]):
+                bokeh, error, _ = core_pipeline.arnet_stage(arnet, image_t[b : b + 1], defocus_px[b : b + 1], gamma)
+                bokeh_list.append(bokeh)
+                error_list.append(error)
+                progress(b + 1, image_t.shape[0])
+        sizes = {tuple(b.shape[-2:]) for b in bokeh_list}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"the images of this batch need different ARNet sizes {sorted(sizes)} (their largest blur "
+                f"differs): use the all-in-one 'BokehMe' node, or render the images one by one"
+            )
+        return _comfy.bchw_to_image(torch.cat(bokeh_list)), _comfy.b1hw_to_mask(torch.cat(error_list))
+
+
+class BokehMeIUNet:
+    """IUNet alone: iterative upsampling of the ARNet bokeh to full resolution."""
+
+    DESCRIPTION = (
+        "Second stage of the neural renderer: IUNet doubles the resolution of the ARNet bokeh step by step up to "
+        "the full size, keeping sharp what is in focus. Use the same image, disparity, K, focus and gamma as "
+        "for 'BokehMe ARNet'."
+    )
+    CATEGORY = _comfy.CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("neural_bokeh",)
+    OUTPUT_TOOLTIPS = ("Neural bokeh at full resolution, IMAGE in [0,1].",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        inputs = _common_inputs()
+        inputs["lowres_bokeh"] = ("IMAGE", {"tooltip": "The 'lowres_bokeh' output of 'BokehMe ARNet'."})
+        return {
+            "required": inputs,
+            "optional": {
+                "dilated_defocus": (DEFOCUS_TYPE, {"tooltip": (
+                    "Dilated signed defocus in px from 'BokehMe Classical Render' (where the blend masks come "
+                    "from). If not connected it is computed here with the same dilation.")}),
+                "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
+            },
+        }
+
+    def run(self, models, image, disparity, K, focus, gamma, lowres_bokeh, dilated_defocus=None, highlight=False):
+        image_t, disparity_t = _inputs_bchw(image, disparity)
+        batch = image_t.shape[0]
+        coarse = _comfy.image_to_bchw(lowres_bokeh, "lowres_bokeh")
+        if coarse.shape[0] not in (1, batch):
+            raise ValueError(f"lowres_bokeh batch ({coarse.shape[0]}) must be 1 or the image batch ({batch})")
+        coarse = coarse.expand(batch, -1, -1, -1)
+        progress = _comfy.progress_callback(batch)
+        outputs = []
+        with _models_on_device(models) as (_, iunet, device), torch.inference_mode():
+            image_t, defocus_px = _neural_inputs(image_t.to(device), disparity_t.to(device), K, focus, highlight)
+            if dilated_defocus is None:
+                from ..bokehme_core.scatter.dilate import dilate_defocus
+
+                dilated = dilate_defocus(defocus_px)
+            else:
+                dilated = _check_defocus(dilated_defocus, image_t).to(device)
+            for b in range(batch):
+                scale = core_pipeline.adaptive_scale(defocus_px[b])
+                expected = core_pipeline.lowres_size(image_t.shape[-2], image_t.shape[-1], scale)
+                if tuple(coarse.shape[-2:]) != expected:
+                    raise ValueError(
+                        f"lowres_bokeh is {coarse.shape[-1]}x{coarse.shape[-2]} px but K={K:g}, focus={focus:g} "
+                        f"need {expected[1]}x{expected[0]} px: connect 'BokehMe ARNet' run with the same image, "
+                        f"disparity, K and focus"
+                    )
+                outputs.append(core_pipeline.iunet_stage(
+                    iunet, image_t[b : b + 1], defocus_px[b : b + 1], dilated[b : b + 1],
+                    coarse[b : b + 1].to(device), scale, gamma,
+                ))
+                progress(b + 1, batch)
+        return (_comfy.bchw_to_image(torch.cat(outputs)),)
+
+
+def _check_defocus(value, image_t: torch.Tensor) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.ndim != 4 or value.shape[1] != 1:
+        raise TypeError(f"dilated_defocus must be a BOKEHME_DEFOCUS (B,1,H,W) tensor, got {getattr(value, 'shape', type(value))}")
+    if tuple(value.shape[-2:]) != tuple(image_t.shape[-2:]) or value.shape[0] not in (1, image_t.shape[0]):
+        raise ValueError(
+            f"dilated_defocus {tuple(value.shape)} does not match the image {tuple(image_t.shape)}: connect the "
+            f"output of 'BokehMe Classical Render' run on the same image"
+        )
+    return value.to(torch.float32).expand(image_t.shape[0], -1, -1, -1)
+
+
+class BokehMe:
+    """The whole BokehMe pipeline in one node."""
+
+    DESCRIPTION = (
+        "BokehMe (Peng et al., CVPR 2022): photo-realistic lens blur from one image and a disparity map. A "
+        "classical scatter renderer and a neural renderer (ARNet + IUNet) are fused through an error map, so "
+        "depth edges stay clean even with an imperfect disparity map."
+    )
+    CATEGORY = _comfy.CATEGORY
+    FUNCTION = "render"
+    RETURN_TYPES = ("IMAGE", "MASK", "MASK")
+    RETURN_NAMES = ("bokeh", "error_map", "in_focus")
+    OUTPUT_TOOLTIPS = (
+        "The rendered bokeh, IMAGE in [0,1].",
+        "Error map used for the fusion, MASK in [0,1]: 1 = neural result used, 0 = classical.",
+        "What stays sharp, MASK in [0,1]: 1 where the blur radius is <= 0.5 px, 0 from 1.5 px.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        required = _common_inputs()
+        required.update({
+            "aperture": (["circle", "polygon"], {"default": "circle", "tooltip": (
+                "Bokeh ball shape: circle (official) or a polygon with 'blades' sides. An aperture_mask overrides it.")}),
+            "blades": ("INT", {"default": 6, "min": 3, "max": 64, "tooltip": "Polygon sides (3-64), used when aperture = polygon."}),
+            "rotation_deg": ("FLOAT", {"default": 90.0, "min": -360.0, "max": 360.0, "step": 1.0, "tooltip": (
+                "Polygon rotation in degrees, counter-clockwise; 90 = a corner points up (official).")}),
+            "anamorphic": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 10.0, "step": 0.05, "tooltip": (
+                "Width / height of the bokeh balls (0.1-10): 1 = round, 0.5 = tall ovals (2x anamorphic lens).")}),
+            "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
+            "classical_mode": (list(core_pipeline.CLASSICAL_MODES), {"default": "exact", "tooltip": (
+                "Classical renderer: 'exact' = official scatter kernel; 'fast' = approximation, much faster at large K.")}),
+            "error_map": (list(core_pipeline.ERROR_MAP_CHOICES), {"default": "predicted", "tooltip": (
+                "'predicted' = ARNet's error map (official); 'analytic' = computed from the disparity (paper Eq. 5).")}),
+        })
+        return {
+            "required": required,
+            "optional": {
+                "aperture_mask": ("MASK", {"tooltip": (
+                    "Optional custom bokeh shape (heart, star, photo of a bokeh ball), MASK in [0,1]; overrides "
+                    "'aperture'. 'BokehMe Aperture Shape' makes one.")}),
+                "tile_size": ("INT", {"default": core_pipeline.DEFAULT_TILE_SIZE, "min": 64, "max": 8192,
+                                      "step": 64, "tooltip": _TILE_TIP}),
+            },
+        }
+
+    def render(self, models, image, disparity, K, focus, gamma, aperture, blades, rotation_deg, anamorphic,
+               highlight, classical_mode, error_map, aperture_mask=None, tile_size=core_pipeline.DEFAULT_TILE_SIZE):
+        from ..bokehme_core.preview import in_focus_mask
+
+        image_t, disparity_t = _inputs_bchw(image, disparity)
+        aperture_obj = build_aperture(aperture, blades, rotation_deg, anamorphic, aperture_mask)
+        progress = _comfy.progress_callback(1)
+        with _models_on_device(models) as (arnet, iunet, device):
+            result = core_pipeline.render_bokehme(
+                image_t.to(device), disparity_t.to(device), K=K, focus=focus, gamma=gamma, arnet=arnet, iunet=iunet,
+                highlight=highlight, aperture=aperture_obj, classical_mode=classical_mode, error_map=error_map,
+                tile_size=int(tile_size), progress=progress,
+            )
+        in_focus = in_focus_mask(signed_defocus(disparity_t, K, focus))
+        return (
+            _comfy.bchw_to_image(result.bokeh),
+            _comfy.b1hw_to_mask(result.error_map),
+            _comfy.b1hw_to_mask(in_focus),
+        )
+
+
+NODE_CLASS_MAPPINGS = {
+    "BokehMeModelLoader": BokehMeModelLoader,
+    "BokehMeARNet": BokehMeARNet,
+    "BokehMeIUNet": BokehMeIUNet,
+    "BokehMe": BokehMe,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "BokehMeModelLoader": "BokehMe Model Loader",
+    "BokehMeARNet": "BokehMe ARNet",
+    "BokehMeIUNet": "BokehMe IUNet",
+    "BokehMe": "BokehMe",
+}

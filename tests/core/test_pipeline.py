@@ -234,3 +234,77 @@ def test_render_bokehme_bad_disparity(nets):
         d = torch.rand(1, 1, 8, 8)
         d[0, 0, 0, 0] = float("nan")
         P.render_bokehme(torch.rand(1, 3, 8, 8), d, K=5, focus=0.5, arnet=nets[0], iunet=nets[1])
+
+
+# ---- the whole chain (exact classical renderer included) -----------------------------------------------
+@pytest.fixture(scope="module")
+def full_result(fixture_inputs, nets):
+    image, disparity, K, focus, gamma = fixture_inputs
+    calls = []
+    result = P.render_bokehme(
+        image, disparity, K=K, focus=focus, gamma=gamma, arnet=nets[0], iunet=nets[1], classical_mode="exact",
+        return_intermediates=True, progress=lambda d, t: calls.append((d, t)),
+    )
+    return result, calls
+
+
+def test_whole_chain_matches_fixture(full_result, fx):
+    result, _ = full_result
+    inter = result.intermediates
+    _close(inter.dilated_defocus, fx["classical_out_defocus_dilate_px"], 0)
+    _close(result.classical, fx["bokeh_classical_clamped"], FUSED_ATOL)
+    assert inter.adapt_scale == [pytest.approx(fx["adapt_scale"], abs=1e-6)]
+    assert inter.arnet_bokeh[0].shape == (1, 3, 109, 87)
+    assert [b.shape[-2:] for b in inter.iteration_bokeh[0]] == [(219, 175), (320, 256)]
+    _close(inter.arnet_bokeh[0], fx["arnet_out_bokeh_clamped"], NET_ATOL)
+    _close(inter.iteration_bokeh[0][0], fx["iter0_bokeh_neural"], NET_ATOL)
+    _close(inter.iteration_masks[0][0], fx["iter0_mask"], NET_ATOL)
+    _close(inter.iteration_masks[0][1], fx["final_mask"], NET_ATOL)
+    _close(result.error_map, fx["error_map"], NET_ATOL)
+    _close(result.neural, fx["bokeh_neural"], NET_ATOL)
+    _close(result.bokeh, fx["bokeh_pred"], FUSED_ATOL)
+
+
+def test_progress_reaches_total(full_result):
+    _, calls = full_result
+    assert calls[-1][0] == calls[-1][1] and calls[-1][1] > 2
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_batch_broadcast_disparity_per_image_focus(fixture_inputs, nets):
+    image, disparity, K, _, gamma = fixture_inputs
+    crop = (..., slice(0, 48), slice(0, 40))
+    image, disparity = image[crop], disparity[crop]
+    images = torch.cat([image, image.flip(-1)])
+    focus = torch.tensor([0.2, 0.8])
+    kwargs = {"K": 20.0, "gamma": gamma, "arnet": nets[0], "iunet": nets[1], "classical_mode": "exact"}
+    batch = P.render_bokehme(images, disparity, focus=focus, **kwargs)
+    second = P.render_bokehme(images[1:], disparity, focus=0.8, **kwargs)
+    assert batch.bokeh.shape == (2, 3, 48, 40) and batch.error_map.shape == (2, 1, 48, 40)
+    _close(batch.bokeh[1:], second.bokeh, 1e-5)
+    _close(batch.error_map[1:], second.error_map, 1e-6)
+
+
+def test_analytic_error_map_option(fixture_inputs, nets):
+    from bokehme_core.error_map import analytic_error_map
+
+    image, disparity, _, focus, gamma = fixture_inputs
+    crop = (..., slice(0, 48), slice(0, 40))
+    image, disparity = image[crop], disparity[crop]
+    result = P.render_bokehme(image, disparity, K=20.0, focus=focus, arnet=nets[0], iunet=nets[1], error_map="analytic")
+    expected = analytic_error_map(disparity, 20.0, focus)
+    _close(result.error_map, expected, 0)
+    _close(result.bokeh, (result.classical * (1 - expected) + result.neural * expected).clamp(0, 1), 1e-5)
+
+
+def test_zero_blur_with_analytic_map_is_identity(nets):
+    """K = 0: nothing is blurred, the analytic error map is 0, so the output is the classical one: the input
+    up to the official kernel's known leak to the 4 nearest neighbours (relative weight
+    (0.5 - 0.5 tanh(4)) / 1 each, 0.27 % in all). gamma = 1: a larger gamma amplifies the leak in dark pixels."""
+    image = torch.rand(1, 3, 16, 12, generator=torch.Generator().manual_seed(5))
+    disparity = torch.rand(1, 1, 16, 12, generator=torch.Generator().manual_seed(6))
+    result = P.render_bokehme(
+        image, disparity, K=0.0, focus=0.5, gamma=1.0, arnet=nets[0], iunet=nets[1], error_map="analytic"
+    )
+    assert float(result.error_map.abs().max()) == 0.0
+    _close(result.bokeh, image, 3e-3)

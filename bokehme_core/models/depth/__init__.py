@@ -18,6 +18,7 @@ import importlib
 
 _PUBLIC = {
     "load_depth_model": "loading",
+    "model_from_state_dict": "loading",
     "read_state_dict": "loading",
     "detect_architecture": "loading",
     "build_model": "loading",

@@ -28,6 +28,7 @@ __all__ = [
     "build_model",
     "official_key_table",
     "load_depth_model",
+    "model_from_state_dict",
     "to_official_state_dict",
 ]
 
@@ -123,17 +124,19 @@ def detect_architecture(state_dict: dict, name: str = "checkpoint") -> tuple:
     )
 
 
-def build_model(family: str, variant: str):
-    """An untrained module of the given architecture (random weights)."""
+def build_model(family: str, variant: str, device=None):
+    """An untrained module of the given architecture (random weights; ``device="meta"``: shapes only, no
+    memory, instant: what the loader uses before assigning the checkpoint's tensors)."""
     if family == "depth_anything_v2":
-        from .depth_anything_v2 import DepthAnythingV2
-
-        return DepthAnythingV2(variant)
-    if family == "midas_dpt":
-        from .midas_dpt import MiDaSDPT
-
-        return MiDaSDPT(variant)
-    raise ValueError(f"family must be 'depth_anything_v2' or 'midas_dpt', got {family!r}")
+        from .depth_anything_v2 import DepthAnythingV2 as cls
+    elif family == "midas_dpt":
+        from .midas_dpt import MiDaSDPT as cls
+    else:
+        raise ValueError(f"family must be 'depth_anything_v2' or 'midas_dpt', got {family!r}")
+    if device is None:
+        return cls(variant)
+    with torch.device(device):
+        return cls(variant)
 
 
 def official_key_table(family: str, variant: str) -> list:
@@ -176,42 +179,52 @@ def load_depth_model(path, *, device="cpu", dtype: torch.dtype = torch.float32):
             f"{path.name} looks like a metric-depth fine-tune (its head ends in a sigmoid scaled by a maximum "
             f"depth); only the relative-depth models are supported: {SUPPORTED_TEXT}"
         )
-    state = read_state_dict(path)
-    family, variant = detect_architecture(state, path.name)
-    model = build_model(family, variant)
+    model = model_from_state_dict(read_state_dict(path), path.name)
+    logger.info("loaded %s %s from %s", model.family, model.variant, path)
+    return model.to(device=device, dtype=dtype)
+
+
+def model_from_state_dict(state: dict, name: str = "checkpoint"):
+    """Build the network an official state dict describes and load it strictly (eval mode, float32, CPU).
+
+    ``name`` is used in error messages. Raises DepthCheckpointError naming missing / unexpected / misshapen keys.
+    """
+    family, variant = detect_architecture(state, name)
+    model = build_model(family, variant, device="meta")  # no random init: every tensor comes from the file
     try:
-        ours = rename_keys(state, official_key_table(family, variant), what=path.name)
+        ours = rename_keys(state, official_key_table(family, variant), what=name)
     except ValueError as exc:
         raise DepthCheckpointError(f"{exc} (detected {family} {variant}); is the file complete and unmodified?") from exc
     expected = model.state_dict()
+    inverse = sorted(((b, a) for a, b in official_key_table(family, variant)), key=lambda p: len(p[0]), reverse=True)
+
+    def official(key: str) -> str:
+        return next((o + key[len(p):] for p, o in inverse if key.startswith(p)), key)
+
     missing = [k for k in expected if k not in ours]
     if missing:
-        inverse = dict((b, a) for a, b in official_key_table(family, variant))
-        names = []
-        for k in missing[:8]:
-            for ours_prefix in sorted(inverse, key=len, reverse=True):
-                if k.startswith(ours_prefix):
-                    names.append(inverse[ours_prefix] + k[len(ours_prefix):])
-                    break
+        names = [official(k) for k in missing[:8]]
         more = f" ... ({len(missing)} in all)" if len(missing) > 8 else ""
         raise DepthCheckpointError(
-            f"{path.name} ({family} {variant}) is missing keys: {', '.join(names)}{more}; the file is incomplete "
+            f"{name} ({family} {variant}) is missing keys: {', '.join(names)}{more}; the file is incomplete "
             f"or not an official checkpoint"
         )
     wrong = [
-        f"{k} {tuple(ours[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items() if ours[k].shape != v.shape
+        f"{official(k)} {tuple(ours[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items() if ours[k].shape != v.shape
     ]
     if wrong:
         raise DepthCheckpointError(
-            f"{path.name} ({family} {variant}) has tensors of the wrong shape: {'; '.join(wrong[:5])}"
+            f"{name} ({family} {variant}) has tensors of the wrong shape: {'; '.join(wrong[:5])}"
         )
     bad = [k for k, v in ours.items() if not v.is_floating_point()]
     if bad:
-        raise DepthCheckpointError(f"{path.name} has non-float tensors: {', '.join(bad[:5])}")
+        raise DepthCheckpointError(f"{name} has non-float tensors: {', '.join(bad[:5])}")
     nonfinite = [k for k, v in ours.items() if not torch.isfinite(v).all()]
     if nonfinite:
-        raise DepthCheckpointError(f"{path.name} holds NaN/inf weights in {', '.join(nonfinite[:5])}: corrupted file")
-    model.load_state_dict(ours, strict=True)
-    model.eval().requires_grad_(False)
-    logger.info("loaded %s %s from %s", family, variant, path)
-    return model.to(device=device, dtype=dtype)
+        raise DepthCheckpointError(f"{name} holds NaN/inf weights in {', '.join(nonfinite[:5])}: corrupted file")
+    ours = {k: v.to(torch.float32) for k, v in ours.items()}
+    model.load_state_dict(ours, strict=True, assign=True)
+    left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left_on_meta:  # a buffer that is not in the state dict: cannot happen for the supported architectures
+        raise RuntimeError(f"internal error: tensors not loaded from the checkpoint: {left_on_meta[:5]}")
+    return model.eval().requires_grad_(False)

@@ -78,7 +78,7 @@ def _official_path(name: str):
     try:
         return download_official(name, dirs[0], progress=lambda d, t: bar(d * 100 // t if t else 0, 100))
     except WeightsDownloadError as exc:
-        raise RuntimeError(f"BokehMe Model Loader: {exc}. Then choose the file in the loader's list.") from exc
+        raise RuntimeError(f"BokehMe Model Loader: {exc}; then run the workflow again.") from exc
 
 
 def _load_choice(choice: str, kind: str):

@@ -26,6 +26,33 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 PACK_NAME = "comfyui_bokehme"
 
 
+class _CoreAliasFinder:
+    """Resolves ``comfyui_bokehme.bokehme_core.<sub>`` to the already imported ``bokehme_core.<sub>``, so that
+    the nodes' relative imports of core submodules share the classes of the tests (isinstance checks)."""
+
+    prefix = f"{PACK_NAME}.bokehme_core."
+
+    def find_spec(self, name, path=None, target=None):
+        import importlib
+        import importlib.util
+
+        if not name.startswith(self.prefix):
+            return None
+        real = importlib.import_module("bokehme_core." + name[len(self.prefix):])
+        return importlib.util.spec_from_loader(name, _AliasLoader(real))
+
+
+class _AliasLoader:
+    def __init__(self, module):
+        self.module = module
+
+    def create_module(self, spec):
+        return self.module
+
+    def exec_module(self, module):
+        pass
+
+
 def _import_pack():
     import importlib.util
 
@@ -34,6 +61,7 @@ def _import_pack():
     if PACK_NAME in sys.modules:
         return sys.modules[PACK_NAME]
     sys.modules[f"{PACK_NAME}.bokehme_core"] = bokehme_core
+    sys.meta_path.insert(0, _CoreAliasFinder())
     spec = importlib.util.spec_from_file_location(
         PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
     )

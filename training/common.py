@@ -1,0 +1,161 @@
+"""Shared training utilities: shard dataset, losses, checkpoints (resumable), CSV logs and PNG curves.
+
+Not imported by the node pack. Checkpoints are plain dicts of tensors / numbers saved with ``torch.save``
+and read back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import pathlib
+import random
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+#: Where runs live (``/runs/`` is git-ignored at the repository root).
+RUNS = ROOT / "runs"
+DEFOCUS_SCALE = 10.0  # px per network defocus unit (official defocus_scale)
+
+
+class ShardPool:
+    """All samples of the ``shard_*.npz`` files in a folder, re-scanned on demand (the generator may still
+    be adding shards). Samples are kept in memory as float16 numpy arrays."""
+
+    def __init__(self, folder: pathlib.Path, exclude_last: int = 0) -> None:
+        self.folder = pathlib.Path(folder)
+        self.exclude_last = exclude_last
+        self.loaded: set = set()
+        self.arrays: dict = {}
+        self.refresh()
+
+    def refresh(self) -> int:
+        shards = sorted(p for p in self.folder.glob("shard_*.npz") if not p.name.endswith(".tmp.npz"))
+        if self.exclude_last:
+            shards = shards[: -self.exclude_last] if len(shards) > self.exclude_last else []
+        for path in shards:
+            if path.name in self.loaded:
+                continue
+            with np.load(path) as z:
+                for key in z.files:
+                    self.arrays.setdefault(key, []).append(z[key])
+            self.loaded.add(path.name)
+        return len(self)
+
+    def __len__(self) -> int:
+        return sum(a.shape[0] for a in self.arrays.get("params", []))
+
+    def batch(
+        self, indices, device="cpu", augment: bool = True, rng: random.Random | None = None, crop: int = 0
+    ) -> dict:
+        """Tensors (B, C, H, W) float32 for the given global indices; random flips (and one random crop of
+        ``crop`` px for the whole batch, if > 0) when ``augment``."""
+        cat = {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in self.arrays.items()}
+        self.arrays = {k: [v] for k, v in cat.items()}
+        out = {k: torch.from_numpy(cat[k][indices].astype(np.float32)).to(device) for k in cat}
+        if augment:
+            rng = rng or random
+            size = out["image"].shape[-1]
+            if 0 < crop < size:
+                top, left = rng.randrange(size - crop + 1), rng.randrange(size - crop + 1)
+                out = {k: (v[..., top : top + crop, left : left + crop] if v.ndim == 4 else v) for k, v in out.items()}
+            if rng.random() < 0.5:
+                out = {k: (v.flip(-1) if v.ndim == 4 else v) for k, v in out.items()}
+            if rng.random() < 0.5:
+                out = {k: (v.flip(-2) if v.ndim == 4 else v) for k, v in out.items()}
+        return out
+
+
+def gradient_l1(a: torch.Tensor, b: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 between the horizontal and vertical finite differences of a and b."""
+    dxa, dxb = a[..., :, 1:] - a[..., :, :-1], b[..., :, 1:] - b[..., :, :-1]
+    dya, dyb = a[..., 1:, :] - a[..., :-1, :], b[..., 1:, :] - b[..., :-1, :]
+    if weight is None:
+        return (dxa - dxb).abs().mean() + (dya - dyb).abs().mean()
+    wx, wy = weight[..., :, 1:], weight[..., 1:, :]
+    return ((dxa - dxb).abs() * wx).mean() + ((dya - dyb).abs() * wy).mean()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(F.mse_loss(a.clamp(0, 1), b.clamp(0, 1)))
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def network_inputs(batch: dict) -> tuple:
+    """image, defocus in 10-px units, gamma_norm (B,) from a ShardPool batch."""
+    K, focus, gamma = batch["params"][:, 0], batch["params"][:, 1], batch["params"][:, 2]
+    defocus = K.view(-1, 1, 1, 1) * (batch["disparity"] - focus.view(-1, 1, 1, 1)) / DEFOCUS_SCALE
+    return batch["image"], defocus, (gamma - 1.0) / 4.0
+
+
+def save_checkpoint(path: pathlib.Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: pathlib.Path) -> dict | None:
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def append_csv(path: pathlib.Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def plot_curves(csv_path: pathlib.Path, png_path: pathlib.Path, columns: list, title: str) -> None:
+    """Minimal line plot (PIL only; matplotlib is not a dependency) of CSV columns against 'step'."""
+    from PIL import Image, ImageDraw
+
+    if not csv_path.exists():
+        return
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    rows = [r for r in rows if r.get("step")]
+    if len(rows) < 2:
+        return
+    width, height, margin = 900, 500, 60
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    steps = [float(r["step"]) for r in rows]
+    colors = [(200, 30, 30), (30, 120, 200), (30, 160, 60), (160, 60, 160), (200, 140, 0), (0, 0, 0)]
+    series = []
+    for col in columns:
+        pts = [(s, float(r[col])) for s, r in zip(steps, rows) if r.get(col) not in (None, "", "nan")]
+        if pts:
+            series.append((col, pts))
+    if not series:
+        return
+    ys = [y for _, pts in series for _, y in pts]
+    lo, hi = min(ys), max(ys)
+    hi = hi if hi > lo else lo + 1
+    x0, x1 = min(steps), max(steps)
+    x1 = x1 if x1 > x0 else x0 + 1
+
+    def to_px(x, y):
+        return (margin + (x - x0) / (x1 - x0) * (width - 2 * margin), height - margin - (y - lo) / (hi - lo) * (height - 2 * margin))
+
+    draw.rectangle([margin, margin, width - margin, height - margin], outline=(0, 0, 0))
+    draw.text((margin, 10), title, fill=(0, 0, 0))
+    draw.text((margin, height - margin + 10), f"step {x0:.0f} .. {x1:.0f}", fill=(0, 0, 0))
+    draw.text((5, margin), f"{hi:.4g}", fill=(0, 0, 0))
+    draw.text((5, height - margin - 10), f"{lo:.4g}", fill=(0, 0, 0))
+    for i, (col, pts) in enumerate(series):
+        color = colors[i % len(colors)]
+        draw.line([to_px(x, y) for x, y in pts], fill=color, width=2)
+        draw.text((width - margin - 220, margin + 10 + 14 * i), col, fill=color)
+    image.save(png_path)

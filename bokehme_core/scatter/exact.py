@@ -10,7 +10,7 @@ Per source pixel with blur radius ``r`` and window offsets ``(dx, dy)`` the offi
 * **rim** cells, all other window cells with ``dist' - DELTA <= r`` (beyond, the profile is below
   ``exp(-8*DELTA) = 6.1e-6`` and the cell is dropped): evaluated with the exact profile. They are visited offset
   by offset; with sources sorted by radius, the sources for which one offset is a rim cell form a contiguous
-  slice found by binary search, so no work is spent on cells outside the rim.
+  slice found by binary search (views, no gathers), so no work is spent on cells outside the rim.
 
 Mask apertures have no interior (``c = 0``): every window cell is a rim cell, cost O(r^2) per source.
 Work per source ~ (2r+1) row writes + (about 6*pi*r) rim cells instead of (2r+3)^2; memory is O(H*W) plus
@@ -63,7 +63,8 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
     premult = torch.cat([image.reshape(3, -1).to(acc_dtype), torch.ones(1, H * W, dtype=acc_dtype, device=device)])
     premult = (premult * weight).t()  # (N, 4): w*R, w*G, w*B, w
 
-    radius_sorted, order = torch.sort(radius)
+    radius_sorted, order = torch.sort(radius, stable=True)  # ties keep raster order (cache friendly)
+    pos = order
     ys = torch.div(order, W, rounding_mode="floor")
     xs = order - ys * W
     premult_sorted = premult[order].contiguous()  # float64 for the interior runs
@@ -128,22 +129,23 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
         dy = row_index - win_y
         lo_row = lo[row_index]
         thr_row = thr[row_index]
-        starts = torch.searchsorted(radius_sorted, lo_row, right=False)
-        stops = torch.searchsorted(radius_sorted, thr_row, right=True)
-        dx_all = torch.arange(-win_x, win_x + 1, device=device)
-        starts, stops = starts[dx_all.abs()], stops[dx_all.abs()]
-        counts = torch.clamp(stops - starts, min=0)
-        # group consecutive offsets into chunks of at most CHUNK (source, cell) pairs
-        bounds = torch.cumsum(counts, 0).tolist()
-        group_start = 0
-        while group_start < len(bounds):
-            before = bounds[group_start - 1] if group_start else 0
-            group_stop = group_start + 1
-            while group_stop < len(bounds) and bounds[group_stop] - before <= CHUNK:
-                group_stop += 1
-            _rim_cells(acc, dy, dx_all[group_start:group_stop], starts[group_start:group_stop],
-                       counts[group_start:group_stop], radius_sorted, xs, ys, premult_sorted32, aperture, H, W)
-            group_start = group_stop
+        starts = torch.searchsorted(radius_sorted, lo_row, right=False).tolist()
+        stops = torch.searchsorted(radius_sorted, thr_row, right=True).tolist()
+        dy_t = torch.tensor(float(dy), device=device)
+        for dx in range(-win_x, win_x + 1):
+            s0, s1 = starts[abs(dx)], stops[abs(dx)]
+            if s1 <= s0:
+                continue
+            dx_t = torch.tensor(float(dx), device=device)
+            shift = dy * W + dx
+            for start in range(s0, s1, CHUNK):
+                stop = min(start + CHUNK, s1)
+                x = xs[start:stop]
+                y = ys[start:stop]
+                inside = (x >= -dx) & (x < W - dx) & (y >= -dy) & (y < H - dy)
+                prof = aperture.profile(dx_t, dy_t, radius_sorted[start:stop]) * inside
+                target = torch.clamp(pos[start:stop] + shift, 0, H * W - 1)
+                acc.index_add_(0, target, premult_sorted32[start:stop] * prof.unsqueeze(1))
         done += 1
         if progress is not None:
             progress(done, total)
@@ -152,24 +154,3 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
     out = total_acc[:, :3] / total_acc[:, 3:]
     return out.t().reshape(3, H, W).to(torch.float32)
 
-
-def _rim_cells(acc, dy, dx, starts, counts, radius_sorted, xs, ys, premult_sorted, aperture, H, W) -> None:
-    """Add the exact-profile contributions of the sources ``starts[i] .. starts[i]+counts[i]`` at offset
-    ``(dx[i], dy)`` (a ragged batch of offsets of one row) into ``acc`` (H*W, 4).
-
-    Cells outside the image get weight 0 (and a clamped index) instead of being compacted away."""
-    n = int(counts.sum())
-    if n == 0:
-        return
-    offset_of = torch.repeat_interleave(torch.arange(dx.numel(), device=dx.device), counts)
-    first_of_group = torch.cumsum(counts, 0) - counts
-    src = starts[offset_of] + torch.arange(n, device=dx.device) - first_of_group[offset_of]
-    cell_dx = dx[offset_of]
-    y = ys[src] + dy
-    x = xs[src] + cell_dx
-    inside = (y >= 0) & (y < H) & (x >= 0) & (x < W)
-    r = radius_sorted[src]
-    prof = aperture.profile(cell_dx.to(torch.float32), torch.tensor(float(dy), device=r.device), r)
-    prof = prof * inside
-    target = torch.clamp(y, 0, H - 1) * W + torch.clamp(x, 0, W - 1)
-    acc.index_add_(0, target, premult_sorted[src] * prof.unsqueeze(1))

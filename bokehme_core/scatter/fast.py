@@ -86,7 +86,7 @@ def scatter_fast(
     """
     B = image.shape[0]
     rmax = float(defocus_px.abs().max())
-    tables = [t.to(image.device) for t in row_runs(aperture, math.floor(rmax) + 1.0)]
+    tables = [t.to(image.device) for t in row_runs(aperture, float(min(math.floor(rmax) + 1, TABLE_RADIUS)))]
     outs = []
     for b in range(B):
         sub = None

@@ -21,6 +21,16 @@ _DIAG = 0.5 + 0.5 * math.tanh(-4.0 * math.sqrt(2.0))
 LEAK_BOUND = (4 * _EDGE + 4 * _DIAG) / (0.5 + 4 * _EDGE + 4 * _DIAG)  # ~2.8e-3
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The scatter loops are many medium-sized torch ops: on the shared 2-core machine a second OpenMP thread
+    mostly adds contention (measured 3 s vs 50 s for the fixture test under load), so this module runs on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(-10 * torch.log10(((a - b) ** 2).mean()))
 

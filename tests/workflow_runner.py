@@ -722,6 +722,34 @@ def core_stand_ins(input_dir: pathlib.Path, output_dir: pathlib.Path) -> dict[st
                                           VAEDecode)}
 
 
+def classes_from_object_info(object_info: Mapping[str, Mapping]) -> dict[str, type]:
+    """Node classes for :func:`ui_to_api` / :class:`UIWorkflow` built from a real server's ``GET /object_info``
+    (input specs in ``input_order``, output types and names, output-node flag). They translate and validate
+    but cannot execute; ``tools/verify_in_comfyui.py`` uses them to check the bundled workflows against the
+    definitions of the ComfyUI version at hand."""
+    classes = {}
+    for name, info in object_info.items():
+        spec = {}
+        for section in ("required", "optional"):
+            entries = (info.get("input") or {}).get(section) or {}
+            order = (info.get("input_order") or {}).get(section) or list(entries)
+            spec[section] = {k: tuple(entries[k]) for k in order if k in entries}
+
+        def input_types(cls, _spec=spec):
+            return _spec
+
+        outputs = tuple(info.get("output") or ())
+        classes[name] = type(name, (), {
+            "INPUT_TYPES": classmethod(input_types),
+            "RETURN_TYPES": outputs,
+            "RETURN_NAMES": tuple(info.get("output_name") or outputs),
+            "OUTPUT_IS_LIST": tuple(info.get("output_is_list") or (False,) * len(outputs)),
+            "OUTPUT_NODE": bool(info.get("output_node")),
+            "FUNCTION": "not_executable_here",
+        })
+    return classes
+
+
 # --- writing UI-format workflows ---------------------------------------------------------------------------
 
 def default_widget_value(slot: WidgetSlot):

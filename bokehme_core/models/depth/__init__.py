@@ -27,6 +27,7 @@ _PUBLIC = {
     "DepthCheckpointError": "loading",
     "DepthModel": "base",
     "network_input_size": "base",
+    "resize_like_opencv_cubic": "base",
     "DepthAnythingV2": "depth_anything_v2",
     "MiDaSDPT": "midas_dpt",
     "OFFICIAL_DEPTH_MODELS": "download",

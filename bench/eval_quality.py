@@ -127,9 +127,9 @@ class Methods:
         return out
 
 
-def bench_items(limit: int | None):
+def bench_items(limit: int | None, stride: int = 1):
     manifest = json.loads((BENCH_DEV / "manifest.json").read_text())
-    for sample in manifest["samples"][:limit]:
+    for sample in manifest["samples"][::stride][:limit]:
         image = _read_rgb(BENCH_DEV / sample["aif"])
         disparity = torch.from_numpy(np.load(BENCH_DEV / sample["disparity_npy"]).astype(np.float32))[None, None]
         gt = _read_rgb(BENCH_DEV / sample["gt"])
@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--weights", type=pathlib.Path, default=ROOT / "weights")
     parser.add_argument("--official-iunet", type=pathlib.Path, default=OFFICIAL_IUNET)
     parser.add_argument("--limit", type=int, default=None, help="first N items of each set (quick checks)")
+    parser.add_argument("--stride", type=int, default=1, help="every N-th bench_dev item (quick checks)")
     parser.add_argument("--json", type=pathlib.Path, default=ROOT / "runs" / "eval" / "quality.json")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -174,7 +175,7 @@ def main() -> None:
     results = {}
     with torch.inference_mode():
         for set_name in args.sets:
-            items = bench_items(args.limit) if set_name == "bench" else synth_items(args.limit, ROOT / "runs" / "eval" / "synth_gt")
+            items = bench_items(args.limit, args.stride) if set_name == "bench" else synth_items(args.limit, ROOT / "runs" / "eval" / "synth_gt")
             rows = []
             for item_id, K, aperture_name, image, disparity, gt, focus, aperture in items:
                 t = time.time()

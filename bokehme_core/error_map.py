@@ -33,8 +33,9 @@ both sides of an edge, up to ``max(|r_front|, |r_back|)`` pixels from it.
 Cost and memory: the maximum runs over a disk of offsets of radius ``max |r|``. When that radius exceeds
 ``max_work_radius`` pixels, the map is computed on a grid downscaled by ``s = max|r| / max_work_radius``
 (signed radii max-pooled, so thin foreground structures survive, and divided by ``s``) and resized back
-bilinearly: the map is smooth on the scale of the blur radius, so little is lost. Memory is a few
-(B, 1, h, w) buffers whatever K is; time is about ``h * w * pi * max_work_radius^2`` evaluations.
+bilinearly: the map is smooth on the scale of the blur radius, so little is lost. The grid is also coarsened
+when the number of pixel pairs would exceed about 2e7 per image (large images with moderate blur). Memory is
+a few (B, 1, h, w) buffers whatever K is; time is at most about 2e7 pair evaluations per image.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 #: Slope of the tanh in Eq. 5 (the paper's constant 10).
 _TANH_SLOPE = 10.0
+
+#: Upper bound on pixel-pair evaluations per image (work pixels x half-disk offsets); beyond it the map is
+#: computed on a coarser grid (about 1-2 s on one CPU core).
+_MAX_PAIR_EVALUATIONS = 2.0e7
 
 
 def pairwise_error(
@@ -148,7 +153,10 @@ def analytic_error_map(
         # Nothing blurred in front of the focal plane: the scatter renderer is right everywhere.
         return torch.zeros_like(disparity, dtype=out_dtype)
 
-    scale = max(1.0, max_radius / max_work_radius)
+    # Coarser grid when the radius exceeds max_work_radius, or when the pair count would exceed the budget:
+    # cost ~ (pi / 2) * (R / s)^2 * H * W / s^2.
+    budget_scale = (0.5 * math.pi * max_radius**2 * height * width / _MAX_PAIR_EVALUATIONS) ** 0.25
+    scale = max(1.0, max_radius / max_work_radius, budget_scale)
     if scale > 1.0:
         work_h, work_w = max(1, round(height / scale)), max(1, round(width / scale))
         # Max-pool the signed radius: the nearest object wins, so thin foreground structures survive.

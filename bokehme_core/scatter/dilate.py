@@ -46,37 +46,44 @@ def _dilate_one(defocus: torch.Tensor) -> torch.Tensor:
     device = defocus.device
     value = torch.trunc(defocus).to(torch.int32).flatten()
     radius = defocus.abs().flatten()
-    radius_sorted, order = torch.sort(radius)
+    n_src = radius.numel()
+    # order by floor(r), then raster order: sources reaching row dy (r >= |dy|, i.e. floor(r) >= |dy|) are a
+    # suffix, and their writes go through memory in order
+    reach = torch.floor(radius).to(torch.int64)
+    order = torch.argsort(reach * n_src + torch.arange(n_src, device=device))
+    reach_sorted = reach[order]
+    radius_sorted = radius[order]
     ys = torch.div(order, W, rounding_mode="floor")
     xs = order - ys * W
     value_sorted = value[order]
     levels = max(1, W.bit_length())
+    floor_log2 = torch.zeros(W + 1, dtype=torch.int64, device=device)
+    for j in range(1, levels + 1):
+        floor_log2[1 << (j - 1):] = j - 1
     table = torch.full((levels, H * W), _EMPTY, dtype=torch.int32, device=device)
-    rmax = float(radius_sorted[-1]) if radius_sorted.numel() else 0.0
+    table_flat = table.view(-1)
+    rmax = float(radius.max()) if n_src else 0.0
     reach_rows = min(math.floor(rmax), H - 1)
     reach_cols = min(math.floor(rmax), W - 1)
     k = torch.arange(reach_cols + 1, dtype=torch.float32, device=device)
+    empty = torch.tensor(_EMPTY, dtype=torch.int32, device=device)
     for dy in range(-reach_rows, reach_rows + 1):
         row_dist = torch.sqrt(k * k + float(dy * dy))  # float32, as the official kernel
-        first = int(torch.searchsorted(radius_sorted, row_dist[:1], right=False))  # r >= |dy|
-        if first >= radius_sorted.numel():
+        first = int(torch.searchsorted(reach_sorted, torch.tensor([abs(dy)], device=device)))
+        if first >= n_src:
             continue
         r = radius_sorted[first:]
         y = ys[first:] + dy
-        inside = (y >= 0) & (y < H)
-        if not bool(inside.any()):
-            continue
-        r, y, x, v = r[inside], y[inside], xs[first:][inside], value_sorted[first:][inside]
+        x = xs[first:]
+        v = torch.where((y >= 0) & (y < H), value_sorted[first:], empty)
+        y = torch.clamp(y, 0, H - 1)
         m = torch.searchsorted(row_dist, r, right=True)  # number of k with dist <= r, >= 1 here
         a = torch.clamp(x - (m - 1), min=0)
         bnd = torch.clamp(x + (m - 1), max=W - 1)
-        length = bnd - a + 1
-        level = torch.floor(torch.log2(length.to(torch.float64))).to(torch.int64)
-        # guard against log2 rounding at exact powers of two
-        level = level - ((1 << level) > length).to(torch.int64) + ((1 << (level + 1)) <= length).to(torch.int64)
+        level = floor_log2[bnd - a + 1]
         base = level * (H * W) + y * W
         idx = torch.cat([base + a, base + bnd - (1 << level) + 1])
-        table.view(-1).scatter_reduce_(0, idx, torch.cat([v, v]), reduce="amax", include_self=True)
+        table_flat.scatter_reduce_(0, idx, torch.cat([v, v]), reduce="amax", include_self=True)
     for j in range(levels - 1, 0, -1):
         step = 1 << (j - 1)
         torch.maximum(table[j - 1], table[j], out=table[j - 1])

@@ -10,7 +10,8 @@ Per source pixel with blur radius ``r`` and window offsets ``(dx, dy)`` the offi
 * **rim** cells, all other window cells with ``dist' - DELTA <= r`` (beyond, the profile is below
   ``exp(-8*DELTA) = 6.1e-6`` and the cell is dropped): evaluated with the exact profile. They are visited offset
   by offset; with sources sorted by radius, the sources for which one offset is a rim cell form a contiguous
-  slice found by binary search (views, no gathers), so no work is spent on cells outside the rim.
+  slice found by binary search (views, no gathers; sources are ordered by radius bucket, then raster order,
+  so the writes of one offset go through memory in order), so no work is spent on cells outside the rim.
 
 Mask apertures have no interior (``c = 0``): every window cell is a rim cell, cost O(r^2) per source.
 Work per source ~ (2r+1) row writes + (about 6*pi*r) rim cells instead of (2r+3)^2; memory is O(H*W) plus
@@ -32,6 +33,8 @@ __all__ = ["scatter_exact", "DELTA"]
 DELTA = 1.5
 #: largest number of (source, cell) pairs processed at once
 CHUNK = 1 << 21
+#: radius buckets per pixel used to order the sources
+BUCKETS_PER_PX = 8
 
 
 def scatter_exact(
@@ -63,14 +66,19 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
     premult = torch.cat([image.reshape(3, -1).to(acc_dtype), torch.ones(1, H * W, dtype=acc_dtype, device=device)])
     premult = (premult * weight).t()  # (N, 4): w*R, w*G, w*B, w
 
-    radius_sorted, order = torch.sort(radius, stable=True)  # ties keep raster order (cache friendly)
+    # sort by radius bucket (1/BUCKETS_PER_PX px), raster order inside a bucket: a radius range is a contiguous
+    # slice (plus exact masking in the two end buckets) whose targets are visited in memory order
+    n_src = radius.numel()
+    bucket = torch.floor(radius * BUCKETS_PER_PX).to(torch.int64)
+    order = torch.argsort(bucket * n_src + torch.arange(n_src, device=device))
+    radius_sorted = radius[order]
+    bucket_sorted = bucket[order]
     pos = order
     ys = torch.div(order, W, rounding_mode="floor")
     xs = order - ys * W
     premult_sorted = premult[order].contiguous()  # float64 for the interior runs
     premult_sorted32 = premult_sorted.to(torch.float32)  # rim cells accumulate in float32 like upstream
-    n_src = radius_sorted.numel()
-    rmax = float(radius_sorted[-1])
+    rmax = float(radius.max())
 
     ax, ay = aperture.axis_scale
     inner = aperture.inner_fraction
@@ -107,18 +115,18 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
     for row_index in range(2 * win_y + 1):
         dy = row_index - win_y
         thr_row = thr[row_index]
-        first = int(torch.searchsorted(radius_sorted, thr_row[:1], right=True))  # r > thr[dy, 0]
+        first = int(torch.searchsorted(bucket_sorted, _bucket(thr_row[:1], rmax), right=False))
         for start in range(first, n_src, CHUNK):
             stop = min(start + CHUNK, n_src)
             y = ys[start:stop] + dy
-            inside = (y >= 0) & (y < H)
             r = radius_sorted[start:stop]
             x = xs[start:stop]
-            m = torch.searchsorted(thr_row, r, right=False)  # count of k with thr < r (>= 1 here)
+            m = torch.searchsorted(thr_row, r, right=False)  # count of k with thr < r; 0 = no interior
+            keep = (y >= 0) & (y < H) & (m > 0)
             left = torch.clamp(x - (m - 1), min=0)
             right = torch.clamp(x + m, max=W)
             base = torch.clamp(y, 0, H - 1) * (W + 1)
-            vals = premult_sorted[start:stop] * inside.unsqueeze(1)
+            vals = premult_sorted[start:stop] * keep.unsqueeze(1)
             rows_flat.index_add_(0, torch.cat([base + left, base + right]), torch.cat([vals, -vals]))
         done += 1
         if progress is not None:
@@ -129,8 +137,9 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
         dy = row_index - win_y
         lo_row = lo[row_index]
         thr_row = thr[row_index]
-        starts = torch.searchsorted(radius_sorted, lo_row, right=False).tolist()
-        stops = torch.searchsorted(radius_sorted, thr_row, right=True).tolist()
+        starts = torch.searchsorted(bucket_sorted, _bucket(lo_row, rmax), right=False).tolist()
+        stops = torch.searchsorted(bucket_sorted, _bucket(thr_row, rmax), right=True).tolist()
+        lo_list, thr_list = lo_row.tolist(), thr_row.tolist()
         dy_t = torch.tensor(float(dy), device=device)
         for dx in range(-win_x, win_x + 1):
             s0, s1 = starts[abs(dx)], stops[abs(dx)]
@@ -142,8 +151,10 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
                 stop = min(start + CHUNK, s1)
                 x = xs[start:stop]
                 y = ys[start:stop]
-                inside = (x >= -dx) & (x < W - dx) & (y >= -dy) & (y < H - dy)
-                prof = aperture.profile(dx_t, dy_t, radius_sorted[start:stop]) * inside
+                r = radius_sorted[start:stop]
+                keep = (x >= -dx) & (x < W - dx) & (y >= -dy) & (y < H - dy)
+                keep &= (r >= lo_list[abs(dx)]) & (r <= thr_list[abs(dx)])  # exact range in the end buckets
+                prof = aperture.profile(dx_t, dy_t, r) * keep
                 target = torch.clamp(pos[start:stop] + shift, 0, H * W - 1)
                 acc.index_add_(0, target, premult_sorted32[start:stop] * prof.unsqueeze(1))
         done += 1
@@ -154,3 +165,8 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
     out = total_acc[:, :3] / total_acc[:, 3:]
     return out.t().reshape(3, H, W).to(torch.float32)
 
+
+
+def _bucket(threshold: torch.Tensor, rmax: float) -> torch.Tensor:
+    """Bucket index of radius thresholds (clipped to the largest radius so that inf stays finite)."""
+    return torch.floor(torch.clamp(threshold, max=rmax + 1.0) * BUCKETS_PER_PX).to(torch.int64)

@@ -108,21 +108,35 @@ def _scatter_one(image, defocus, aperture: Aperture, tables, progress) -> torch.
     weight = 1.0 / (radius * radius + 0.2)
     premult = torch.cat([image.reshape(3, -1).to(torch.float32), torch.ones(1, H * W, device=device)])
     premult = (premult * weight).t()  # (N, 4)
-    radius_sorted, order = torch.sort(radius)
+    # order by window height, then raster order: the sources reaching row dy are a suffix, and their writes go
+    # through memory in order (cache friendly)
+    n_src = radius.numel()
+    reach = (torch.floor(radius * ay) + 1).to(torch.int64)
+    order = torch.argsort(reach * n_src + torch.arange(n_src, device=device))
+    radius_sorted = radius[order]
+    reach_sorted = reach[order]
     ys = torch.div(order, W, rounding_mode="floor")
     xs = (order - ys * W).to(torch.float32)
     premult_sorted = premult[order].contiguous()
     # per source: table level and row scale (radii above the table scale the last level)
-    big = radius_sorted > TABLE_RADIUS
+    # 'big' is decided on the reach (the sort key) so that the table radii form a prefix of the order;
+    # reach <= floor(TABLE_RADIUS*ay) implies r < TABLE_RADIUS
+    big = reach_sorted > math.floor(TABLE_RADIUS * ay)
     level = torch.where(big, n_levels - 1, torch.round(radius_sorted * LEVELS_PER_PX).long().clamp(max=n_levels - 1))
     base_radius = float(n_levels - 1) / LEVELS_PER_PX
     scale = torch.where(big, radius_sorted / base_radius, torch.ones_like(radius_sorted))
     level_base = level * (n_rows * n_runs)
     left_flat, right_flat, height_flat = left_t.flatten(), right_t.flatten(), height_t.flatten()
     runs = torch.arange(n_runs, device=device)
+    # for integer-centred sources on table rows the four writes of a run are fixed offsets and coefficients
+    pos_l, pos_r = left_flat + 0.5, right_flat + 0.5
+    cell_l, cell_r = torch.floor(pos_l), torch.floor(pos_r)
+    cover_l, cover_r = cell_l + 1 - pos_l, pos_r - cell_r
+    entry_cols = torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1], dim=1).long()  # (entries, 4)
+    entry_coef = torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r], dim=1) * height_flat.unsqueeze(1)
+    n_small = int((~big).sum())  # sources are ordered by reach, so the small radii come first
 
-    n_src = radius_sorted.numel()
-    rmax = float(radius_sorted[-1])
+    rmax = float(radius.max())
     win_y = min(math.floor(rmax * ay) + 1, H - 1)
     rows = torch.zeros(H, W + 1, 4, dtype=torch.float32, device=device)
     rows_flat = rows.view(-1, 4)
@@ -130,38 +144,56 @@ def _scatter_one(image, defocus, aperture: Aperture, tables, progress) -> torch.
     for row_index in range(total):
         dy = row_index - win_y
         # sources whose window reaches row dy: floor(r*ay) + 1 >= |dy|
-        first = int(torch.searchsorted(radius_sorted, torch.tensor([(abs(dy) - 1) / ay], device=device)))
+        first = int(torch.searchsorted(reach_sorted, torch.tensor([abs(dy)], device=device)))
+        table_row = dy + half_rows
         for start in range(first, n_src, CHUNK):
             stop = min(start + CHUNK, n_src)
-            y = ys[start:stop] + dy
-            inside = (y >= 0) & (y < H)
-            sc = scale[start:stop]
-            u = dy / sc  # row of the table level, fractional for scaled radii
-            u0 = torch.floor(u)
-            frac = (u - u0).unsqueeze(1)
-            i0 = (u0.long() + half_rows).clamp(0, n_rows - 1)
-            i1 = (u0.long() + 1 + half_rows).clamp(0, n_rows - 1)
-            idx0 = (level_base[start:stop] + i0 * n_runs).unsqueeze(1) + runs
-            idx1 = (level_base[start:stop] + i1 * n_runs).unsqueeze(1) + runs
-            left = (left_flat[idx0] * (1 - frac) + left_flat[idx1] * frac) * sc.unsqueeze(1)
-            right = (right_flat[idx0] * (1 - frac) + right_flat[idx1] * frac) * sc.unsqueeze(1)
-            height = (height_flat[idx0] * (1 - frac) + height_flat[idx1] * frac) * inside.unsqueeze(1)
-            x = xs[start:stop].unsqueeze(1)
-            # cell c covers [c - 0.5, c + 0.5]; shift by 0.5 so the cell holding a point is its floor
-            pos_l = x + left + 0.5
-            pos_r = x + right + 0.5
-            cell_l = torch.floor(pos_l)
-            cell_r = torch.floor(pos_r)
-            cover_l = cell_l + 1 - pos_l  # coverage of the first cell
-            cover_r = pos_r - cell_r  # coverage of the last cell
-            coef = torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r]) * height  # (4, n, runs)
-            cols = torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1]).clamp(0, W).long()
-            base = (torch.clamp(y, 0, H - 1) * (W + 1)).unsqueeze(1)
-            index = (cols + base).flatten()
-            values = premult_sorted[start:stop].unsqueeze(0).unsqueeze(2) * coef.unsqueeze(-1)  # (4, n, runs, 4)
-            rows_flat.index_add_(0, index, values.reshape(-1, 4))
+            mid = min(max(n_small, start), stop)
+            if mid > start and 0 <= table_row < n_rows:  # table radii: direct lookup
+                y = ys[start:mid] + dy
+                inside = ((y >= 0) & (y < H)).to(torch.float32)
+                entry = (level_base[start:mid] + table_row * n_runs).unsqueeze(1) + runs  # (n, runs)
+                cols = (xs[start:mid].long().view(-1, 1, 1) + entry_cols[entry]).clamp_(0, W)  # (n, runs, 4)
+                index = cols + (torch.clamp(y, 0, H - 1) * (W + 1)).view(-1, 1, 1)
+                coef = entry_coef[entry] * inside.view(-1, 1, 1)
+                values = premult_sorted[start:mid].view(-1, 1, 1, 4) * coef.unsqueeze(-1)  # (n, runs, 4, 4)
+                rows_flat.index_add_(0, index.flatten(), values.reshape(-1, 4))
+            if stop > mid:
+                _scaled_rows(rows_flat, dy, slice(mid, stop), ys, xs, scale, level_base, left_flat, right_flat,
+                             height_flat, runs, n_runs, n_rows, half_rows, premult_sorted, H, W)
         if progress is not None:
             progress(row_index + 1, total)
     total_acc = torch.cumsum(rows.to(torch.float64), dim=1)[:, :W].reshape(-1, 4)
     out = total_acc[:, :3] / total_acc[:, 3:]
     return out.t().reshape(3, H, W).to(torch.float32)
+
+
+def _scaled_rows(rows_flat, dy, part, ys, xs, scale, level_base, left_flat, right_flat, height_flat, runs, n_runs,
+                 n_rows, half_rows, premult_sorted, H, W) -> None:
+    """Row ``dy`` of the sources ``part`` with radii above the table: base rows interpolated and scaled."""
+    y = ys[part] + dy
+    inside = (y >= 0) & (y < H)
+    sc = scale[part]
+    u = dy / sc  # row of the base level, fractional
+    u0 = torch.floor(u)
+    frac = (u - u0).unsqueeze(1)
+    i0 = (u0.long() + half_rows).clamp(0, n_rows - 1)
+    i1 = (u0.long() + 1 + half_rows).clamp(0, n_rows - 1)
+    idx0 = (level_base[part] + i0 * n_runs).unsqueeze(1) + runs
+    idx1 = (level_base[part] + i1 * n_runs).unsqueeze(1) + runs
+    left = (left_flat[idx0] * (1 - frac) + left_flat[idx1] * frac) * sc.unsqueeze(1)
+    right = (right_flat[idx0] * (1 - frac) + right_flat[idx1] * frac) * sc.unsqueeze(1)
+    height = (height_flat[idx0] * (1 - frac) + height_flat[idx1] * frac) * inside.unsqueeze(1)
+    x = xs[part].unsqueeze(1)
+    # cell c covers [c - 0.5, c + 0.5]; shift by 0.5 so the cell holding a point is its floor
+    pos_l = x + left + 0.5
+    pos_r = x + right + 0.5
+    cell_l = torch.floor(pos_l)
+    cell_r = torch.floor(pos_r)
+    cover_l = cell_l + 1 - pos_l  # coverage of the first cell
+    cover_r = pos_r - cell_r  # coverage of the last cell
+    coef = torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r]) * height  # (4, n, runs)
+    cols = torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1]).clamp(0, W).long()
+    index = (cols + (torch.clamp(y, 0, H - 1) * (W + 1)).unsqueeze(1)).flatten()
+    values = premult_sorted[part].unsqueeze(0).unsqueeze(2) * coef.unsqueeze(-1)  # (4, n, runs, 4)
+    rows_flat.index_add_(0, index, values.reshape(-1, 4))

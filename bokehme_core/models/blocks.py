@@ -184,13 +184,13 @@ class ShuffleConvNet(nn.Module):
             return self.body(x)
         halo = self.config.num_convs
         out = x.new_empty((x.shape[0], self.out_channels * SHUFFLE**2, h, w))
-        for y0 in range(0, h, tile_size):
-            y1 = min(y0 + tile_size, h)
-            for x0 in range(0, w, tile_size):
-                x1 = min(x0 + tile_size, w)
+        # equal tiles (no thin remainder strips: convolutions on slivers are several times slower per pixel)
+        rows, cols = _split(h, tile_size), _split(w, tile_size)
+        for y0, y1 in rows:
+            for x0, x1 in cols:
                 ya, yb = max(y0 - halo, 0), min(y1 + halo, h)
                 xa, xb = max(x0 - halo, 0), min(x1 + halo, w)
-                tile = self.body(x[:, :, ya:yb, xa:xb])
+                tile = self.body(x[:, :, ya:yb, xa:xb].contiguous())
                 out[:, :, y0:y1, x0:x1] = tile[:, :, y0 - ya : y0 - ya + (y1 - y0), x0 - xa : x0 - xa + (x1 - x0)]
         return out
 
@@ -200,6 +200,13 @@ class ShuffleConvNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"middle_channels={self.config.middle_channels}, num_blocks={self.config.num_blocks}"
+
+
+def _split(length: int, tile_size: int) -> list:
+    """Split ``range(length)`` into ``ceil(length / tile_size)`` nearly equal (start, stop) intervals."""
+    count = -(-length // tile_size)
+    bounds = [round(i * length / count) for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def half_tile(tile_size: int | None) -> int | None:

@@ -138,32 +138,42 @@ def _scatter_one(image, defocus, aperture: Aperture, tables, progress) -> torch.
 
     rmax = float(radius.max())
     win_y = min(math.floor(rmax * ay) + 1, H - 1)
-    rows = torch.zeros(H, W + 1, 4, dtype=torch.float32, device=device)
+    # row H is a dump row for writes that fall outside the image (no masking needed)
+    rows = torch.zeros(H + 1, W + 1, 4, dtype=torch.float32, device=device)
     rows_flat = rows.view(-1, 4)
-    total = 2 * win_y + 1
-    for row_index in range(total):
-        dy = row_index - win_y
+    # kernels symmetric under dy -> -dy (circles, ellipses, symmetric masks/polygons): rows dy and -dy share
+    # their columns and coefficients, computed once
+    mirrored = n_rows == 1 or bool(
+        torch.equal(left_t, left_t.flip(1)) and torch.equal(right_t, right_t.flip(1))
+        and torch.equal(height_t, height_t.flip(1))
+    )
+    row_offsets = range(0, win_y + 1) if mirrored else range(-win_y, win_y + 1)
+    total = len(row_offsets)
+    for done, dy in enumerate(row_offsets):
         # sources whose window reaches row dy: floor(r*ay) + 1 >= |dy|
         first = int(torch.searchsorted(reach_sorted, torch.tensor([abs(dy)], device=device)))
         table_row = dy + half_rows
+        targets = (dy, -dy) if mirrored and dy > 0 else (dy,)
         for start in range(first, n_src, CHUNK):
             stop = min(start + CHUNK, n_src)
             mid = min(max(n_small, start), stop)
             if mid > start and 0 <= table_row < n_rows:  # table radii: direct lookup
-                y = ys[start:mid] + dy
-                inside = ((y >= 0) & (y < H)).to(torch.float32)
                 entry = (level_base[start:mid] + table_row * n_runs).unsqueeze(1) + runs  # (n, runs)
                 cols = (xs[start:mid].long().view(-1, 1, 1) + entry_cols[entry]).clamp_(0, W)  # (n, runs, 4)
-                index = cols + (torch.clamp(y, 0, H - 1) * (W + 1)).view(-1, 1, 1)
-                coef = entry_coef[entry] * inside.view(-1, 1, 1)
-                values = premult_sorted[start:mid].view(-1, 1, 1, 4) * coef.unsqueeze(-1)  # (n, runs, 4, 4)
-                rows_flat.index_add_(0, index.flatten(), values.reshape(-1, 4))
+                values = premult_sorted[start:mid].view(-1, 1, 1, 4) * entry_coef[entry].unsqueeze(-1)
+                values = values.reshape(-1, 4)  # (n * runs * 4, 4)
+                for target_dy in targets:
+                    y = ys[start:mid] + target_dy
+                    y = torch.where((y >= 0) & (y < H), y, H)
+                    index = cols + (y * (W + 1)).view(-1, 1, 1)
+                    rows_flat.index_add_(0, index.flatten(), values)
             if stop > mid:
-                _scaled_rows(rows_flat, dy, slice(mid, stop), ys, xs, scale, level_base, left_flat, right_flat,
-                             height_flat, runs, n_runs, n_rows, half_rows, premult_sorted, H, W)
+                for target_dy in targets:
+                    _scaled_rows(rows_flat, target_dy, slice(mid, stop), ys, xs, scale, level_base, left_flat,
+                                 right_flat, height_flat, runs, n_runs, n_rows, half_rows, premult_sorted, H, W)
         if progress is not None:
-            progress(row_index + 1, total)
-    total_acc = torch.cumsum(rows.to(torch.float64), dim=1)[:, :W].reshape(-1, 4)
+            progress(done + 1, total)
+    total_acc = torch.cumsum(rows[:H].to(torch.float64), dim=1)[:, :W].reshape(-1, 4)
     out = total_acc[:, :3] / total_acc[:, 3:]
     return out.t().reshape(3, H, W).to(torch.float32)
 
@@ -172,7 +182,7 @@ def _scaled_rows(rows_flat, dy, part, ys, xs, scale, level_base, left_flat, righ
                  n_rows, half_rows, premult_sorted, H, W) -> None:
     """Row ``dy`` of the sources ``part`` with radii above the table: base rows interpolated and scaled."""
     y = ys[part] + dy
-    inside = (y >= 0) & (y < H)
+    y = torch.where((y >= 0) & (y < H), y, H)  # row H: dump row
     sc = scale[part]
     u = dy / sc  # row of the base level, fractional
     u0 = torch.floor(u)
@@ -183,7 +193,7 @@ def _scaled_rows(rows_flat, dy, part, ys, xs, scale, level_base, left_flat, righ
     idx1 = (level_base[part] + i1 * n_runs).unsqueeze(1) + runs
     left = (left_flat[idx0] * (1 - frac) + left_flat[idx1] * frac) * sc.unsqueeze(1)
     right = (right_flat[idx0] * (1 - frac) + right_flat[idx1] * frac) * sc.unsqueeze(1)
-    height = (height_flat[idx0] * (1 - frac) + height_flat[idx1] * frac) * inside.unsqueeze(1)
+    height = height_flat[idx0] * (1 - frac) + height_flat[idx1] * frac
     x = xs[part].unsqueeze(1)
     # cell c covers [c - 0.5, c + 0.5]; shift by 0.5 so the cell holding a point is its floor
     pos_l = x + left + 0.5
@@ -194,6 +204,6 @@ def _scaled_rows(rows_flat, dy, part, ys, xs, scale, level_base, left_flat, righ
     cover_r = pos_r - cell_r  # coverage of the last cell
     coef = torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r]) * height  # (4, n, runs)
     cols = torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1]).clamp(0, W).long()
-    index = (cols + (torch.clamp(y, 0, H - 1) * (W + 1)).unsqueeze(1)).flatten()
+    index = (cols + (y * (W + 1)).unsqueeze(1)).flatten()
     values = premult_sorted[part].unsqueeze(0).unsqueeze(2) * coef.unsqueeze(-1)  # (4, n, runs, 4)
     rows_flat.index_add_(0, index, values.reshape(-1, 4))

@@ -33,13 +33,16 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Download each network in ``args.which`` into ``args.dest``; prints one line per file; returns 0 on
-    success, 1 if any download failed (the message says where to put the file by hand)."""
+    """Download each network in ``args.which`` into ``args.dest`` (one progress line per file on stderr).
+
+    Returns 0 when every file was saved; raises :class:`~bokehme_core.models.download.WeightsDownloadError`
+    (a RuntimeError) listing the failures otherwise, each saying where to put the file by hand.
+    """
     from .models.download import WeightsDownloadError, download_official
     from .paths import user_cache_dir
 
     dest = args.dest or user_cache_dir()
-    status = 0
+    failures = []
     for name in args.which:
         last = [-1]
 
@@ -51,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             path = download_official(name, dest, progress=progress)
         except WeightsDownloadError as exc:
-            print(f"\n{name}: FAILED: {exc}", file=sys.stderr)
-            status = 1
+            failures.append(f"{name}: {exc}")
             continue
         print(f"\n{name}: saved {path}", file=sys.stderr)
-    return status
+    if failures:
+        raise WeightsDownloadError("\n".join(failures))
+    return 0

@@ -275,4 +275,13 @@ def test_cli_default_dest_is_user_cache(tmp_path, monkeypatch):
     parser = argparse.ArgumentParser()
     cli_weights.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["download-weights", "--which", "iunet"])
-    assert args.func(args) == 1  # the file:// source does not exist -> reported failure, exit status 1
+    with pytest.raises(dl.WeightsDownloadError, match=f"iunet: could not download .*save it as {tmp_path}/cache/iunet.pth"):
+        args.func(args)  # the file:// source does not exist
+
+
+def test_cli_through_main(tmp_path, monkeypatch, capsys):
+    from bokehme_core import cli
+
+    monkeypatch.setitem(dl.OFFICIAL_URLS, "iunet", (CKPT / "iunet.pth").as_uri())
+    assert cli.main(["download-weights", "--dest", str(tmp_path), "--which", "iunet"]) == 0
+    assert (tmp_path / "iunet.pth").is_file()

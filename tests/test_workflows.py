@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import pathlib
 import sys
 
@@ -407,6 +408,23 @@ def _shrink(value: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(value[:, None], SCENE_SHRINK)[:, 0].contiguous()
 
 
+def _random_depth_anything_small() -> dict:
+    """Seeded random Depth Anything V2 Small weights in the official key layout, scaled so that the network's
+    output varies over the image (a constant disparity would leave nothing to blur)."""
+    from bokehme_core.models.depth import build_model, to_official_state_dict
+
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for key, ref in to_official_state_dict(build_model("depth_anything_v2", "vits", device="meta")).items():
+        if ref.ndim <= 1 or key.endswith(("pos_embed", "cls_token", "mask_token")):
+            base_value = 1.0 if key.endswith((".gamma", "norm1.weight", "norm2.weight", "norm.weight")) else 0.0
+            state[key] = base_value + 0.05 * torch.randn(ref.shape, generator=gen)
+        else:
+            state[key] = torch.randn(ref.shape, generator=gen) / math.sqrt(max(ref[0].numel(), 1))
+    state["depth_head.scratch.output_conv2.2.bias"] = torch.full((1,), 0.5)
+    return state
+
+
 @pytest.fixture(scope="module")
 def bundled_env(pack, tmp_path_factory):
     """Node classes and folders for running the bundled workflows without ComfyUI.
@@ -428,6 +446,14 @@ def bundled_env(pack, tmp_path_factory):
     torch.manual_seed(0)
     save_safetensors(ARNet(8, 1), weights / "arnet.safetensors")
     save_safetensors(IUNet(8, 1), weights / "iunet.safetensors")
+
+    # The loader's "Depth Anything V2 Small (download)" choice finds this file in the depth folder
+    # ($BOKEHME_CACHE/depth outside ComfyUI) and downloads nothing.
+    from bokehme_core.models.depth import OFFICIAL_DEPTH_MODELS
+
+    depth_dir = base / "cache" / "depth"
+    depth_dir.mkdir(parents=True)
+    torch.save(_random_depth_anything_small(), depth_dir / OFFICIAL_DEPTH_MODELS["depth_anything_v2_vits"][2])
 
     scene_cls = pack.NODE_CLASS_MAPPINGS["BokehMeExampleScene"]
 
@@ -459,6 +485,7 @@ def bundled_env(pack, tmp_path_factory):
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(bokehme_core.paths, "bundled_weights_dir", lambda: weights)
+            mp.setenv("BOKEHME_CACHE", str(base / "cache"))
             yield {"classes": classes, "scene_image": scene_image, "output": base / "output"}
     finally:
         torch.set_num_threads(threads)
@@ -484,12 +511,27 @@ def test_bundled_workflow_is_documented(path):
     assert thumbnail.stat().st_size < 150_000
 
 
+def _tiny_prompt(prompt: dict) -> dict:
+    """The API prompt scaled to the shrunk scene: blur radii K / SCENE_SHRINK (the same picture, smaller),
+    depth network at 70 px instead of 518 (both only for speed; the workflow's own values were validated)."""
+    prompt = copy.deepcopy(prompt)
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if isinstance(inputs.get("K"), (int, float)):
+            inputs["K"] = inputs["K"] / SCENE_SHRINK
+        if node["class_type"] == "BokehMeEstimateDisparity":
+            inputs["processing_resolution"] = 70
+    return prompt
+
+
 def _run_bundled(bundled_env, path: pathlib.Path) -> wr.RunResult:
     """Run a bundled workflow once per test module (the focus-pull property test reuses the run)."""
     runs = bundled_env.setdefault("runs", {})
     if path not in runs:
         classes = bundled_env["classes"]
-        runs[path] = wr.execute_prompt(wr.ui_to_api(_load(path), classes), classes)
+        prompt = wr.ui_to_api(_load(path), classes)
+        wr.validate_prompt(prompt, classes)
+        runs[path] = wr.execute_prompt(_tiny_prompt(prompt), classes)
     return runs[path]
 
 

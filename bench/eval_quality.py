@@ -2,7 +2,7 @@
 
 Data sets:
   * ``bench``: ``../shared/bench_dev`` (Blender path-traced ground truth, 960x540, gamma 2.2; README there);
-  * ``synth``: a small held-out set of our procedural scenes (seeds 95,000,000+, never used in training)
+  * ``synth``: a small held-out set (3 scenes x K 10, 20, 30) of our procedural scenes (seeds 95,000,000+, never used in training)
     with thin-lens layered ground truth (``bokehme_core.synth``), 384x256, gamma 2.2, circle aperture.
 
 Methods (all with gamma 2.2, the encoding of both data sets):
@@ -10,8 +10,9 @@ Methods (all with gamma 2.2, the encoding of both data sets):
   * ``hybrid_ours``: full BokehMe pipeline with our ARNet + our IUNet (``--weights``, default ``weights/``);
   * ``hybrid_ours_official_iunet``: our ARNet + the official IUNet (``--official-iunet``);
   * ``hybrid_analytic``: classical + our neural result fused with the analytic error map (no ARNet map);
-  * ``slices16``: 16 disparity slices, each blurred with a Gaussian (sigma = radius / 2 at the slice centre),
-    composited back to front with blurred masks in sRGB (what popular ComfyUI depth-of-field nodes do).
+  * ``slices16``: ``bench_classical.layered_gaussian_baseline``: 16 defocus slices, each blurred with a
+    Gaussian (sigma = radius / 2 at the slice centre), composited far to near in linear light (gamma 2.2)
+    (what popular ComfyUI depth-of-field nodes do).
 
 PSNR and SSIM (scikit-image, data_range 1, channel_axis) on [0, 1] float images. Prints a markdown table
 (mean over the images of each K level) and writes all numbers to ``--json``.
@@ -33,7 +34,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,6 +43,9 @@ from bokehme_core.error_map import analytic_error_map  # noqa: E402
 from bokehme_core.fusion import fuse  # noqa: E402
 from bokehme_core.models.checkpoints import load_arnet, load_iunet  # noqa: E402
 from bokehme_core.pipeline import render_neural  # noqa: E402
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench_classical import layered_gaussian_baseline  # noqa: E402
 
 logger = logging.getLogger("eval_quality")
 BENCH_DEV = ROOT.parent / "shared" / "bench_dev"
@@ -71,35 +74,6 @@ def metrics(pred: torch.Tensor, gt: torch.Tensor) -> tuple:
     return psnr, ssim
 
 
-def slices16(image: torch.Tensor, disparity: torch.Tensor, K: float, focus: float, n: int = 16) -> torch.Tensor:
-    """Depth-sliced Gaussian blur baseline (see module docstring). (1,3,H,W) -> (1,3,H,W)."""
-    edges = torch.linspace(0, 1, n + 1)
-    out = torch.zeros_like(image)
-    for i in range(n):  # far (low disparity) to near
-        lo, hi = float(edges[i]), float(edges[i + 1])
-        mask = ((disparity >= lo) & ((disparity < hi) if i < n - 1 else (disparity <= hi))).float()
-        if float(mask.sum()) == 0:
-            continue
-        sigma = K * abs((lo + hi) / 2 - focus) / 2
-        if sigma > 0.3:
-            radius = int(math.ceil(3 * sigma))
-            taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-            kernel = torch.exp(-(taps**2) / (2 * sigma * sigma))
-            kernel = kernel / kernel.sum()
-
-            def blur(x):
-                x = F.pad(x, (radius,) * 4, mode="replicate")
-                c = x.shape[1]
-                x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-                return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-            layer, alpha = blur(image * mask), blur(mask)
-        else:
-            layer, alpha = image * mask, mask
-        out = layer + out * (1 - alpha)
-    return out.clamp(0, 1)
-
-
 class Methods:
     def __init__(self, weights: pathlib.Path, official_iunet: pathlib.Path | None) -> None:
         self.arnet = load_arnet(weights / "arnet.safetensors")
@@ -123,7 +97,7 @@ class Methods:
                 image, defocus, classical.dilated_defocus, gamma=GAMMA, arnet=self.arnet, iunet=self.official_iunet
             )
             out["hybrid_ours_official_iunet"] = fuse(classical.bokeh, mixed.bokeh, mixed.error_map).clamp(0, 1)
-        out["slices16"] = slices16(image, disparity, K, focus)
+        out["slices16"] = layered_gaussian_baseline(image, defocus, gamma=GAMMA).clamp(0, 1)
         return out
 
 
@@ -142,7 +116,7 @@ def synth_items(limit: int | None, cache: pathlib.Path):
     from bokehme_core.synth.scene import make_scene
 
     cache.mkdir(parents=True, exist_ok=True)
-    items = [(i, K) for i in range(4) for K in SYNTH_K][:limit]
+    items = [(i, K) for i in range(3) for K in SYNTH_K][:limit]
     for i, K in items:
         seed = SYNTH_SEED + i
         scene = make_scene(*SYNTH_SIZE, seed, objects=(3, 6), highlights=(15, 40))

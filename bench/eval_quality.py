@@ -161,7 +161,10 @@ def main() -> None:
                 logger.info("%s %s (%.0f s)", item_id, {k: round(v[0], 2) for k, v in row.items() if isinstance(v, tuple)}, time.time() - t)
             results[set_name] = rows
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"weights": str(args.weights), "results": results}, indent=1))
+    import hashlib
+
+    sha = {n: hashlib.sha256((args.weights / f"{n}.safetensors").read_bytes()).hexdigest() for n in ("arnet", "iunet")}
+    args.json.write_text(json.dumps({"weights": str(args.weights), "sha256": sha, "results": results}, indent=1))
     print(format_tables(results))
 
 

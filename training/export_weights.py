@@ -7,7 +7,11 @@ the training logs and, if given, quality numbers from ``bench/eval_quality.py --
 
 Usage:
   .venv/bin/python training/export_weights.py                          # runs/arnet, runs/iunet -> weights/
-  .venv/bin/python training/export_weights.py --out /tmp/candidate --metrics runs/eval/quality.json
+  .venv/bin/python training/export_weights.py --out /tmp/candidate
+  nice -n 10 .venv/bin/python bench/eval_quality.py --weights /tmp/candidate --json runs/eval/quality.json
+  .venv/bin/python training/export_weights.py --arnet-run ... --metrics runs/eval/quality.json
+(the metrics are only accepted if their sha256 matches the exported files: export from the same checkpoints,
+e.g. copies of latest.pt taken when the candidate was exported, see training/README.md)
 """
 
 from __future__ import annotations
@@ -108,6 +112,12 @@ def main() -> None:
         from eval_quality import summarize
 
         data = json.loads(args.metrics.read_text())
+        exported = {n: manifest[n]["sha256"] for n in ("arnet", "iunet")}
+        if data.get("sha256") != exported:
+            raise SystemExit(
+                f"{args.metrics} was measured with other weights ({data.get('sha256')}) than the ones exported now "
+                f"({exported}); export to a folder, evaluate that folder, then export the same checkpoints again"
+            )
         manifest["metrics"] = {
             "source": "bench/eval_quality.py (PSNR dB / SSIM, gamma 2.2)",
             **{name: summarize(rows) for name, rows in data["results"].items() if rows},

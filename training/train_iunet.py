@@ -35,6 +35,26 @@ from bokehme_core.pipeline import blend_mask
 logger = logging.getLogger("train_iunet")
 
 
+def identity_init(model: IUNet, scale: float = 0.1) -> None:
+    """Start IUNet as "nearest-neighbour upsampling of the coarse input": conv0 copies the 3 coarse channels
+    (input channels 16..18, after the 16 space-to-depth image+defocus channels) into body channels 0..2
+    (ELU keeps positive values), the residual blocks start near identity, and conv1 writes body channel c
+    to the 4 sub-pixel outputs of colour c (pixel-shuffle channel order c*4 + k). All other weights keep
+    their random initialisation scaled by ``scale``, so training starts from a sensible upsampler."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.mul_(scale)
+                module.bias.zero_()
+        conv0, conv1 = model.conv0.conv, model.conv1.conv
+        for c in range(3):
+            conv0.weight[c].zero_()
+            conv0.weight[c, 16 + c, 1, 1] = 1.0
+            for k in range(4):
+                conv1.weight[c * 4 + k].zero_()
+                conv1.weight[c * 4 + k, c, 1, 1] = 1.0
+
+
 def coarse_input(batch: dict, generator: torch.Generator | None, degrade: bool) -> torch.Tensor:
     gt_half = F.interpolate(batch["gt"], scale_factor=0.5, mode="area")
     if not degrade:
@@ -88,6 +108,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", choices=["random", "identity"], default="identity",
+                        help="identity: start as nearest upsampling of the coarse input (see identity_init)")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--val-every", type=int, default=500)
     parser.add_argument("--ckpt-every", type=int, default=200)
@@ -98,6 +120,8 @@ def main() -> None:
     args.run.mkdir(parents=True, exist_ok=True)
 
     model = IUNet(middle_channels=args.width)
+    if args.init == "identity":
+        identity_init(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     step = 0
     ckpt = load_checkpoint(args.run / "latest.pt")

@@ -14,12 +14,20 @@ from dataclasses import dataclass
 import torch
 
 from ..bokehme_core import pipeline as core_pipeline
-from ..bokehme_core.aperture import Aperture
 from ..bokehme_core.defocus import apply_highlight, signed_defocus
 from ..bokehme_core.models.arnet import ARNet
 from ..bokehme_core.models.checkpoints import CheckpointError, load_arnet, load_iunet
 from ..bokehme_core.models.iunet import IUNet
 from . import _comfy
+from .render import (
+    APERTURE_INPUTS,
+    APERTURE_MASK_INPUT,
+    FOCUS_INPUTS,
+    RENDER_INPUTS,
+    aperture_from_inputs,
+    common_batch,
+    focus_per_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,53 +119,29 @@ def _load_choice(choice: str, kind: str):
 
 # --- shared inputs ----------------------------------------------------------------------------------------
 
-_IMAGE_TIP = "The all-in-focus photo, IMAGE in [0,1]; a batch renders every image."
-_DISPARITY_TIP = (
-    "Disparity as a gray IMAGE (or any IMAGE: the first channel is used) in [0,1], 1 = near, same size as the "
-    "image; one map for all images or one per image. Use 'BokehMe Depth -> Disparity' to convert depth maps."
-)
-_K_TIP = (
-    "Blur strength K: blur radius in pixels per unit of disparity (radius = K * |disparity - focus|). "
-    "0 = no blur; typical 10-60 at 1-2 megapixels."
-)
-_FOCUS_TIP = "Disparity that stays sharp, in [0,1] (1 = nearest). Connect 'BokehMe Focus' to pick it by clicking."
-_GAMMA_TIP = (
-    "Highlight emphasis gamma in [1,5] (not the sRGB curve): higher = brighter, more defined bokeh balls. "
-    "Official default 4."
-)
 _HIGHLIGHT_TIP = "Official highlight boost: brightens bright out-of-focus pixels (> 220/255) by up to 40% first."
 _TILE_TIP = (
     "Network passes run in tiles of this many pixels (exact: tiles overlap by the receptive field). "
     "Lower it if you run out of memory on very large images."
 )
+_RESIZE_TIP = "Resize a disparity map of another size to the image (bilinear) instead of stopping with an error."
 
 
 def _common_inputs() -> dict:
+    """models + the classical render node's image / disparity / K / focus / gamma widgets (same names, ranges
+    and tooltips), without the focus pull (the two-stage nodes need one ARNet size per batch)."""
     return {
         "models": (MODELS_TYPE, {"tooltip": "Networks from 'BokehMe Model Loader'."}),
-        "image": ("IMAGE", {"tooltip": _IMAGE_TIP}),
-        "disparity": ("IMAGE", {"tooltip": _DISPARITY_TIP}),
-        "K": ("FLOAT", {"default": 30.0, "min": 0.0, "max": 2000.0, "step": 0.5, "tooltip": _K_TIP}),
-        "focus": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip": _FOCUS_TIP}),
-        "gamma": ("FLOAT", {"default": 4.0, "min": 1.0, "max": 5.0, "step": 0.1, "tooltip": _GAMMA_TIP}),
+        **RENDER_INPUTS,
+        "focus": FOCUS_INPUTS["focus"],
+        "gamma": FOCUS_INPUTS["gamma"],
     }
 
 
-def _inputs_bchw(image, disparity):
-    """IMAGE + disparity IMAGE/MASK -> (B,3,H,W), (B,1,H,W) on the compute device, with ComfyUI-level
-    advice for mismatches."""
-    image_t = _comfy.image_to_bchw(image, "image")
-    disparity_t = _comfy.map_to_b1hw(disparity, "disparity")
-    if tuple(disparity_t.shape[-2:]) != tuple(image_t.shape[-2:]):
-        raise ValueError(
-            f"disparity is {disparity_t.shape[-1]}x{disparity_t.shape[-2]} px but the image is "
-            f"{image_t.shape[-1]}x{image_t.shape[-2]}: use 'match_size_of' on 'BokehMe Depth -> Disparity'"
-        )
-    if disparity_t.shape[0] not in (1, image_t.shape[0]):
-        raise ValueError(
-            f"disparity batch ({disparity_t.shape[0]}) must be 1 or the image batch ({image_t.shape[0]})"
-        )
-    return image_t, disparity_t.expand(image_t.shape[0], -1, -1, -1)
+def _inputs_bchw(image, disparity, resize_disparity: bool = False):
+    """IMAGE + disparity IMAGE/MASK -> (B,3,H,W), (B,1,H,W) float32 (CPU), one batch size."""
+    return common_batch(_comfy.image_to_bchw(image, "image"), _comfy.map_to_b1hw(disparity, "disparity"),
+                        resize_disparity)
 
 
 def _neural_inputs(image_t, disparity_t, K, focus, highlight):
@@ -166,16 +150,6 @@ def _neural_inputs(image_t, disparity_t, K, focus, highlight):
     if highlight:
         image_t = apply_highlight(image_t, defocus_px, K)
     return image_t, defocus_px
-
-
-def build_aperture(shape: str, blades: int, rotation_deg: float, anamorphic: float, aperture_mask=None) -> Aperture:
-    """Node aperture options -> :class:`Aperture` (``aperture_mask``, a MASK, overrides ``shape``)."""
-    if aperture_mask is not None:
-        mask = _comfy.mask_to_b1hw(aperture_mask, "aperture_mask")[0, 0]
-        return Aperture.from_mask(mask, anamorphic=anamorphic)
-    if shape == "polygon":
-        return Aperture.polygon(int(blades), rotation=math.radians(rotation_deg), anamorphic=anamorphic)
-    return Aperture.circle(anamorphic=anamorphic)
 
 
 # --- nodes ------------------------------------------------------------------------------------------------
@@ -235,11 +209,14 @@ class BokehMeARNet:
     def INPUT_TYPES(cls):
         return {
             "required": _common_inputs(),
-            "optional": {"highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP})},
+            "optional": {
+                "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
+                "resize_disparity": ("BOOLEAN", {"default": False, "tooltip": _RESIZE_TIP}),
+            },
         }
 
-    def run(self, models, image, disparity, K, focus, gamma, highlight=False):
-        image_t, disparity_t = _inputs_bchw(image, disparity)
+    def run(self, models, image, disparity, K, focus, gamma, highlight=False, resize_disparity=False):
+        image_t, disparity_t = _inputs_bchw(image, disparity, resize_disparity)
         progress = _comfy.progress_callback(image_t.shape[0])
         bokeh_list, error_list = [], []
         with _models_on_device(models) as (arnet, _, device), torch.inference_mode():
@@ -283,11 +260,13 @@ class BokehMeIUNet:
                     "Dilated signed defocus in px from 'BokehMe Classical Render' (where the blend masks come "
                     "from). If not connected it is computed here with the same dilation.")}),
                 "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
+                "resize_disparity": ("BOOLEAN", {"default": False, "tooltip": _RESIZE_TIP}),
             },
         }
 
-    def run(self, models, image, disparity, K, focus, gamma, lowres_bokeh, dilated_defocus=None, highlight=False):
-        image_t, disparity_t = _inputs_bchw(image, disparity)
+    def run(self, models, image, disparity, K, focus, gamma, lowres_bokeh, dilated_defocus=None, highlight=False,
+            resize_disparity=False):
+        image_t, disparity_t = _inputs_bchw(image, disparity, resize_disparity)
         batch = image_t.shape[0]
         coarse = _comfy.image_to_bchw(lowres_bokeh, "lowres_bokeh")
         if coarse.shape[0] not in (1, batch):
@@ -351,50 +330,55 @@ class BokehMe:
 
     @classmethod
     def INPUT_TYPES(cls):
-        required = _common_inputs()
-        required.update({
-            "aperture": (["circle", "polygon"], {"default": "circle", "tooltip": (
-                "Bokeh ball shape: circle (official) or a polygon with 'blades' sides. An aperture_mask overrides it.")}),
-            "blades": ("INT", {"default": 6, "min": 3, "max": 64, "tooltip": "Polygon sides (3-64), used when aperture = polygon."}),
-            "rotation_deg": ("FLOAT", {"default": 90.0, "min": -360.0, "max": 360.0, "step": 1.0, "tooltip": (
-                "Polygon rotation in degrees, counter-clockwise; 90 = a corner points up (official).")}),
-            "anamorphic": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 10.0, "step": 0.05, "tooltip": (
-                "Width / height of the bokeh balls (0.1-10): 1 = round, 0.5 = tall ovals (2x anamorphic lens).")}),
-            "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
-            "classical_mode": (list(core_pipeline.CLASSICAL_MODES), {"default": "exact", "tooltip": (
-                "Classical renderer: 'exact' = official scatter kernel; 'fast' = approximation, much faster at large K.")}),
-            "error_map": (list(core_pipeline.ERROR_MAP_CHOICES), {"default": "predicted", "tooltip": (
-                "'predicted' = ARNet's error map (official); 'analytic' = computed from the disparity (paper Eq. 5).")}),
-        })
         return {
-            "required": required,
+            "required": {
+                "models": (MODELS_TYPE, {"tooltip": "Networks from 'BokehMe Model Loader'."}),
+                **RENDER_INPUTS, **FOCUS_INPUTS, **APERTURE_INPUTS,
+                "classical_mode": (list(core_pipeline.CLASSICAL_MODES), {"default": "exact", "tooltip": (
+                    "Classical renderer: 'exact' = the official kernel (cost grows with the blur area); 'fast' = "
+                    "cost grows with the blur radius only, visually the same.")}),
+                "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
+                "error_map": (list(core_pipeline.ERROR_MAP_CHOICES), {"default": "predicted", "tooltip": (
+                    "Fusion weights: 'predicted' = ARNet's error map (official); 'analytic' = computed from the "
+                    "disparity (paper Eq. 5), no network guess.")}),
+                "resize_disparity": ("BOOLEAN", {"default": False, "tooltip": _RESIZE_TIP}),
+            },
             "optional": {
-                "aperture_mask": ("MASK", {"tooltip": (
-                    "Optional custom bokeh shape (heart, star, photo of a bokeh ball), MASK in [0,1]; overrides "
-                    "'aperture'. 'BokehMe Aperture Shape' makes one.")}),
+                **APERTURE_MASK_INPUT,
                 "tile_size": ("INT", {"default": core_pipeline.DEFAULT_TILE_SIZE, "min": 64, "max": 8192,
                                       "step": 64, "tooltip": _TILE_TIP}),
             },
         }
 
-    def render(self, models, image, disparity, K, focus, gamma, aperture, blades, rotation_deg, anamorphic,
-               highlight, classical_mode, error_map, aperture_mask=None, tile_size=core_pipeline.DEFAULT_TILE_SIZE):
+    def render(self, models, image, disparity, K, focus, focus_end, gamma, aperture, blades, rotation_deg,
+               anamorphic, classical_mode, highlight, error_map, resize_disparity, aperture_mask=None,
+               tile_size=core_pipeline.DEFAULT_TILE_SIZE):
         from ..bokehme_core.preview import in_focus_mask
 
-        image_t, disparity_t = _inputs_bchw(image, disparity)
-        aperture_obj = build_aperture(aperture, blades, rotation_deg, anamorphic, aperture_mask)
-        progress = _comfy.progress_callback(1)
+        image_t, disparity_t = _inputs_bchw(image, disparity, resize_disparity)
+        aperture_obj = aperture_from_inputs(aperture, blades, rotation_deg, anamorphic, aperture_mask)
+        batch = image_t.shape[0]
+        focus_values = focus_per_frame(focus, focus_end, batch)
+        bar = _comfy.progress_callback(batch * 100)
+        bokeh, error, in_focus = [], [], []
         with _models_on_device(models) as (arnet, iunet, device):
-            result = core_pipeline.render_bokehme(
-                image_t.to(device), disparity_t.to(device), K=K, focus=focus, gamma=gamma, arnet=arnet, iunet=iunet,
-                highlight=highlight, aperture=aperture_obj, classical_mode=classical_mode, error_map=error_map,
-                tile_size=int(tile_size), progress=progress,
-            )
-        in_focus = in_focus_mask(signed_defocus(disparity_t, K, focus))
+            for i in range(batch):  # frame by frame: bounded memory for long batches, and interruptible
+                def progress(done, total, i=i):
+                    bar(i * 100 + (100 * done // total if total else 0), batch * 100)
+
+                frame, frame_disp = image_t[i : i + 1].to(device), disparity_t[i : i + 1].to(device)
+                result = core_pipeline.render_bokehme(
+                    frame, frame_disp, K=K, focus=focus_values[i : i + 1], gamma=gamma, arnet=arnet, iunet=iunet,
+                    highlight=highlight, aperture=aperture_obj, classical_mode=classical_mode, error_map=error_map,
+                    tile_size=int(tile_size), progress=progress,
+                )
+                bokeh.append(result.bokeh.cpu())
+                error.append(result.error_map.cpu())
+                in_focus.append(in_focus_mask(signed_defocus(frame_disp, K, focus_values[i : i + 1])).cpu())
         return (
-            _comfy.bchw_to_image(result.bokeh),
-            _comfy.b1hw_to_mask(result.error_map),
-            _comfy.b1hw_to_mask(in_focus),
+            _comfy.bchw_to_image(torch.cat(bokeh)),
+            _comfy.b1hw_to_mask(torch.cat(error)),
+            _comfy.b1hw_to_mask(torch.cat(in_focus)),
         )
 
 

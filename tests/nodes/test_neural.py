@@ -174,8 +174,11 @@ def test_arnet_node_batch_with_different_scales(pack, models, scene):
 
 def test_disparity_size_mismatch_advice(pack, models, scene):
     image, _ = scene
-    with pytest.raises(ValueError, match="use 'match_size_of' on 'BokehMe Depth -> Disparity'"):
+    with pytest.raises(ValueError, match="enable 'resize_disparity' on this node"):
         pack.nodes.neural.BokehMeARNet().run(models, image, torch.rand(1, 20, 20, 3), 30.0, 0.1, 4.0)
+    lowres, _ = pack.nodes.neural.BokehMeARNet().run(models, image, torch.rand(1, 20, 20, 3), 30.0, 0.1, 4.0,
+                                                      resize_disparity=True)
+    assert lowres.shape[0] == 1
 
 
 def test_models_type_checked(pack, scene):
@@ -185,8 +188,8 @@ def test_models_type_checked(pack, scene):
 
 
 # ---- all-in-one --------------------------------------------------------------------------------------
-_DEFAULTS = dict(K=12.0, focus=0.11, gamma=4.0, aperture="circle", blades=6, rotation_deg=90.0, anamorphic=1.0,
-                 highlight=False, classical_mode="fast", error_map="predicted")
+_DEFAULTS = dict(K=12.0, focus=0.11, focus_end=-1.0, gamma=4.0, aperture="circle", blades=6, rotation_deg=90.0,
+                 anamorphic=1.0, classical_mode="fast", highlight=False, error_map="predicted", resize_disparity=False)
 
 
 def test_bokehme_node_matches_core_and_batches(pack, models, scene):
@@ -218,6 +221,17 @@ def test_bokehme_node_polygon_mask_and_analytic(pack, models, scene):
     mask[:, 8:25, 8:25] = 1.0  # a square bokeh ball
     square = node.render(models, image, disparity, **dict(_DEFAULTS, aperture_mask=mask))[0]
     assert not torch.allclose(square, circle)
+
+
+def test_bokehme_node_focus_pull(pack, models, scene):
+    """focus_end >= 0: the focus moves over the batch; each frame equals a single render at its focus."""
+    image, disparity = scene
+    node = pack.nodes.neural.BokehMe()
+    pulled, _, in_focus = node.render(models, image.expand(2, -1, -1, -1), disparity,
+                                      **dict(_DEFAULTS, focus=0.11, focus_end=0.9))
+    last = node.render(models, image, disparity, **dict(_DEFAULTS, focus=0.9))[0]
+    torch.testing.assert_close(pulled[1:], last, atol=1e-6, rtol=0)
+    assert float(in_focus[0, 20, 24]) == 0.0 and float(in_focus[1, 20, 24]) > 0.5  # the box comes into focus
 
 
 def test_bokehme_node_bad_input_message(pack, models, scene):

@@ -61,7 +61,9 @@ def find_depth_model(model: str | os.PathLike | None = None, folder: pathlib.Pat
         for name in names:
             if (folder / name).is_file():
                 return folder / name
-        raise FileNotFoundError(f"depth model {model!r} not found (as a path or in {folder}); {_how_to_get_one(folder)}")
+        raise FileNotFoundError(
+            f"depth model {model!r} not found (as a path or in {folder}); {_how_to_get_one(folder)}"
+        )
     found = sorted(p for p in folder.glob("*") if p.is_file() and p.suffix.lower() in _EXTS) if folder.is_dir() else []
     if not found:
         raise FileNotFoundError(f"no depth model found in {folder}; {_how_to_get_one(folder)}")
@@ -69,8 +71,14 @@ def find_depth_model(model: str | os.PathLike | None = None, folder: pathlib.Pat
     return (preferred or found)[0]
 
 
-def estimate_disparity_for_cli(image_tensor, model: str | os.PathLike | None = None, *, processing_res: int | None = None,
-                               device: str = "cpu", progress=None):
+def estimate_disparity_for_cli(
+    image_tensor,
+    model: str | os.PathLike | None = None,
+    *,
+    processing_res: int | None = None,
+    device: str = "cpu",
+    progress=None,
+):
     """Disparity for one image with a depth model found by :func:`find_depth_model`.
 
     Args:
@@ -123,8 +131,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("image", type=pathlib.Path, help="input image (any format Pillow reads)")
     parser.add_argument("-o", "--output", type=pathlib.Path, required=True, help="output 16-bit PNG")
-    parser.add_argument("--model", default=None, help="depth model: a path, or a file/official name in the model folder "
-                        "(e.g. depth_anything_v2_vits); default: the first model found there")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="depth model: a path, or a file/official name in the model folder (e.g. depth_anything_v2_vits); "
+        "default: the first model found there",
+    )
     parser.add_argument("--processing-res", type=int, default=None,
                         help="network working resolution (default: 518 for Depth Anything V2, 384 for DPT)")
     parser.add_argument("--download", action="store_true",

@@ -38,9 +38,10 @@ def _randomized_official(family: str, variant: str, seed: int) -> dict:
         elif value.ndim == 1 or key.endswith(("pos_embed", "cls_token", "mask_token")):
             v = 0.05 * torch.randn(value.shape, generator=gen)
         else:
-            fan_in = value[0].numel() if value.ndim > 1 else 1
-            if ".resize_layers." in key or "act_postprocess" in key and value.ndim == 4 and value.shape[-1] in (2, 4):
-                fan_in = value.shape[0]  # transposed convs: (in, out, k, k)
+            transposed = value.ndim == 4 and value.shape[-1] in (2, 4) and (
+                "resize_layers" in key or "postprocess" in key
+            )
+            fan_in = value.shape[0] if transposed else value[0].numel()  # transposed convs: (in, out, k, k)
             v = torch.randn(value.shape, generator=gen) / math.sqrt(fan_in)
         sd[key] = v.to(torch.float32)
     # a positive final bias so that the final ReLUs keep a non-trivial part of the map
@@ -89,7 +90,8 @@ def _ref_block(sd, p, x, heads):
     y = F.linear(y, sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"])
     x = x + sd[p + "ls1.gamma"] * y
     y = F.layer_norm(x, (dim,), sd[p + "norm2.weight"], sd[p + "norm2.bias"], eps=1e-6)
-    y = F.linear(F.gelu(F.linear(y, sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"])), sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"])
+    y = F.gelu(F.linear(y, sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"]))
+    y = F.linear(y, sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"])
     return x + sd[p + "ls2.gamma"] * y
 
 

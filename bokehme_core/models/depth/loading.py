@@ -194,7 +194,9 @@ def model_from_state_dict(state: dict, name: str = "checkpoint"):
     try:
         ours = rename_keys(state, official_key_table(family, variant), what=name)
     except ValueError as exc:
-        raise DepthCheckpointError(f"{exc} (detected {family} {variant}); is the file complete and unmodified?") from exc
+        raise DepthCheckpointError(
+            f"{exc} (detected {family} {variant}); is the file complete and unmodified?"
+        ) from exc
     expected = model.state_dict()
     inverse = sorted(((b, a) for a, b in official_key_table(family, variant)), key=lambda p: len(p[0]), reverse=True)
 
@@ -210,7 +212,9 @@ def model_from_state_dict(state: dict, name: str = "checkpoint"):
             f"or not an official checkpoint"
         )
     wrong = [
-        f"{official(k)} {tuple(ours[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items() if ours[k].shape != v.shape
+        f"{official(k)} {tuple(ours[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if ours[k].shape != v.shape
     ]
     if wrong:
         raise DepthCheckpointError(

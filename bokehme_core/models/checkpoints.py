@@ -15,6 +15,7 @@ loaded strictly: missing, unexpected or mis-shaped keys raise :class:`Checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pathlib
@@ -65,8 +66,13 @@ def _read_torch_file(path: pathlib.Path) -> object:
             f"cannot read {path}: not a torch.save zip archive (the file is truncated or corrupted, or in another "
             f"format); download it again, or convert it to .safetensors"
         )
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:  # torch < 2.5: no allow-list context; plain weights-only load (fine for state dicts)
+        allow = contextlib.nullcontext()
+    else:
+        allow = safe_globals(_numpy_safe_globals())
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with allow:
             return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

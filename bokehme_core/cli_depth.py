@@ -36,7 +36,8 @@ def _how_to_get_one(folder: pathlib.Path) -> str:
         f"download Depth Anything V2 Small (Apache-2.0, ~99 MB) with "
         f"`python -m bokehme_core estimate-disparity IMAGE -o disp.png --download`, or save "
         f"{official_depth_url(DEFAULT_MODEL)} into {folder} by hand (MiDaS dpt_hybrid_384.pt / dpt_large_384.pt "
-        f"work too), or pass --depth-model PATH, or give a disparity map with --disparity"
+        f"work too), or pass a model file (estimate-disparity --model PATH, render --depth-model PATH), or give "
+        f"render a disparity map with --disparity"
     )
 
 

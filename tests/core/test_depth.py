@@ -499,3 +499,16 @@ def test_cli_helper_finds_by_name(tmp_path, monkeypatch, vits_file):
     assert disp.shape == (1, 1, 9, 12) and disp.min() >= 0 and disp.max() <= 1
     with pytest.raises(ValueError, match="image_tensor must be one image"):
         estimate_disparity_for_cli(torch.rand(2, 3, 9, 12))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp32_and_fp16_match_cpu(vits_file):
+    image = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(4))
+    cpu = load_depth_model(vits_file).estimate(image, normalize=False, processing_res=56)
+    gpu = load_depth_model(vits_file, device="cuda").estimate(image.cuda(), normalize=False, processing_res=56)
+    half = load_depth_model(vits_file, device="cuda", dtype=torch.float16).estimate(
+        image.cuda(), normalize=False, processing_res=56)
+    assert gpu.device.type == "cuda" and half.dtype == torch.float32
+    scale = cpu.abs().max()
+    assert (gpu.cpu() - cpu).abs().max() <= 1e-4 * scale
+    assert (half.cpu() - cpu).abs().max() <= 2e-2 * scale

@@ -143,9 +143,19 @@ def test_load_dpt_hybrid_fp16_safetensors(tmp_path):
     save_file({k: v.half() for k, v in sd.items()}, str(path))
     model = load_depth_model(path)
     assert (model.family, model.variant) == ("midas_dpt", "dpt_hybrid")
+    image = torch.rand(1, 3, 45, 61, generator=torch.Generator().manual_seed(6))
     with torch.inference_mode():
         out = model(torch.randn(1, 3, 64, 96))
-        disp = model.estimate(torch.rand(1, 3, 45, 61), processing_res=64)
+        disp = model.estimate(image, processing_res=64)
+        raw = model.estimate(image, normalize=False, processing_res=64)
+        x = model.preprocess(image, 64)
+        net = model(x)
+    # MiDaS "minimal" rule: scale 64/61 (closer to 1 than 64/45) -> 47.2 x 64 -> multiples of 32: 32 x 64
+    assert x.shape == (1, 3, 32, 64)
+    torch.testing.assert_close(x * 0.5 + 0.5, resize_like_opencv_cubic(image, (32, 64)), rtol=0, atol=1e-6)
+    # official run.py: bicubic (align_corners=False) back to the input size
+    expected = torch.nn.functional.interpolate(net[:, None], size=(45, 61), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(raw, expected, rtol=0, atol=0)
     assert out.shape == (1, 64, 96) and torch.isfinite(out).all()
     assert disp.shape == (1, 1, 45, 61) and float(disp.min()) == 0.0
     assert float(disp.max()) == pytest.approx(1.0, abs=1e-4)

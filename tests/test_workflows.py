@@ -505,7 +505,7 @@ def test_bundled_workflow_is_documented(path):
     notes = [n for n in workflow["nodes"] if n["type"] in wr.NOTE_TYPES]
     assert notes and len(notes[0]["widgets_values"][0]) > 300, "every workflow explains itself in a note"
     thumbnail = path.with_suffix(".jpg")
-    assert thumbnail.is_file(), f"{thumbnail.name} missing: run tools/make_thumbnails.py"
+    assert thumbnail.is_file(), f"{thumbnail.name} missing: run tools/make_docs_images.py"
     with Image.open(thumbnail) as im:
         assert im.format == "JPEG" and im.width >= 256
     assert thumbnail.stat().st_size < 150_000

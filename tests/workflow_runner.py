@@ -758,6 +758,16 @@ def core_stand_ins(input_dir: pathlib.Path, output_dir: pathlib.Path) -> dict[st
                                           VAEDecode)}
 
 
+def _unknown_if_empty(spec: tuple) -> tuple:
+    """A combo whose list is empty on this server (no checkpoints installed...) accepts any value: the list
+    is the user's, not the workflow's business."""
+    if spec and isinstance(spec[0], (list, tuple)) and not spec[0]:
+        return ("COMBO", dict(spec[1]) if len(spec) > 1 else {})
+    if spec and spec[0] == "COMBO" and len(spec) > 1 and spec[1].get("options") == []:
+        return ("COMBO", {k: v for k, v in spec[1].items() if k != "options"})
+    return spec
+
+
 def classes_from_object_info(object_info: Mapping[str, Mapping]) -> dict[str, type]:
     """Node classes for :func:`ui_to_api` / :class:`UIWorkflow` built from a real server's ``GET /object_info``
     (input specs in ``input_order``, output types and names, output-node flag). They translate and validate
@@ -769,7 +779,7 @@ def classes_from_object_info(object_info: Mapping[str, Mapping]) -> dict[str, ty
         for section in ("required", "optional"):
             entries = (info.get("input") or {}).get(section) or {}
             order = (info.get("input_order") or {}).get(section) or list(entries)
-            spec[section] = {k: tuple(entries[k]) for k in order if k in entries}
+            spec[section] = {k: _unknown_if_empty(tuple(entries[k])) for k in order if k in entries}
 
         def input_types(cls, _spec=spec):
             return _spec

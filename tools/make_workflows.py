@@ -8,7 +8,7 @@ tests then run every file through the real node classes. Re-run after a node's i
     .venv/bin/python tools/make_workflows.py            # all workflows
     .venv/bin/python tools/make_workflows.py 2 4        # some of them
 
-Thumbnails (same-name .jpg) are rendered by ``tools/make_thumbnails.py``.
+Thumbnails (same-name .jpg) are rendered by ``tools/make_docs_images.py``.
 """
 
 from __future__ import annotations
@@ -269,8 +269,11 @@ WORKFLOWS = {
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", nargs="*", choices=sorted(WORKFLOWS), help="workflow numbers (default: all)")
+    parser.add_argument("which", nargs="*", help=f"workflow numbers {sorted(WORKFLOWS)} (default: all)")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.which) - set(WORKFLOWS))
+    if unknown:
+        parser.error(f"unknown workflow numbers {unknown}; choose from {sorted(WORKFLOWS)}")
     classes = pack_classes()
     OUT.mkdir(exist_ok=True)
     for key in args.which or sorted(WORKFLOWS):

@@ -74,31 +74,38 @@ def new_page(browser, server):
 
 
 def queue_and_wait(page, server, timeout):
-    from comfy_run_workflow import wait_history
+    """Queue the loaded graph the way the Run button does and wait for its own history entry."""
+    from comfy_run_workflow import describe_validation, wait_history
 
-    result = page.evaluate("async () => await window.app.queuePrompt(0, 1)")
-    time.sleep(0.5)
-    _, queue = __import__("comfy_run_workflow").http_json("GET", server.url + "/history?max_items=1")
-    prompt_id = next(iter(queue), None) if isinstance(queue, dict) else None
-    deadline = time.time() + timeout
-    while prompt_id is None and time.time() < deadline:
-        time.sleep(0.5)
-        _, queue = __import__("comfy_run_workflow").http_json("GET", server.url + "/queue")
-        running = (queue.get("queue_running") or []) + (queue.get("queue_pending") or [])
-        if running:
-            prompt_id = running[0][1]
-        else:
-            _, hist = __import__("comfy_run_workflow").http_json("GET", server.url + "/history?max_items=1")
-            prompt_id = next(iter(hist), None) if isinstance(hist, dict) else None
-    if prompt_id is None:
-        return {"status": "not queued", "queue_prompt_returned": result}
-    entry = wait_history(server, prompt_id, timeout)
+    responses = []
+
+    def on_response(response):
+        if response.request.method == "POST" and response.url.endswith("/api/prompt"):
+            responses.append(response)
+
+    page.on("response", on_response)
+    try:
+        page.evaluate("async () => await window.app.queuePrompt(0, 1)")
+        for _ in range(100):
+            if responses:
+                break
+            page.wait_for_timeout(100)
+    finally:
+        page.remove_listener("response", on_response)
+    if not responses:
+        return {"status": "not queued (no POST /api/prompt)"}
+    body = responses[0].json()
+    if responses[0].status != 200:
+        return {"status": f"refused ({responses[0].status})", "error": describe_validation(body)}
+    entry = wait_history(server, body["prompt_id"], timeout)
     if entry is None:
         return {"status": "timeout"}
     status = entry["status"].get("status_str")
-    out = {"status": status, "outputs": list((entry.get("outputs") or {}).keys())}
+    out = {"status": status, "outputs": sorted((entry.get("outputs") or {}).keys(), key=int)}
+    msgs = {m[0]: m[1] for m in entry["status"].get("messages", [])}
+    if "execution_start" in msgs and "execution_success" in msgs:
+        out["seconds"] = round((msgs["execution_success"]["timestamp"] - msgs["execution_start"]["timestamp"]) / 1000, 1)
     if status != "success":
-        msgs = {m[0]: m[1] for m in entry["status"].get("messages", [])}
         err = msgs.get("execution_error") or {}
         out["error"] = f"node {err.get('node_id')} ({err.get('node_type')}) {err.get('exception_type')}: " \
                        f"{str(err.get('exception_message')).strip()[:400]}"
@@ -250,11 +257,14 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--comfy", default=DEFAULT_COMFY)
     parser.add_argument("--python", default=DEFAULT_PYTHON)
+    parser.add_argument("--pack", type=pathlib.Path, default=ROOT,
+                        help="the pack folder to link into custom_nodes (default: this checkout); its folder name "
+                             "is the template-browser category")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    workflows = args.workflows or sorted((ROOT / "workflows").glob("*.json"))
+    workflows = args.workflows or sorted((args.pack / "workflows").glob("*.json"))
 
-    server = ComfyServer(args.comfy, args.python, [str(ROOT)], extra_args=[], settings=SETTINGS)
+    server = ComfyServer(args.comfy, args.python, [str(args.pack)], extra_args=[], settings=SETTINGS)
     server.start()
     reports = []
     try:
@@ -281,7 +291,8 @@ def main(argv=None) -> int:
     for r in reports:
         status = "FAIL" if r["problems"] else "ok"
         failed += bool(r["problems"])
-        print(f"[{status}] {r['workflow']}  run={r.get('run', {}).get('status', '-')}")
+        print(f"[{status}] {r['workflow']}  run={r.get('run', {}).get('status', '-')} "
+              f"({r.get('run', {}).get('seconds', '-')} s)")
         for problem in r["problems"]:
             print(f"    {problem}")
         if r["workflow"] == "click-to-focus" and "widgets_after" in r:

@@ -271,10 +271,9 @@ def test_dpt_hybrid_matches_official_module_tree():
         ref = _OfficialHybrid().eval()
     ref.load_state_dict(sd, strict=True, assign=True)  # also proves our manifest is the official tree's
     ours = model_from_state_dict(sd, "random dpt_hybrid")
-    for size in [(64, 96), (96, 32)]:  # non-square grids: position embeddings resized both ways
-        x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(7))
-        with torch.inference_mode():
-            _check_close(ours(x), ref(x))
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(7))  # 4 x 6 grid: non-square resize
+    with torch.inference_mode():
+        _check_close(ours(x), ref(x))
 
 
 def _ref_scratch_from(ref: "_OfficialHybrid", x: torch.Tensor) -> torch.Tensor:

@@ -101,6 +101,21 @@ class Methods:
         return out
 
 
+def tensor_digest(path: pathlib.Path) -> str:
+    """sha256 over the sorted tensor names and their float32 bytes: identifies weights independently of the
+    file's metadata order (safetensors does not keep metadata order stable between saves)."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].to(torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def bench_items(limit: int | None, stride: int = 1):
     manifest = json.loads((BENCH_DEV / "manifest.json").read_text())
     for sample in manifest["samples"][::stride][:limit]:
@@ -161,10 +176,8 @@ def main() -> None:
                 logger.info("%s %s (%.0f s)", item_id, {k: round(v[0], 2) for k, v in row.items() if isinstance(v, tuple)}, time.time() - t)
             results[set_name] = rows
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    import hashlib
-
-    sha = {n: hashlib.sha256((args.weights / f"{n}.safetensors").read_bytes()).hexdigest() for n in ("arnet", "iunet")}
-    args.json.write_text(json.dumps({"weights": str(args.weights), "sha256": sha, "results": results}, indent=1))
+    digest = {n: tensor_digest(args.weights / f"{n}.safetensors") for n in ("arnet", "iunet")}
+    args.json.write_text(json.dumps({"weights": str(args.weights), "tensor_digest": digest, "results": results}, indent=1))
     print(format_tables(results))
 
 

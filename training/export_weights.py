@@ -10,7 +10,7 @@ Usage:
   .venv/bin/python training/export_weights.py --out /tmp/candidate
   nice -n 10 .venv/bin/python bench/eval_quality.py --weights /tmp/candidate --json runs/eval/quality.json
   .venv/bin/python training/export_weights.py --arnet-run ... --metrics runs/eval/quality.json
-(the metrics are only accepted if their sha256 matches the exported files: export from the same checkpoints,
+(the metrics are only accepted if their tensor digest matches the exported files: export from the same checkpoints,
 e.g. copies of latest.pt taken when the candidate was exported, see training/README.md)
 """
 
@@ -109,13 +109,13 @@ def main() -> None:
     }
     if args.metrics is not None and args.metrics.exists():
         sys.path.insert(0, str(ROOT / "bench"))
-        from eval_quality import summarize
+        from eval_quality import summarize, tensor_digest
 
         data = json.loads(args.metrics.read_text())
-        exported = {n: manifest[n]["sha256"] for n in ("arnet", "iunet")}
-        if data.get("sha256") != exported:
+        exported = {n: tensor_digest(args.out / f"{n}.safetensors") for n in ("arnet", "iunet")}
+        if data.get("tensor_digest") != exported:
             raise SystemExit(
-                f"{args.metrics} was measured with other weights ({data.get('sha256')}) than the ones exported now "
+                f"{args.metrics} was measured with other weights ({data.get('tensor_digest')}) than the ones exported now "
                 f"({exported}); export to a folder, evaluate that folder, then export the same checkpoints again"
             )
         manifest["metrics"] = {

@@ -265,6 +265,10 @@ def test_giant_and_metric_rejected(tmp_path, vits_official):
     path.write_bytes(b"")
     with pytest.raises(DepthCheckpointError, match="metric-depth fine-tune"):
         load_depth_model(path)
+    v1 = tmp_path / "depth_anything_vits14.pth"
+    v1.write_bytes(b"")
+    with pytest.raises(DepthCheckpointError, match="looks like Depth Anything V1"):
+        load_depth_model(v1)
 
 
 def test_unsupported_midas_variant():

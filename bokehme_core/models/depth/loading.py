@@ -13,6 +13,7 @@ import logging
 import os
 import pathlib
 import pickle
+import re
 import zipfile
 
 import torch
@@ -178,6 +179,11 @@ def load_depth_model(path, *, device="cpu", dtype: torch.dtype = torch.float32):
         raise DepthCheckpointError(
             f"{path.name} looks like a metric-depth fine-tune (its head ends in a sigmoid scaled by a maximum "
             f"depth); only the relative-depth models are supported: {SUPPORTED_TEXT}"
+        )
+    if re.search(r"depth_anything_vit[slbg]14", path.name.lower()):
+        raise DepthCheckpointError(
+            f"{path.name} looks like Depth Anything V1 (same key names as V2, different network wiring): not "
+            f"supported; {SUPPORTED_TEXT}"
         )
     model = model_from_state_dict(read_state_dict(path), path.name)
     logger.info("loaded %s %s from %s", model.family, model.variant, path)

@@ -108,20 +108,18 @@ def render_classical(
     defocus_px = defocus_px.to(device=device, dtype=torch.float32)
     linear = image.clamp(min=0.0) ** gamma if gamma != 1.0 else image
 
-    total_images = image.shape[0]
-    sub = None
-    if progress is not None:
-        sub = progress
+    logger.debug("render_classical: mode=%s aperture=%s gamma=%g size=%s max radius %.1f px",
+                 mode, aperture.kind, gamma, tuple(image.shape), rmax)
     if mode == "exact":
-        rendered = _exact(linear, defocus_px, aperture, sub)
+        rendered = _exact(linear, defocus_px, aperture, progress)
     else:
         from .fast import scatter_fast
 
-        rendered = scatter_fast(linear, defocus_px, aperture, sub)
+        rendered = scatter_fast(linear, defocus_px, aperture, progress)
     bokeh = rendered.clamp(min=0.0) ** (1.0 / gamma) if gamma != 1.0 else rendered
     dilated = dilate_defocus(defocus_px)
-    if dilated.shape[0] != total_images:
-        dilated = dilated.expand(total_images, -1, -1, -1).contiguous()
+    if dilated.shape[0] != image.shape[0]:
+        dilated = dilated.expand(image.shape[0], -1, -1, -1).contiguous()
     return ClassicalResult(bokeh.to(torch.float32), dilated)
 
 

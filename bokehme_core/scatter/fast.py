@@ -116,8 +116,9 @@ def _scatter_one(image, defocus, aperture: Aperture, tables, progress) -> torch.
     radius_sorted = radius[order]
     reach_sorted = reach[order]
     ys = torch.div(order, W, rounding_mode="floor")
-    xs = (order - ys * W).to(torch.float32)
+    xs = order - ys * W
     premult_sorted = premult[order].contiguous()
+    del premult, reach, order, radius, weight  # keep the peak memory down on large images
     # per source: table level and row scale (radii above the table scale the last level)
     # 'big' is decided on the reach (the sort key) so that the table radii form a prefix of the order;
     # reach <= floor(TABLE_RADIUS*ay) implies r < TABLE_RADIUS
@@ -136,7 +137,7 @@ def _scatter_one(image, defocus, aperture: Aperture, tables, progress) -> torch.
     entry_coef = torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r], dim=1) * height_flat.unsqueeze(1)
     n_small = int((~big).sum())  # sources are ordered by reach, so the small radii come first
 
-    rmax = float(radius.max())
+    rmax = float(radius_sorted.max())
     win_y = min(math.floor(rmax * ay) + 1, H - 1)
     # row H is a dump row for writes that fall outside the image (no masking needed)
     rows = torch.zeros(H + 1, W + 1, 4, dtype=torch.float32, device=device)
@@ -159,7 +160,7 @@ def _scatter_one(image, defocus, aperture: Aperture, tables, progress) -> torch.
             mid = min(max(n_small, start), stop)
             if mid > start and 0 <= table_row < n_rows:  # table radii: direct lookup
                 entry = (level_base[start:mid] + table_row * n_runs).unsqueeze(1) + runs  # (n, runs)
-                cols = (xs[start:mid].long().view(-1, 1, 1) + entry_cols[entry]).clamp_(0, W)  # (n, runs, 4)
+                cols = (xs[start:mid].view(-1, 1, 1) + entry_cols[entry]).clamp_(0, W)  # (n, runs, 4)
                 values = premult_sorted[start:mid].view(-1, 1, 1, 4) * entry_coef[entry].unsqueeze(-1)
                 values = values.reshape(-1, 4)  # (n * runs * 4, 4)
                 for target_dy in targets:
@@ -173,9 +174,12 @@ def _scatter_one(image, defocus, aperture: Aperture, tables, progress) -> torch.
                                  right_flat, height_flat, runs, n_runs, n_rows, half_rows, premult_sorted, H, W)
         if progress is not None:
             progress(done + 1, total)
-    total_acc = torch.cumsum(rows[:H].to(torch.float64), dim=1)[:, :W].reshape(-1, 4)
-    out = total_acc[:, :3] / total_acc[:, 3:]
-    return out.t().reshape(3, H, W).to(torch.float32)
+    del premult_sorted, entry_cols, entry_coef
+    total_acc = rows[:H].to(torch.float64)
+    del rows, rows_flat
+    total_acc.cumsum_(dim=1)
+    out = (total_acc[:, :W, :3] / total_acc[:, :W, 3:]).to(torch.float32)
+    return out.permute(2, 0, 1).contiguous()
 
 
 def _scaled_rows(rows_flat, dy, part, ys, xs, scale, level_base, left_flat, right_flat, height_flat, runs, n_runs,
@@ -194,7 +198,7 @@ def _scaled_rows(rows_flat, dy, part, ys, xs, scale, level_base, left_flat, righ
     left = (left_flat[idx0] * (1 - frac) + left_flat[idx1] * frac) * sc.unsqueeze(1)
     right = (right_flat[idx0] * (1 - frac) + right_flat[idx1] * frac) * sc.unsqueeze(1)
     height = height_flat[idx0] * (1 - frac) + height_flat[idx1] * frac
-    x = xs[part].unsqueeze(1)
+    x = xs[part].to(torch.float32).unsqueeze(1)
     # cell c covers [c - 0.5, c + 0.5]; shift by 0.5 so the cell holding a point is its floor
     pos_l = x + left + 0.5
     pos_r = x + right + 0.5

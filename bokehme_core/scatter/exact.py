@@ -78,6 +78,7 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
     xs = order - ys * W
     premult_sorted = premult[order].contiguous()  # float64 for the interior runs
     premult_sorted32 = premult_sorted.to(torch.float32)  # rim cells accumulate in float32 like upstream
+    del premult, weight, bucket  # keep the peak memory down on large images
     rmax = float(radius.max())
 
     ax, ay = aperture.axis_scale
@@ -161,9 +162,13 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
         if progress is not None:
             progress(done, total)
 
-    total_acc = torch.cumsum(rows, dim=1)[:, :W].reshape(-1, 4) + acc
-    out = total_acc[:, :3] / total_acc[:, 3:]
-    return out.t().reshape(3, H, W).to(torch.float32)
+    del premult_sorted, premult_sorted32
+    rows.cumsum_(dim=1)
+    total_acc = rows[:, :W]
+    total_acc += acc.view(H, W, 4)
+    del acc
+    out = (total_acc[..., :3] / total_acc[..., 3:]).to(torch.float32)
+    return out.permute(2, 0, 1).contiguous()
 
 
 

@@ -559,21 +559,18 @@ def test_bundled_workflow_runs(path, bundled_env):
             assert (bokeh - scene[:1]).abs().mean() > 0.005
 
 
-def _focus_pull_frames(bundled_env):
-    result = _run_bundled(bundled_env, next(p for p in BUNDLED if p.stem.startswith("5_")))
-    (render,) = result.ran("BokehMeClassicalRender")
-    (scene,) = result.ran("BokehMeExampleScene")
-    return render.outputs[0][0], scene.outputs[0][0], scene.outputs[1][0]
-
-
 def test_focus_pull_moves_focus_from_near_to_far(bundled_env):
-    frames, images, disparity = _focus_pull_frames(bundled_env)
-    assert frames.shape[0] == images.shape[0] > 2
+    """The in-focus mask (from the blur radius alone, independent of the test's random network weights)
+    follows the focus from the near objects (first frame) to the background (last frame)."""
+    result = _run_bundled(bundled_env, next(p for p in BUNDLED if p.stem.startswith("5_")))
+    (render,) = result.ran("BokehMe")
+    (scene,) = result.ran("BokehMeExampleScene")
+    in_focus, disparity = render.outputs[2][0], scene.outputs[1][0]
+    assert in_focus.shape[0] == disparity.shape[0] > 2
     near = disparity[0, ..., 0] > 0.8
     far = disparity[0, ..., 0] < 0.2
     assert near.any() and far.any()
-    error = (frames - images).abs().mean(-1)  # (B,H,W) difference to the sharp scene
-    near_error = [float(e[near].mean()) for e in error]
-    far_error = [float(e[far].mean()) for e in error]
-    # first frame focused near, last frame focused far
-    assert near_error[0] < near_error[-1] and far_error[-1] < far_error[0]
+    sharp_near = [float(m[near].mean()) for m in in_focus]
+    sharp_far = [float(m[far].mean()) for m in in_focus]
+    assert sharp_near[0] > 0.5 > sharp_near[-1]
+    assert sharp_far[-1] > 0.5 > sharp_far[0]

@@ -241,20 +241,23 @@ def focus_pull(classes) -> dict:
         "`focus_end >= 0` turns the constant focus into a linear pull over the batch.\n\n"
         "**BokehMe Depth -> Disparity** with **batch_stable** on normalises all frames with one range, so the "
         "disparity (and the blur) does not flicker from frame to frame.\n\n"
-        "The classical renderer is used (fast and exact for this scene); *Save Animated WEBP* writes the clip.\n\n"
+        "The full hybrid **BokehMe** node renders every frame with its own focus; the preview shows what is "
+        "sharp in each frame; *Save Animated WEBP* writes the clip.\n\n"
         + WHERE_INPUTS + "\n\n" + TYPES,
         (-500, 0), size=(460, 600))
     scene = wf.add("BokehMeExampleScene", (0, 0), widgets={"frames": FRAMES}, size=(300, 110))
     disparity = wf.add("BokehMeDepthToDisparity", (0, 160), widgets={"batch_stable": True},
                        links={"depth_image": scene["disparity"], "match_size_of": scene["image"]}, size=(320, 330))
-    render = wf.add("BokehMeClassicalRender", (370, 0), widgets={
-        "K": K, "focus": 1.0, "focus_end": 0.0, "gamma": GAMMA, "mode": "exact", "highlight": True},
-        links={"image": scene["image"], "disparity": disparity["disparity"]}, size=(330, 420))
+    models = wf.add("BokehMeModelLoader", (0, 540), size=(320, 90))
+    render = wf.add("BokehMe", (370, 0), widgets={
+        "K": K, "focus": 1.0, "focus_end": 0.0, "gamma": GAMMA, "highlight": True},
+        links={"models": models[0], "image": scene["image"], "disparity": disparity["disparity"]}, size=(330, 440))
     wf.add("SaveAnimatedWEBP", (750, 0), widgets={"filename_prefix": "bokehme/focus_pull", "fps": 6.0,
                                                   "lossless": False, "quality": 90},
            links={"images": render["bokeh"]}, size=(420, 420))
-    wf.add("PreviewImage", (750, 470), links={"images": render["defocus_preview"]}, size=(420, 330),
-           title="Defocus per frame")
+    in_focus = wf.add("MaskToImage", (750, 470), links={"mask": render["in_focus"]}, size=(220, 30))
+    wf.add("PreviewImage", (750, 540), links={"images": in_focus[0]}, size=(420, 330),
+           title="In focus, per frame (white = sharp)")
     return wf.to_json()
 
 

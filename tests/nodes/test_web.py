@@ -83,3 +83,25 @@ def test_click_maps_to_normalised_point():
     # round trip with the marker position
     assert run_geometry(f"g.normalizedToPoint({rect}, 0.25, 0.75)") == {"x": 60, "y": 95}
     assert run_geometry(f"g.normalizedToPoint({rect}, 7, null)") == {"x": 210, "y": 20}
+
+
+HELP = WEB / "docs"  # the frontend fetches /extensions/<pack>/docs/<NodeId>.md for its node help panel
+
+
+def test_help_pages_exist_for_the_main_nodes(pack):
+    pages = {p.stem for p in HELP.glob("*.md")}
+    assert {"BokehMe", "BokehMeClassicalRender", "BokehMeFocus", "BokehMeEstimateDisparity"} <= pages
+    assert pages <= set(pack.NODE_CLASS_MAPPINGS), f"help pages for unknown node ids: {pages - set(pack.NODE_CLASS_MAPPINGS)}"
+
+
+@pytest.mark.parametrize("node_id", ["BokehMe", "BokehMeClassicalRender", "BokehMeFocus", "BokehMeEstimateDisparity"])
+def test_help_pages_name_real_inputs(pack, node_id):
+    """Every input the node has that a help page table lists by name in its first column exists."""
+    text = (HELP / f"{node_id}.md").read_text()
+    spec = pack.NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
+    inputs = set(spec.get("required", {})) | set(spec.get("optional", {}))
+    rows = re.findall(r"^\| ([a-z_]+(?:, [a-z_]+)*) \|", text, flags=re.M)
+    named = {name for row in rows for name in row.split(", ")} - {"input", "output", "mode"}
+    outputs = set(getattr(pack.NODE_CLASS_MAPPINGS[node_id], "RETURN_NAMES", ()))
+    modes = {"point", "value", "mask"}
+    assert named and named <= inputs | outputs | modes, named - inputs - outputs - modes

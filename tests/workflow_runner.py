@@ -946,7 +946,7 @@ class UIWorkflow:
     def to_json(self) -> dict:
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
                 "links": self.links, "groups": self.groups, "config": {},
-                "extra": {"ds": {"scale": 0.8, "offset": [40.0, 40.0]}}, "version": 0.4}
+                "extra": {"ds": {"scale": 0.75, "offset": [560.0, 60.0]}}, "version": 0.4}
 
 
 def run_workflow(workflow: Mapping | str | pathlib.Path, pack_nodes: Mapping[str, type], *,

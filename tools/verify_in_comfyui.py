@@ -278,6 +278,17 @@ def main(argv=None) -> int:
                     "frontend": _frontend_version(args.python)}
         print(f"ComfyUI {versions['comfyui']}, frontend {versions['frontend']}, up in {server.startup_s:.1f} s; "
               f"BokehMe nodes: {sorted(k for k in info if k.startswith('BokehMe'))}")
+        # the template browser: the pack's folder name -> workflow names, thumbnails served beside them
+        _, templates = http_json("GET", server.url + "/workflow_templates")
+        listed = templates.get(args.pack.name, []) if isinstance(templates, dict) else []
+        thumbs = {name: http_json("GET", f"{server.url}/api/workflow_templates/{args.pack.name}/{name}.jpg")[0]
+                  for name in listed}
+        help_status = http_json("GET", f"{server.url}/extensions/{args.pack.name}/docs/BokehMe.md")[0]
+        print(f"template browser '{args.pack.name}': {sorted(listed)}; thumbnail HTTP status {thumbs}; "
+              f"help page HTTP {help_status}")
+        template_problems = [] if sorted(listed) == sorted(p.stem for p in workflows) and \
+            set(thumbs.values()) == {200} and help_status == 200 else [f"templates {listed}, thumbs {thumbs}, help {help_status}"]
+        reports.append({"workflow": "template browser + help page", "problems": template_problems})
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             for path in workflows:

@@ -369,12 +369,41 @@ def render_neural(
 _BUNDLED_CACHE: dict = {}
 
 
+def _verify_manifest(folder: pathlib.Path) -> None:
+    """Check the files against ``manifest.json`` (``{"arnet": {"file", "sha256"}, "iunet": {...}}``) when it
+    exists: a damaged install raises instead of rendering with broken weights."""
+    import hashlib
+
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        logger.warning("no manifest.json next to the bundled weights in %s: sha256 not checked", folder)
+        return
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {manifest}: {exc}; reinstall the node pack") from exc
+    for name in ("arnet", "iunet"):
+        entry = entries.get(name) if isinstance(entries, dict) else None
+        if not isinstance(entry, dict) or "sha256" not in entry:
+            continue
+        path = folder / entry.get("file", f"{name}.safetensors")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != entry["sha256"]:
+            raise ValueError(
+                f"bundled weights {path} are damaged: sha256 {digest}, manifest.json says {entry['sha256']}; "
+                f"reinstall the node pack (or download the official weights: python -m bokehme_core download-weights)"
+            )
+    logger.info("bundled BokehMe weights: %s", entries.get("name", folder) if isinstance(entries, dict) else folder)
+
+
 def load_bundled_models(device="cpu") -> tuple:
     """Our own trained ARNet and IUNet from ``bokehme_core.paths.bundled_weights_dir()`` (``arnet.safetensors``,
-    ``iunet.safetensors``, ``manifest.json``). Cached per file modification time and device.
+    ``iunet.safetensors``, ``manifest.json``; sha256 checked against the manifest). Cached per file
+    modification time and device.
 
     Raises:
         FileNotFoundError: the files are missing; the message says how to get weights.
+        ValueError: a file does not match the sha256 in ``manifest.json``.
     """
     from .models.checkpoints import load_arnet, load_iunet
     from .paths import bundled_weights_dir
@@ -388,14 +417,10 @@ def load_bundled_models(device="cpu") -> tuple:
             f"`python -m bokehme_core download-weights`, then pass arnet=load_arnet(path) and "
             f"iunet=load_iunet(path) (or reinstall the node pack, which ships weights/)"
         )
-    key = (str(folder), tuple(p.stat().st_mtime_ns for p in paths), str(torch.device(device)))
+    stamped = paths + [folder / "manifest.json"]
+    key = (str(folder), tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in stamped), str(torch.device(device)))
     if key not in _BUNDLED_CACHE:
-        manifest = folder / "manifest.json"
-        if manifest.is_file():
-            try:
-                logger.info("bundled BokehMe weights: %s", json.loads(manifest.read_text(encoding="utf-8")))
-            except (OSError, ValueError) as exc:
-                logger.warning("cannot read %s: %s", manifest, exc)
+        _verify_manifest(folder)
         _BUNDLED_CACHE.clear()
         _BUNDLED_CACHE[key] = (load_arnet(paths[0], device), load_iunet(paths[1], device))
     return _BUNDLED_CACHE[key]

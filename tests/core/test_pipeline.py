@@ -202,11 +202,38 @@ def test_bundled_weights_loaded_and_cached(tmp_path, monkeypatch, nets):
 
     save_safetensors(ARNet(8, 1), tmp_path / "arnet.safetensors")
     save_safetensors(nets[1], tmp_path / "iunet.safetensors")
-    (tmp_path / "manifest.json").write_text('{"arnet": {"sha256": "x"}}')
+    import hashlib
+    import json
+
+    sha = hashlib.sha256((tmp_path / "arnet.safetensors").read_bytes()).hexdigest()
+    (tmp_path / "manifest.json").write_text(json.dumps({"arnet": {"file": "arnet.safetensors", "sha256": sha}}))
     monkeypatch.setattr(bokehme_core.paths, "bundled_weights_dir", lambda: tmp_path)
     arnet, iunet = P.load_bundled_models()
     assert arnet.config.middle_channels == 8 and iunet.config.middle_channels == 64
     assert P.load_bundled_models()[0] is arnet
+    # a damaged file is refused (a new manifest is re-checked)
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / "manifest.json").write_text(json.dumps({"arnet": {"file": "arnet.safetensors", "sha256": "0" * 64}}))
+    with pytest.raises(ValueError, match="bundled weights .*arnet.safetensors are damaged: sha256"):
+        P.load_bundled_models()
+
+
+def test_shipped_bundled_weights_load():
+    """The weights in the repository's weights/ folder match their manifest and load strictly."""
+    import json
+
+    arnet, iunet = P.load_bundled_models()
+    manifest = json.loads((bokehme_core_paths().bundled_weights_dir() / "manifest.json").read_text())
+    for net, name in ((arnet, "arnet"), (iunet, "iunet")):
+        arch = manifest[name]["architecture"]
+        assert (net.config.middle_channels, net.config.num_blocks) == (arch["middle_channels"], arch["num_blocks"])
+        assert sum(p.numel() for p in net.parameters()) == arch["parameters"]
+
+
+def bokehme_core_paths():
+    import bokehme_core.paths
+
+    return bokehme_core.paths
 
 
 @pytest.mark.parametrize(

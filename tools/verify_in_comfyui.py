@@ -65,8 +65,10 @@ def new_page(browser, server):
     ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
     ctx.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), lambda route: route.abort())
     page = ctx.new_page()
-    errors = {"page": [], "console": []}
+    errors = {"page": [], "console": [], "http": []}
     page.on("pageerror", lambda e: errors["page"].append(str(e)))
+    page.on("response", lambda r: r.status >= 400 and errors["http"].append(f"{r.status} {r.url}"))
+    page.on("requestfailed", lambda r: errors["http"].append(f"failed {r.url}"))
     page.on("console", lambda m: m.type == "error" and errors["console"].append(m.text[:300]))
     page.goto(server.url + "/", timeout=60000)
     page.wait_for_function("() => window.app && window.app.graph && window.app.canvas", timeout=120000)
@@ -146,11 +148,18 @@ def check_workflow(browser, server, classes, path, args):
             report["problems"].append(f"run: {run}")
         time.sleep(1.0)
     page.screenshot(path=str(args.out / f"{path.stem}.png"))
-    report["page_errors"], report["console_errors"] = errors["page"], errors["console"]
+    report["page_errors"], report["console_errors"], report["http_errors"] = errors["page"], errors["console"], errors["http"]
     if errors["page"]:
         report["problems"].append(f"JS page errors: {errors['page'][:2]}")
+    ours = [e for e in errors["http"] if f"/extensions/{server_pack_name(server)}/" in e]
+    if ours:
+        report["problems"].append(f"the pack's web files failed to load: {ours}")
     ctx.close()
     return report
+
+
+def server_pack_name(server) -> str:
+    return pathlib.Path(server.packs[0]).name
 
 
 CLICK_TARGET = (0.25, 0.7)
@@ -236,7 +245,7 @@ def check_click_to_focus(browser, server, classes, args):
         page.evaluate("() => { window.app.canvas.deselectAll(); window.app.canvas.setDirty(true, true); }")
         page.wait_for_timeout(500)
     page.screenshot(path=str(args.out / "click_to_focus.png"))
-    report["page_errors"], report["console_errors"] = errors["page"], errors["console"]
+    report["page_errors"], report["console_errors"], report["http_errors"] = errors["page"], errors["console"], errors["http"]
     if errors["page"]:
         report["problems"].append(f"JS page errors: {errors['page'][:2]}")
     ctx.close()
@@ -286,7 +295,8 @@ def main(argv=None) -> int:
         help_status = http_json("GET", f"{server.url}/extensions/{args.pack.name}/docs/BokehMe.md")[0]
         print(f"template browser '{args.pack.name}': {sorted(listed)}; thumbnail HTTP status {thumbs}; "
               f"help page HTTP {help_status}")
-        template_problems = [] if sorted(listed) == sorted(p.stem for p in workflows) and \
+        bundled = sorted(p.stem for p in (args.pack / "workflows").glob("*.json"))
+        template_problems = [] if sorted(listed) == bundled and \
             set(thumbs.values()) == {200} and help_status == 200 else [f"templates {listed}, thumbs {thumbs}, help {help_status}"]
         reports.append({"workflow": "template browser + help page", "problems": template_problems})
         with sync_playwright() as p:

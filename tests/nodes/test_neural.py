@@ -15,7 +15,7 @@ from bokehme_core import pipeline as P
 from bokehme_core.defocus import signed_defocus
 from bokehme_core.models import download as dl
 from bokehme_core.models.arnet import ARNet
-from bokehme_core.models.checkpoints import load_arnet, load_iunet
+from bokehme_core.models.checkpoints import load_iunet
 
 OFFICIAL = pathlib.Path(__file__).resolve().parents[3] / "shared" / "bokehme_official"
 SEED0 = OFFICIAL / "refs" / "arnet_seed0_weights.npz"

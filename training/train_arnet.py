@@ -31,7 +31,7 @@ from bokehme_core.models.arnet import ARNet
 logger = logging.getLogger("train_arnet")
 
 
-def losses(model: ARNet, batch: dict) -> tuple:
+def losses(model: ARNet, batch: dict, bce_weight: float = 0.1) -> tuple:
     image, defocus, gamma_norm = network_inputs(batch)
     neural, error = model(image, defocus, gamma_norm)
     gt, classical = batch["gt"], batch["classical"]
@@ -39,7 +39,7 @@ def losses(model: ARNet, batch: dict) -> tuple:
     l_fused = F.l1_loss(fused, gt) + gradient_l1(fused, gt)
     l_neural = F.l1_loss(neural, gt) + gradient_l1(neural, gt)
     l_error = F.binary_cross_entropy(error.clamp(1e-6, 1 - 1e-6), batch["error_target"])
-    total = l_fused + l_neural + 0.1 * l_error
+    total = l_fused + l_neural + bce_weight * l_error
     parts = {"l_fused": l_fused.item(), "l_neural": l_neural.item(), "l_error": l_error.item()}
     return total, parts, fused, neural
 
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=80, help="random square crop (px) of the 128 px samples")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bce-weight", type=float, default=0.1, help="weight of BCE(E, E*) (paper: 0.1)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--val-every", type=int, default=500)
@@ -110,7 +111,7 @@ def main() -> None:
         rng = random.Random(args.seed * 1_000_003 + step)
         indices = [rng.randrange(len(pool)) for _ in range(args.batch)]
         batch = pool.batch(indices, rng=rng, crop=args.crop)
-        total, parts, _, _ = losses(model, batch)
+        total, parts, _, _ = losses(model, batch, args.bce_weight)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()

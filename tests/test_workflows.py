@@ -52,7 +52,8 @@ class Seeded:
     def INPUT_TYPES(cls):
         return {"required": {"image": ("IMAGE",),
                              "seed": ("INT", {"default": 0, "min": 0, "max": 100}),
-                             "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "control_after_generate": True}),
+                             "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0,
+                                                    "control_after_generate": True}),
                              "pick": (["a", "b"], {"control_after_generate": True}),
                              "label": ("STRING", {"default": "x"}),
                              "flip": ("BOOLEAN", {"default": False})}}
@@ -334,7 +335,8 @@ def test_link_type_mismatch_fails(classes):
     wf.add("PreviewImage", (600, 0), links={"images": load[0]})
     # Brighten is not needed by an output; the harness validates every node anyway (ComfyUI validates only
     # what the outputs need): stricter on purpose, a broken node in a bundled workflow is a bug.
-    with pytest.raises(WorkflowError, match=r"node 2 \(Brighten\): input 'image' expects IMAGE, linked output gives MASK"):
+    expected = r"node 2 \(Brighten\): input 'image' expects IMAGE, linked output gives MASK"
+    with pytest.raises(WorkflowError, match=expected):
         run(wf.to_json(), classes)
 
 

@@ -151,7 +151,8 @@ def _index_links(workflow: Mapping) -> dict[int, dict]:
             link = {k: entry[k] for k in ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")}
         else:
             if len(entry) != 6:
-                raise WorkflowError(f"link {entry!r} must be [id, origin_id, origin_slot, target_id, target_slot, type]")
+                raise WorkflowError(
+                    f"link {entry!r} must be [id, origin_id, origin_slot, target_id, target_slot, type]")
             link = dict(zip(("id", "origin_id", "origin_slot", "target_id", "target_slot", "type"), entry))
         if link["id"] in links:
             raise WorkflowError(f"link id {link['id']} is used twice")
@@ -482,7 +483,8 @@ def _split_result(result, cls, where: str):
         ui = result.get("ui")
         if "result" not in result:
             if cls.RETURN_TYPES:
-                raise WorkflowError(f"{where}: returned a dict without 'result' but declares outputs {cls.RETURN_TYPES}")
+                raise WorkflowError(
+                    f"{where}: returned a dict without 'result' but declares outputs {cls.RETURN_TYPES}")
             return (), ui
         result = result["result"]
     if not isinstance(result, tuple):
@@ -498,7 +500,8 @@ def execute_prompt(prompt: Mapping[str, Mapping], node_classes: Mapping[str, typ
 
     A class with a ``SKIP_REASON`` attribute (the checkpoint stand-ins) is not run: it and every node that
     takes one of its outputs are recorded as skipped. A class with ``IGNORES_LINKED_INPUTS = True`` (a
-    test's replacement for a whole upstream branch, e.g. a decoded generated image) runs without its links. Every output of every node that ran is checked with
+    test's replacement for a whole upstream branch, e.g. a decoded generated image) runs without its links.
+    Every output of every node that ran is checked with
     :func:`check_output_value`. Node exceptions propagate with the node named.
     """
     import time
@@ -689,7 +692,8 @@ def core_stand_ins(input_dir: pathlib.Path, output_dir: pathlib.Path) -> dict[st
             frames = [Image.fromarray((f.clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)) for f in images]
             name = f"{filename_prefix.replace('/', '_')}_{len(list(output_dir.iterdir())):05d}.webp"
             frames[0].save(output_dir / name, save_all=True, append_images=frames[1:], duration=round(1000 / fps),
-                           lossless=lossless, quality=quality, method={"default": 4, "fastest": 0, "slowest": 6}[method])
+                           lossless=lossless, quality=quality,
+                           method={"default": 4, "fastest": 0, "slowest": 6}[method])
             return {"ui": {"images": [{"filename": name, "subfolder": "", "type": "output"}], "animated": (True,)},
                     "result": (images,)}
 
@@ -753,9 +757,9 @@ def core_stand_ins(input_dir: pathlib.Path, output_dir: pathlib.Path) -> dict[st
         def INPUT_TYPES(cls):
             return {"required": {"samples": ("LATENT",), "vae": ("VAE",)}}
 
-    return {cls.__name__: cls for cls in (LoadImage, SaveImage, PreviewImage, ImageBatch, RepeatImageBatch,
-                                          MaskToImage, SaveAnimatedWEBP, CheckpointLoaderSimple, CLIPTextEncode, EmptyLatentImage, KSampler,
-                                          VAEDecode)}
+    stand_ins = (LoadImage, SaveImage, PreviewImage, ImageBatch, RepeatImageBatch, MaskToImage, SaveAnimatedWEBP,
+                 CheckpointLoaderSimple, CLIPTextEncode, EmptyLatentImage, KSampler, VAEDecode)
+    return {cls.__name__: cls for cls in stand_ins}
 
 
 def _unknown_if_empty(spec: tuple) -> tuple:
@@ -912,7 +916,8 @@ class UIWorkflow:
         the frontend copies its value into those widgets when queueing."""
         node_id = self._new_id()
         first, first_name = targets[0]
-        section, input_type, options = all_inputs(self.classes[self.nodes[first.id - 1]["type"]].INPUT_TYPES())[first_name]
+        target_type = self.nodes[first.id - 1]["type"]
+        section, input_type, options = all_inputs(self.classes[target_type].INPUT_TYPES())[first_name]
         out_type = "COMBO" if is_combo_type(input_type) else input_type
         values = [value] + (["fixed"] if input_type in ("INT", "FLOAT") or is_combo_type(input_type) else [])
         if is_combo_type(input_type):

@@ -203,8 +203,10 @@ def thumbnails(scene: Scene, out: pathlib.Path) -> None:
     save(split(label(sharp, "photo"), near, "Photo -> depth -> BokehMe"), out / "1_bokehme_photo.jpg")
 
     error = analytic_error_map(scene.disparity, K, FAR)
-    panels = [label(far, "classical"), label(to_pil(defocus_preview(signed_defocus(scene.disparity, K, FAR))), "defocus"),
-              label(to_pil(error_overlay(scene.image, error)), "error map"), label(to_pil(scene.disparity), "disparity")]
+    defocus = to_pil(defocus_preview(signed_defocus(scene.disparity, K, FAR)))
+    panels = [label(far, "classical"), label(defocus, "defocus"),
+              label(to_pil(error_overlay(scene.image, error)), "error map"),
+              label(to_pil(scene.disparity), "disparity")]
     save(thumb_canvas(panels, 2, "Hybrid pipeline, stage by stage"), out / "2_bokehme_modular_pipeline.jpg")
 
     save(split(label(sharp, "generated"), far, "After image generation: + BokehMe"),

@@ -212,9 +212,11 @@ def apertures(classes) -> dict:
                      size=(300, 150), title="BokehMe Aperture Shape (6 blades)")
     common = {"models": models[0], "image": scene["image"], "disparity": scene["disparity"]}
     settings = {"K": K, "focus": 0.95, "gamma": 5.0, "highlight": True}
-    heart_render = wf.add("BokehMe", (380, 0), widgets=settings, links={**common, "aperture_mask": heart["aperture_mask"]},
+    heart_render = wf.add("BokehMe", (380, 0), widgets=settings,
+                          links={**common, "aperture_mask": heart["aperture_mask"]},
                           size=(330, 400), title="BokehMe (heart)")
-    hex_render = wf.add("BokehMe", (380, 450), widgets=settings, links={**common, "aperture_mask": hexagon["aperture_mask"]},
+    hex_render = wf.add("BokehMe", (380, 450), widgets=settings,
+                        links={**common, "aperture_mask": hexagon["aperture_mask"]},
                         size=(330, 400), title="BokehMe (hexagon)")
     oval_render = wf.add("BokehMe", (380, 900), widgets={**settings, "anamorphic": 0.5}, links=common,
                          size=(330, 400), title="BokehMe (anamorphic 0.5)")

@@ -106,7 +106,8 @@ def queue_and_wait(page, server, timeout):
     out = {"status": status, "outputs": sorted((entry.get("outputs") or {}).keys(), key=int)}
     msgs = {m[0]: m[1] for m in entry["status"].get("messages", [])}
     if "execution_start" in msgs and "execution_success" in msgs:
-        out["seconds"] = round((msgs["execution_success"]["timestamp"] - msgs["execution_start"]["timestamp"]) / 1000, 1)
+        elapsed_ms = msgs["execution_success"]["timestamp"] - msgs["execution_start"]["timestamp"]
+        out["seconds"] = round(elapsed_ms / 1000, 1)
     if status != "success":
         err = msgs.get("execution_error") or {}
         out["error"] = f"node {err.get('node_id')} ({err.get('node_type')}) {err.get('exception_type')}: " \
@@ -138,7 +139,8 @@ def check_workflow(browser, server, classes, path, args):
         report["problems"].append(f"frontend lacks node types {load['missing']}")
     frontend = page.evaluate("async () => (await window.app.graphToPrompt()).output")
     if ours is not None:
-        diffs = compare_prompts(ours, {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in frontend.items()})
+        theirs = {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in frontend.items()}
+        diffs = compare_prompts(ours, theirs)
         report["prompt_diffs"] = diffs
         report["problems"].extend(f"prompt differs: {d}" for d in diffs)
     if not args.no_queue:
@@ -148,7 +150,7 @@ def check_workflow(browser, server, classes, path, args):
             report["problems"].append(f"run: {run}")
         time.sleep(1.0)
     page.screenshot(path=str(args.out / f"{path.stem}.png"))
-    report["page_errors"], report["console_errors"], report["http_errors"] = errors["page"], errors["console"], errors["http"]
+    report.update(page_errors=errors["page"], console_errors=errors["console"], http_errors=errors["http"])
     if errors["page"]:
         report["problems"].append(f"JS page errors: {errors['page'][:2]}")
     ours = [e for e in errors["http"] if f"/extensions/{server_pack_name(server)}/" in e]
@@ -245,7 +247,7 @@ def check_click_to_focus(browser, server, classes, args):
         page.evaluate("() => { window.app.canvas.deselectAll(); window.app.canvas.setDirty(true, true); }")
         page.wait_for_timeout(500)
     page.screenshot(path=str(args.out / "click_to_focus.png"))
-    report["page_errors"], report["console_errors"], report["http_errors"] = errors["page"], errors["console"], errors["http"]
+    report.update(page_errors=errors["page"], console_errors=errors["console"], http_errors=errors["http"])
     if errors["page"]:
         report["problems"].append(f"JS page errors: {errors['page'][:2]}")
     ctx.close()
@@ -296,8 +298,8 @@ def main(argv=None) -> int:
         print(f"template browser '{args.pack.name}': {sorted(listed)}; thumbnail HTTP status {thumbs}; "
               f"help page HTTP {help_status}")
         bundled = sorted(p.stem for p in (args.pack / "workflows").glob("*.json"))
-        template_problems = [] if sorted(listed) == bundled and \
-            set(thumbs.values()) == {200} and help_status == 200 else [f"templates {listed}, thumbs {thumbs}, help {help_status}"]
+        served = sorted(listed) == bundled and set(thumbs.values()) == {200} and help_status == 200
+        template_problems = [] if served else [f"templates {listed}, thumbs {thumbs}, help {help_status}"]
         reports.append({"workflow": "template browser + help page", "problems": template_problems})
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

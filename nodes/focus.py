@@ -45,7 +45,9 @@ def draw_marker(image: torch.Tensor, x: float, y: float) -> torch.Tensor:
     radius = max(4.0, 0.02 * max(h, w))
     yy = torch.arange(h, dtype=torch.float32).view(-1, 1)
     xx = torch.arange(w, dtype=torch.float32).view(1, -1)
-    dist = torch.sqrt((xx - x * (w - 1)) ** 2 + (yy - y * (h - 1)) ** 2)
+    # the same pixel that focus_from_point reads
+    col, row = min(int(x * w), w - 1), min(int(y * h), h - 1)
+    dist = torch.sqrt((xx - col) ** 2 + (yy - row) ** 2)
     ring = (dist - radius).abs()
     out[:, :, ring <= 1.0] = 1.0
     out[:, :, (ring > 1.0) & (ring <= 2.0)] = 0.0

@@ -9,6 +9,13 @@ Two modes:
   about linear in the blur radius (:mod:`.fast`); visually indistinguishable from exact (PSNR in bench/README.md).
 
 Both return the official dilated defocus (:mod:`.dilate`), computed the same way in both modes.
+
+Backends (keyword ``backend``): ``"torch"`` (the vectorised torch code above, CPU or CUDA), ``"numba"`` (the
+optional compiled CPU kernels of :mod:`.numba_backend`, 10-50x faster on CPU; fast mode with any aperture, exact
+mode with circle/polygon, and the dilation), ``"cupy"`` (the optional CUDA kernel of :mod:`.cupy_backend`, exact
+mode on CUDA tensors) and ``"auto"`` (default): numba for CPU tensors when ``numba`` imports (exact mode with a
+mask aperture stays on torch), cupy for exact mode on CUDA when ``cupy`` imports, torch otherwise. The CPU
+backend in use is logged once at INFO. Numba compiles its kernels on the first call on a machine (cached on disk).
 """
 
 from __future__ import annotations
@@ -23,11 +30,12 @@ from ..aperture import Aperture
 from ..defocus import MAX_K, apply_highlight
 from .dilate import dilate_defocus
 
-__all__ = ["render_classical", "ClassicalResult", "MODES"]
+__all__ = ["render_classical", "ClassicalResult", "MODES", "BACKENDS"]
 
 logger = logging.getLogger(__name__)
 
 MODES = ("exact", "fast")
+BACKENDS = ("auto", "torch", "numba", "cupy")
 #: largest blur radius accepted (pixels); signed_defocus with K <= MAX_K cannot exceed it
 MAX_RADIUS = MAX_K
 
@@ -55,6 +63,7 @@ def render_classical(
     highlight: bool = False,
     K: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    backend: str = "auto",
 ) -> ClassicalResult:
     """Classical (scatter) bokeh rendering.
 
@@ -70,6 +79,10 @@ def render_classical(
         highlight: apply the official highlight boost (:func:`bokehme_core.apply_highlight`) first; needs ``K``.
         K: the blur parameter that produced ``defocus_px`` (pixels per unit disparity); only for ``highlight``.
         progress: optional ``progress(done, total)`` callback.
+        backend: ``"auto"`` (default), ``"torch"``, ``"numba"`` (CPU tensors, needs the optional ``numba``
+            package; not for exact mode with a mask aperture) or ``"cupy"`` (CUDA tensors, exact mode, needs
+            ``cupy``); see the module docstring. A forced backend that cannot run raises ValueError. The first
+            numba call on a machine compiles its kernels (seconds; cached on disk for later processes).
 
     Returns:
         :class:`ClassicalResult` ``(bokeh (B,3,H,W) float32, dilated_defocus (B,1,H,W) float32 px)`` on the
@@ -86,6 +99,7 @@ def render_classical(
     check_finite(defocus_px, "defocus_px")
     gamma = check_range(gamma, "gamma", 1.0, 5.0)
     check_choice(mode, "mode", MODES)
+    check_choice(backend, "backend", BACKENDS)
     if aperture is None:
         aperture = Aperture.circle()
     if not isinstance(aperture, Aperture):
@@ -108,27 +122,93 @@ def render_classical(
     defocus_px = defocus_px.to(device=device, dtype=torch.float32)
     linear = image.clamp(min=0.0) ** gamma if gamma != 1.0 else image
 
-    logger.debug("render_classical: mode=%s aperture=%s gamma=%g size=%s max radius %.1f px",
-                 mode, aperture.kind, gamma, tuple(image.shape), rmax)
-    if mode == "exact":
-        rendered = _exact(linear, defocus_px, aperture, progress)
+    chosen = _choose_backend(backend, mode, aperture, device)
+    logger.debug("render_classical: mode=%s aperture=%s gamma=%g size=%s max radius %.1f px backend=%s",
+                 mode, aperture.kind, gamma, tuple(image.shape), rmax, chosen)
+    if chosen == "numba":
+        from . import numba_backend
+
+        scatter = numba_backend.scatter_exact_numba if mode == "exact" else numba_backend.scatter_fast_numba
+        rendered = scatter(linear, defocus_px, aperture, progress)
+    elif chosen == "cupy":
+        from . import cupy_backend
+
+        rendered = cupy_backend.scatter_exact_cupy(linear, defocus_px, aperture, progress)
+    elif mode == "exact":
+        from .exact import scatter_exact
+
+        rendered = scatter_exact(linear, defocus_px, aperture, progress)
     else:
         from .fast import scatter_fast
 
         rendered = scatter_fast(linear, defocus_px, aperture, progress)
     bokeh = rendered.clamp(min=0.0) ** (1.0 / gamma) if gamma != 1.0 else rendered
-    dilated = dilate_defocus(defocus_px)
+    if device.type == "cpu" and backend in ("auto", "numba") and _numba_available():
+        from .numba_backend import dilate_defocus_numba
+
+        dilated = dilate_defocus_numba(defocus_px)
+    else:
+        dilated = dilate_defocus(defocus_px)
     if dilated.shape[0] != image.shape[0]:
         dilated = dilated.expand(image.shape[0], -1, -1, -1).contiguous()
     return ClassicalResult(bokeh.to(torch.float32), dilated)
 
 
-def _exact(image, defocus_px, aperture, progress):
-    if image.is_cuda:
-        from . import cupy_backend
+_LOGGED: set = set()
 
-        if cupy_backend.available():
-            return cupy_backend.scatter_exact_cupy(image, defocus_px, aperture, progress)
-    from .exact import scatter_exact
 
-    return scatter_exact(image, defocus_px, aperture, progress)
+def _numba_available() -> bool:
+    from . import numba_backend
+
+    return numba_backend.available()
+
+
+def _cupy_available() -> bool:
+    from . import cupy_backend
+
+    return cupy_backend.available()
+
+
+def _choose_backend(backend: str, mode: str, aperture: Aperture, device: torch.device) -> str:
+    """The backend that renders the scatter: "torch", "numba" or "cupy" (raises if a forced one cannot run)."""
+    if backend == "numba":
+        if device.type != "cpu":
+            raise ValueError(f"backend='numba' runs on CPU tensors, got tensors on {device}; use backend='auto'")
+        if not _numba_available():
+            raise ValueError("backend='numba' needs the optional numba package (pip install numba), which does "
+                             "not import here; use backend='auto' or 'torch'")
+        if mode == "exact" and aperture.kind == "mask":
+            raise ValueError("backend='numba' has no exact kernel for mask apertures; use mode='fast', or "
+                             "backend='auto' or 'torch'")
+        return "numba"
+    if backend == "cupy":
+        if device.type != "cuda":
+            raise ValueError(f"backend='cupy' runs on CUDA tensors, got tensors on {device}; use backend='auto'")
+        if not _cupy_available():
+            raise ValueError("backend='cupy' needs the optional cupy package with a CUDA device, which does not "
+                             "import here; use backend='auto' or 'torch'")
+        if mode != "exact":
+            raise ValueError(f"backend='cupy' implements mode='exact' only, got mode={mode!r}; use backend='auto' "
+                             f"or 'torch' for fast mode")
+        return "cupy"
+    if backend == "torch":
+        return "torch"
+    # auto
+    if device.type == "cuda":
+        # the CuPy kernel hands mask apertures to the torch path itself
+        return "cupy" if mode == "exact" and aperture.kind != "mask" and _cupy_available() else "torch"
+    if device.type == "cpu" and _numba_available():
+        if mode == "exact" and aperture.kind == "mask":
+            _log_once("render_classical: CPU backend torch for exact mode with a mask aperture (no numba kernel)")
+            return "torch"
+        _log_once("render_classical: CPU backend numba (compiled kernels; the first call on a machine compiles)")
+        return "numba"
+    if device.type == "cpu":
+        _log_once("render_classical: CPU backend torch (install numba for a 10x+ faster classical renderer)")
+    return "torch"
+
+
+def _log_once(message: str) -> None:
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        logger.info(message)

@@ -48,10 +48,13 @@ def _scene(h: int, w: int, seed: int = 0, kmax: float = 6.0):
 
 # --- official parity -------------------------------------------------------------------------------------
 
-def test_exact_matches_official_fixture(official_fixture):
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_exact_matches_official_fixture(official_fixture, backend):
+    if backend == "numba":
+        pytest.importorskip("numba")
     image = torch.from_numpy(official_fixture["classical_in_image_pow_gamma"])
     defocus = torch.from_numpy(official_fixture["classical_in_defocus_px"])
-    out = render_classical(image, defocus, gamma=1.0, mode="exact")
+    out = render_classical(image, defocus, gamma=1.0, mode="exact", backend=backend)
     np.testing.assert_allclose(out.bokeh.numpy(), official_fixture["classical_out_bokeh_linear"], atol=5e-5, rtol=0)
     np.testing.assert_array_equal(out.dilated_defocus.numpy(), official_fixture["classical_out_defocus_dilate_px"])
 
@@ -119,6 +122,105 @@ def test_dilation_matches_reference_on_random_signed_defocus():
     defocus = (torch.rand(2, 1, 13, 17, generator=g) - 0.4) * 12
     _, dilated_ref = render_reference(torch.zeros(2, 3, 13, 17), defocus)
     np.testing.assert_array_equal(dilate_defocus(defocus).numpy(), dilated_ref)
+
+
+# --- numba CPU backend ------------------------------------------------------------------------------------
+
+def _star_mask() -> np.ndarray:
+    yy, xx = np.mgrid[:21, :21] - 10.0
+    return ((np.hypot(xx, yy) < 4 + 6 * np.abs(np.cos(2.5 * np.arctan2(yy, xx)))) * 1.0).astype(np.float32)
+
+
+def _batch_scene(h: int, w: int, seed: int, kmax: float):
+    a, da = _scene(h, w, seed=seed, kmax=kmax)
+    b, db = _scene(h, w, seed=seed + 100, kmax=kmax)
+    return torch.cat([a, b]), torch.cat([da, -db])  # second image: signs flipped (near and far swap)
+
+
+@pytest.mark.parametrize("aperture, kmax", [
+    (Aperture.circle(), 6.0),
+    (Aperture.polygon(5, rotation=0.3), 6.0),
+    (Aperture.circle(anamorphic=0.5), 6.0),
+    (Aperture.polygon(7, anamorphic=1.6), 6.0),
+    (Aperture.from_mask(_star_mask()), 6.0),
+    (Aperture.circle(), 70.0),  # radii above the fast tables' TABLE_RADIUS: scaled rows
+    (Aperture.polygon(6, rotation=1.1, anamorphic=0.7), 70.0),
+], ids=["circle", "pentagon", "circle-ana0.5", "heptagon-ana1.6", "star-mask", "circle-big", "hexagon-ana-big"])
+def test_numba_fast_equals_torch_fast(aperture, kmax):
+    pytest.importorskip("numba")
+    image, defocus = _batch_scene(13, 11, seed=30, kmax=kmax)
+    torch_out = render_classical(image, defocus, gamma=2.0, aperture=aperture, mode="fast", backend="torch")
+    numba_out = render_classical(image, defocus, gamma=2.0, aperture=aperture, mode="fast", backend="numba")
+    torch.testing.assert_close(numba_out.bokeh, torch_out.bokeh, atol=1e-5, rtol=0)
+    torch.testing.assert_close(numba_out.dilated_defocus, torch_out.dilated_defocus, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("aperture", [
+    Aperture.circle(),
+    Aperture.polygon(5, rotation=0.3),
+    Aperture.circle(anamorphic=0.5),
+    Aperture.polygon(7, anamorphic=1.6),
+], ids=["circle", "pentagon", "circle-ana0.5", "heptagon-ana1.6"])
+def test_numba_exact_equals_torch_exact_and_loop_reference(aperture):
+    pytest.importorskip("numba")
+    image, defocus = _batch_scene(11, 9, seed=31, kmax=4.5)
+    bokeh_ref, dilated_ref = render_reference(image, defocus, aperture)
+    torch_out = render_classical(image, defocus, aperture=aperture, backend="torch")
+    numba_out = render_classical(image, defocus, aperture=aperture, backend="numba")
+    torch.testing.assert_close(numba_out.bokeh, torch_out.bokeh, atol=5e-6, rtol=0)
+    np.testing.assert_allclose(numba_out.bokeh.numpy(), bokeh_ref, atol=5e-5, rtol=0)
+    np.testing.assert_array_equal(numba_out.dilated_defocus.numpy(), dilated_ref)
+
+
+def test_numba_result_does_not_depend_on_the_thread_count():
+    pytest.importorskip("numba")
+    image, defocus = _scene(17, 14, seed=32, kmax=8.0)
+    outs = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        outs.append([render_classical(image, defocus, mode=mode, backend="numba") for mode in ("exact", "fast")])
+    torch.set_num_threads(1)
+    for one_thread, two_threads in zip(*outs):
+        torch.testing.assert_close(two_threads.bokeh, one_thread.bokeh, atol=0, rtol=0)
+        torch.testing.assert_close(two_threads.dilated_defocus, one_thread.dilated_defocus, atol=0, rtol=0)
+
+
+def test_auto_backend_logs_the_cpu_backend_once(monkeypatch, caplog):
+    import bokehme_core.scatter as scatter
+
+    monkeypatch.setattr(scatter, "_LOGGED", set())
+    monkeypatch.setattr(scatter, "_numba_available", lambda: False)
+    image, defocus = _scene(6, 7, seed=33)
+    with caplog.at_level("INFO", logger="bokehme_core.scatter"):
+        without = render_classical(image, defocus)
+        render_classical(image, defocus)
+    messages = [r.getMessage() for r in caplog.records if r.name == "bokehme_core.scatter"]
+    assert messages == ["render_classical: CPU backend torch (install numba for a 10x+ faster classical renderer)"]
+    torch.testing.assert_close(without.bokeh, render_classical(image, defocus, backend="torch").bokeh,
+                               atol=0, rtol=0)
+
+
+def test_forced_numba_without_numba_raises(monkeypatch):
+    import bokehme_core.scatter as scatter
+
+    monkeypatch.setattr(scatter, "_numba_available", lambda: False)
+    image, defocus = _ok()
+    with pytest.raises(ValueError, match=r"backend='numba' needs the optional numba package \(pip install numba\)"):
+        render_classical(image, defocus, backend="numba")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(backend="numpy"), r"backend must be one of 'auto', 'torch', 'numba', 'cupy', got 'numpy'"),
+    (dict(backend="cupy"), r"backend='cupy' runs on CUDA tensors, got tensors on cpu"),
+    (dict(backend="numba", aperture=Aperture.from_mask(np.ones((5, 5), np.float32))),
+     r"backend='numba' has no exact kernel for mask apertures"),
+])
+def test_forced_backend_errors(kwargs, match):
+    if kwargs.get("backend") == "numba":
+        pytest.importorskip("numba")
+    image, defocus = _ok()
+    with pytest.raises(ValueError, match=match):
+        render_classical(image, defocus, **kwargs)
 
 
 # --- properties ------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def _kernels():
     f32 = np.float32
 
     @njit(cache=True, fastmath=False, parallel=True)
-    def fast_rows(row_lo, row_hi, win_y, order, reach, premult, level, big, scale, entry_cols, entry_coef,
+    def fast_rows(row_lo, row_hi, win_y, row_reach, reach, premult, level, big, scale, entry_cols, entry_coef,
                   left_flat, right_flat, height_flat, n_rows, n_runs, half_rows, out):
         H, W = reach.shape
         one = f32(1.0)
@@ -80,11 +80,16 @@ def _kernels():
                     continue
                 ady = abs(dy)
                 table_row = dy + half_rows
-                for j in range(W):
-                    x = order[sy, j]
+                if row_reach[sy] < ady:
+                    continue
+                for x in range(W):
                     if reach[sy, x] < ady:
-                        break  # sorted by radius: no later source of this row reaches |dy|
+                        continue
                     base = level[sy, x] * level_stride
+                    p0 = premult[sy, x, 0]
+                    p1 = premult[sy, x, 1]
+                    p2 = premult[sy, x, 2]
+                    p3 = premult[sy, x, 3]
                     if not big[sy, x]:
                         if table_row < 0 or table_row >= n_rows:
                             continue
@@ -95,8 +100,10 @@ def _kernels():
                             for q in range(4):
                                 col = min(max(x + entry_cols[e, q], 0), W)
                                 coef = entry_coef[e, q]
-                                for c in range(4):
-                                    diff[col, c] += premult[sy, x, c] * coef
+                                diff[col, 0] += p0 * coef
+                                diff[col, 1] += p1 * coef
+                                diff[col, 2] += p2 * coef
+                                diff[col, 3] += p3 * coef
                     else:
                         sc = scale[sy, x]
                         u = f32(dy) / sc
@@ -126,8 +133,12 @@ def _kernels():
                             coefs = (cover_l * height, (one - cover_l) * height, (cover_r - one) * height,
                                      -cover_r * height)
                             for q in range(4):
-                                for c in range(4):
-                                    diff[cols[q], c] += premult[sy, x, c] * coefs[q]
+                                col = cols[q]
+                                coef = coefs[q]
+                                diff[col, 0] += p0 * coef
+                                diff[col, 1] += p1 * coef
+                                diff[col, 2] += p2 * coef
+                                diff[col, 3] += p3 * coef
             s0 = 0.0
             s1 = 0.0
             s2 = 0.0
@@ -142,7 +153,7 @@ def _kernels():
                 out[2, ty, x] = s2 / s3
 
     @njit(cache=True, fastmath=False, parallel=True)
-    def exact_rows(row_lo, row_hi, win_y, order, radius, premult, thr, lo, dist_tab, edge_tab, polygon, out):
+    def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, thr, lo, dist_tab, edge_tab, polygon, out):
         H, W = radius.shape
         n_cols = thr.shape[1]
         win_x = n_cols - 1
@@ -156,29 +167,29 @@ def _kernels():
                 if sy < 0 or sy >= H:
                     continue
                 row = dy + win_y
-                for j in range(W):
-                    x = order[sy, j]
+                lo_row = lo[row, 0]
+                if row_radius[sy] < lo_row:
+                    continue
+                m_prev = 0
+                m2_prev = 0
+                for x in range(W):
                     r = radius[sy, x]
-                    if r < lo[row, 0]:
-                        break  # sorted by radius: no later source of this row has a cell on row dy
-                    # interior: k < m (thr < r); rim: m <= k < m2 (lo <= r <= thr)
-                    a = 0
-                    b = n_cols
-                    while a < b:
-                        mid = (a + b) >> 1
-                        if thr[row, mid] < r:
-                            a = mid + 1
-                        else:
-                            b = mid
-                    m = a
-                    b = n_cols
-                    while a < b:
-                        mid = (a + b) >> 1
-                        if lo[row, mid] <= r:
-                            a = mid + 1
-                        else:
-                            b = mid
-                    m2 = a
+                    if r < lo_row:
+                        continue  # no cell of this source on row dy
+                    # interior: k < m (thr < r); rim: m <= k < m2 (lo <= r <= thr); both tables increase with k:
+                    # walk from the previous source's answers (neighbours have similar radii), exact
+                    m = m_prev
+                    while m < n_cols and thr[row, m] < r:
+                        m += 1
+                    while m > 0 and thr[row, m - 1] >= r:
+                        m -= 1
+                    m2 = max(m2_prev, m)
+                    while m2 < n_cols and lo[row, m2] <= r:
+                        m2 += 1
+                    while m2 > m and lo[row, m2 - 1] > r:
+                        m2 -= 1
+                    m_prev = m
+                    m2_prev = m2
                     p0 = premult[sy, x, 0]
                     p1 = premult[sy, x, 1]
                     p2 = premult[sy, x, 2]
@@ -231,7 +242,8 @@ def _kernels():
                 out[2, ty, x] = (s2 + acc[x, 2]) / w
 
     @njit(cache=True, fastmath=False, parallel=True)
-    def dilate_rows(row_lo, row_hi, reach_rows, order, radius, value, dist_tab, levels, empty, out):
+    def dilate_rows(row_lo, row_hi, reach_rows, row_reach, reach, radius, value, dist_tab, floor_log2, levels, empty,
+                    out):
         H, W = radius.shape
         n_cols = dist_tab.shape[1]
         for ty in prange(row_lo, row_hi):
@@ -241,26 +253,26 @@ def _kernels():
                 if sy < 0 or sy >= H:
                     continue
                 ady = abs(dy)
-                for j in range(W):
-                    x = order[sy, j]
+                if row_reach[sy] < ady:
+                    continue
+                k_prev = 0
+                for x in range(W):
+                    if reach[sy, x] < ady:
+                        continue
                     r = radius[sy, x]
-                    if np.floor(r) < ady:
-                        break
-                    a = 0  # m = number of k with dist_tab[ady, k] <= r (>= 1 here)
-                    b = n_cols
-                    while a < b:
-                        mid = (a + b) >> 1
-                        if dist_tab[ady, mid] <= r:
-                            a = mid + 1
-                        else:
-                            b = mid
-                    m = a
+                    # m = number of k with dist_tab[ady, k] <= r (>= 1 here): walk from the previous source's
+                    # answer (neighbours have similar radii), exact
+                    k = k_prev
+                    while k + 1 < n_cols and dist_tab[ady, k + 1] <= r:
+                        k += 1
+                    while k > 0 and dist_tab[ady, k] > r:
+                        k -= 1
+                    m = k + 1
+                    k_prev = k
                     lo_x = max(x - (m - 1), 0)
                     hi_x = min(x + (m - 1), W - 1)
                     length = hi_x - lo_x + 1
-                    lev = 0
-                    while (2 << lev) <= length:
-                        lev += 1
+                    lev = floor_log2[length]
                     v = value[sy, x]
                     if v > table[lev, lo_x]:
                         table[lev, lo_x] = v
@@ -288,9 +300,9 @@ def _set_threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
-def _row_order(radius: torch.Tensor) -> np.ndarray:
-    """(H, W) int64: per row, the column indices sorted by radius, largest first (ties in raster order)."""
-    return torch.sort(radius, dim=1, descending=True, stable=True).indices.numpy()
+def _row_max(values: torch.Tensor) -> np.ndarray:
+    """(H,) the largest value of each row of (H, W) ``values`` (rows that reach nothing are skipped whole)."""
+    return values.amax(dim=1).contiguous().numpy()
 
 
 def _run_rows(kernel, H: int, args_before: tuple, args_after: tuple, progress, offset: int, total: int) -> None:
@@ -341,7 +353,7 @@ def scatter_fast_numba(
     pos_l, pos_r = left_flat + 0.5, right_flat + 0.5
     cell_l, cell_r = torch.floor(pos_l), torch.floor(pos_r)
     cover_l, cover_r = cell_l + 1 - pos_l, pos_r - cell_r
-    entry_cols = torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1], dim=1).to(torch.int64).numpy()
+    entry_cols = torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1], dim=1).to(torch.int32).numpy()
     entry_coef = (torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r], dim=1)
                   * height_flat.unsqueeze(1)).contiguous().numpy()
     base_radius = float(n_levels - 1) / LEVELS_PER_PX
@@ -362,7 +374,8 @@ def scatter_fast_numba(
         scale = torch.where(big, radius / base_radius, torch.ones_like(radius))
         win_y = min(math.floor(float(radius.max()) * ay) + 1, H - 1)
         out = np.empty((3, H, W), dtype=np.float32)
-        _run_rows(kernel, H, (win_y, _row_order(radius), reach.to(torch.int64).numpy(), premult, level.numpy(),
+        reach = reach.to(torch.int32)
+        _run_rows(kernel, H, (win_y, _row_max(reach), reach.numpy(), premult, level.numpy(),
                               big.numpy(), scale.numpy()), (*tables, out), sub, 0, H)
         return torch.from_numpy(out)
 
@@ -425,7 +438,7 @@ def scatter_exact_numba(
         else:
             edge_tab = torch.ones(1, 1)
         out = np.empty((3, H, W), dtype=np.float32)
-        _run_rows(kernel, H, (win_y, _row_order(radius), radius.numpy(), premult, thr.numpy(), lo.numpy()),
+        _run_rows(kernel, H, (win_y, _row_max(radius), radius.numpy(), premult, thr.numpy(), lo.numpy()),
                   (dist_tab.numpy(), edge_tab.to(torch.float32).contiguous().numpy(), polygon, out), sub, 0, H)
         return torch.from_numpy(out)
 
@@ -443,6 +456,9 @@ def dilate_defocus_numba(defocus_px: torch.Tensor) -> torch.Tensor:
     B, _, H, W = defocus_px.shape
     out = torch.empty(B, 1, H, W, dtype=torch.float32)
     levels = max(1, W.bit_length())
+    floor_log2 = np.zeros(W + 1, dtype=np.int64)
+    for j in range(1, levels + 1):
+        floor_log2[1 << (j - 1):] = j - 1
     for b in range(B):
         dfc = defocus_px[b, 0].detach().to("cpu", torch.float32).contiguous()
         radius = dfc.abs()
@@ -454,7 +470,8 @@ def dilate_defocus_numba(defocus_px: torch.Tensor) -> torch.Tensor:
         dist_tab = torch.sqrt(k.view(1, -1) * k.view(1, -1) + dy.view(-1, 1) * dy.view(-1, 1))  # float32
         value = torch.trunc(dfc).to(torch.int32)
         result = np.empty((H, W), dtype=np.int32)
-        _run_rows(kernel, H, (reach_rows, _row_order(radius), radius.numpy(), value.numpy(), dist_tab.numpy(),
-                              levels, -(2**31) + 1), (result,), None, 0, H)
+        reach = torch.floor(radius).to(torch.int32)
+        _run_rows(kernel, H, (reach_rows, _row_max(reach), reach.numpy(), radius.numpy(), value.numpy(), dist_tab.numpy(),
+                              floor_log2, levels, -(2**31) + 1), (result,), None, 0, H)
         out[b, 0] = torch.from_numpy(result).to(torch.float32)
     return out

@@ -173,6 +173,11 @@ def docs_images(scene: Scene, out: pathlib.Path) -> None:
     defocus = label(to_pil(defocus_preview(signed_defocus(scene.disparity, K, FAR))), "defocus (red near, blue far)")
     save(grid([classical, defocus, overlay], cols=3), out / "error_map_overlay.jpg")
 
+    # registry icon (pyproject [tool.comfy] Icon): hexagonal bokeh balls, square
+    image, disparity = night_lights(height=200, width=200, lights=14, seed=11)
+    icon = to_pil(render(image, disparity, NEAR, aperture=APERTURES["6 blades"](), k=SHAPE_K))
+    icon.save(out / "icon.png", optimize=True)
+
 
 # --- workflow thumbnails ----------------------------------------------------------------------------------
 

@@ -3,11 +3,13 @@
 Parts (run one or both):
 
 * ``speed``: 512x512, 1920x1080, 3840x2160 at K = 10, 30, 50 on a synthetic scene (smooth disparity ramp plus
-  structure: discs and bars, focus 0.5, gamma 4), modes exact and fast, against a baseline in the same process:
+  structure: discs and bars, focus 0.5, gamma 4), modes exact and fast with the numba backend (every size) and
+  the torch backend (``--torch-sizes``), against a baseline in the same process:
   a 16-layer depth-sliced Gaussian blend (what popular ComfyUI depth-of-field nodes do). Median wall time of
   ``--runs`` runs (fewer for the slowest cells: see ``--max-seconds`` and the runs column), and the peak resident memory of
   the process during the call (RSS sampled every 2 ms from /proc/self/statm by a thread; includes the
-  interpreter, torch and the inputs).
+  interpreter, torch and the inputs). The numba kernels are compiled / loaded from numba's cache by a warm-up
+  render on a tiny image before anything is timed (first-call compilation is not in the table).
 * ``psnr``: fast vs exact PSNR on the official demo inputs (inputs/{21,13,3}.jpg, 16-bit disparity min-max
   normalised, focus 0.35, gamma 4, K = 30, 45, 60), after ``**(1/gamma)`` and clamping to [0, 1].
 
@@ -145,27 +147,38 @@ def machine_line(threads: int) -> str:
 # ------------------------------------------------------------------------------------------------- parts
 def part_speed(args):
     sizes = {"512x512": (512, 512), "1920x1080": (1080, 1920), "3840x2160": (2160, 3840)}
+    warm_image, warm_disparity = synthetic_scene(16, 16)
+    for mode in ("fast", "exact"):  # compile or load the numba kernels before timing
+        render_classical(warm_image, signed_defocus(warm_disparity, 10, 0.5), mode=mode, backend="numba")
     print(f"\n### Speed ({machine_line(args.threads)})\n")
-    print("| size | K | baseline 16-layer (s) | fast (s) | fast / baseline | exact (s) | exact / baseline "
-          "| runs b/f/e | peak RSS fast / exact (GB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| size | K | baseline 16-layer (s) | fast torch (s) | fast numba (s) | fast torch / numba "
+          "| exact torch (s) | exact numba (s) | exact torch / numba | numba fast / exact vs baseline "
+          "| runs b/ft/fn/et/en | peak RSS numba fast / exact (GB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.sizes:
         h, w = sizes[name]
         image, disparity = synthetic_scene(h, w)
         for K in args.K:
             defocus = signed_defocus(disparity, K, 0.5)
+
+            def render(mode, backend):
+                return timed(lambda: render_classical(image, defocus, gamma=4.0, mode=mode, backend=backend),
+                             args.runs, args.max_seconds)
+
             tb, nb, _ = timed(lambda: layered_gaussian_baseline(image, defocus), args.runs, args.max_seconds)
-            tf, nf, mf = timed(lambda: render_classical(image, defocus, gamma=4.0, mode="fast"), args.runs,
-                               args.max_seconds)
-            if name in args.exact_sizes:
-                te, ne, me = timed(lambda: render_classical(image, defocus, gamma=4.0, mode="exact"), args.runs,
-                                   args.max_seconds)
-                exact_cols = f"{te:.2f} | {te / tb:.1f}x"
-                mem = f"{mf / 1e9:.2f} / {me / 1e9:.2f}"
+            tfn, nfn, mfn = render("fast", "numba")
+            ten, nen, men = render("exact", "numba")
+            if name in args.torch_sizes:
+                tft, nft, _ = render("fast", "torch")
+                tet, net, _ = render("exact", "torch")
+                torch_fast = f"{tft:.2f} | {tfn:.3f} | {tft / tfn:.0f}x"
+                torch_exact = f"{tet:.2f} | {ten:.3f} | {tet / ten:.0f}x"
             else:
-                ne, exact_cols, mem = 0, "not run | -", f"{mf / 1e9:.2f} / -"
-            print(f"| {name} | {K} | {tb:.2f} | {tf:.2f} | {tf / tb:.2f}x | {exact_cols} | {nb}/{nf}/{ne} | {mem} |",
-                  flush=True)
+                nft = net = 0
+                torch_fast = f"not run | {tfn:.3f} | -"
+                torch_exact = f"not run | {ten:.3f} | -"
+            print(f"| {name} | {K:g} | {tb:.2f} | {torch_fast} | {torch_exact} | {tfn / tb:.2f}x / {ten / tb:.2f}x "
+                  f"| {nb}/{nft}/{nfn}/{net}/{nen} | {mfn / 1e9:.2f} / {men / 1e9:.2f} |", flush=True)
     load = os.getloadavg()
     print(f"\nload average at end: {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
 
@@ -184,6 +197,7 @@ def load_demo(name: str):
 
 def part_psnr(args):
     print(f"\n### Fast vs exact on the official demo inputs ({machine_line(args.threads)})\n")
+    print(f"backend: {args.backend}\n")
     print("| input | size | K | PSNR fast vs exact (dB) | max abs diff | fast (s) | exact (s) |")
     print("|---|---|---|---|---|---|---|")
     for name in ("21", "13", "3"):
@@ -191,9 +205,9 @@ def part_psnr(args):
         for K in args.psnr_K:
             defocus = signed_defocus(disparity, K, 0.35)
             t0 = time.perf_counter()
-            fast = render_classical(image, defocus, gamma=4.0, mode="fast").bokeh.clamp(0, 1)
+            fast = render_classical(image, defocus, gamma=4.0, mode="fast", backend=args.backend).bokeh.clamp(0, 1)
             t1 = time.perf_counter()
-            exact = render_classical(image, defocus, gamma=4.0, mode="exact").bokeh.clamp(0, 1)
+            exact = render_classical(image, defocus, gamma=4.0, mode="exact", backend=args.backend).bokeh.clamp(0, 1)
             t2 = time.perf_counter()
             mse = float(((fast - exact) ** 2).mean())
             psnr = -10 * math.log10(max(mse, 1e-20))
@@ -207,7 +221,10 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", default=["512x512", "1920x1080", "3840x2160"])
-    parser.add_argument("--exact-sizes", nargs="+", default=["512x512", "1920x1080", "3840x2160"])
+    parser.add_argument("--torch-sizes", nargs="+", default=["512x512", "1920x1080"],
+                        help="sizes at which the torch backend is timed too (numba runs at every size)")
+    parser.add_argument("--backend", choices=["auto", "torch", "numba"], default="auto",
+                        help="backend of the psnr part")
     parser.add_argument("--K", nargs="+", type=float, default=[10, 30, 50])
     parser.add_argument("--psnr-K", nargs="+", type=float, default=[30, 45, 60])
     parser.add_argument("--max-seconds", type=float, default=60.0,

@@ -9,18 +9,23 @@ Compilation: the kernels are compiled with ``@njit(cache=True)``, so the first c
 or numba's user-wide cache directory when that is read-only); later processes load it in well under a second.
 
 Every kernel is a *gather over target rows*: ``prange`` over the rows ``ty`` of the output, each row keeping
-its own accumulators, and for each row the sources ``sy = ty - dy`` of the rows that can reach it. The sources
-of each row are pre-sorted by blur radius (descending), so the sources reaching offset ``dy`` are a prefix of
-that order and the loop stops at the first that does not. No two threads write the same memory (no races, no
-atomics) and the result does not depend on the number of threads.
+its own accumulators (a float64 difference array of width ``W + 1``, plus the rim cells for exact), and for
+each offset ``dy`` the sources of row ``sy = ty - dy`` in raster order, skipping those whose window does not
+reach ``|dy|`` (whole rows are skipped by their largest radius). No two threads write the same memory (no
+races, no atomics), the writes of one source row go left to right through the row's accumulators, and the
+result does not depend on the number of threads. Searches along a kernel row (run ends, dilation extents)
+start from the previous source's answer, since neighbouring pixels have similar radii.
 
 * :func:`scatter_fast_numba`: the same arithmetic as :mod:`.fast` (row-run tables of :func:`.fast.row_runs`,
   the same four difference-array writes per segment with the same float32 coefficients), accumulated in
   float64 (the torch path accumulates the difference array in float32 and prefix-sums in float64).
 * :func:`scatter_exact_numba`: the official kernel with the interior/rim split of :mod:`.exact` (same
   thresholds ``DELTA``, same tables): interior runs of profile 1 into a float64 difference array, rim cells
-  with the exact float32 profile (:meth:`Aperture.profile` for circle and polygon, anamorphic included),
-  accumulated in float64. Mask apertures are not handled here (the caller uses the torch path).
+  with the float32 profile of :meth:`Aperture.profile` (circle and polygon, anamorphic included) written as
+  ``1 / (1 + exp(-8*(edge - dist)))``, which equals ``0.5 + 0.5*tanh(4*(edge - dist))``; the scaled distance
+  and the polygon's ``edge / r`` are tabulated per offset ``(dy, dx)``. Accumulated in float64 (the official
+  kernel and the torch path accumulate the rim in float32). Mask apertures are not handled here (the caller
+  uses the torch path).
 * :func:`dilate_defocus_numba`: the official signed-max dilation (same algorithm and float32 distances as
   :mod:`.dilate`, a sparse table per target row).
 

@@ -204,11 +204,12 @@ def _choose_backend(backend: str, mode: str, aperture: Aperture, device: torch.d
         _log_once("render_classical: CPU backend numba (compiled kernels; the first call on a machine compiles)")
         return "numba"
     if device.type == "cpu":
-        _log_once("render_classical: CPU backend torch (install numba for a 10x+ faster classical renderer)")
+        _log_once("render_classical: CPU backend torch; 'pip install numba' makes the classical renderer 10x+ "
+                  "faster on CPU", level=logging.WARNING)
     return "torch"
 
 
-def _log_once(message: str) -> None:
+def _log_once(message: str, level: int = logging.INFO) -> None:
     if message not in _LOGGED:
         _LOGGED.add(message)
-        logger.info(message)
+        logger.log(level, message)

@@ -74,9 +74,16 @@ def run_stages(image, disparity, K, arnet, iunet, tile_size=None) -> dict:
     return times
 
 
-def bench_1080p(Ks, repeats: int) -> None:
+def networks(weights: str):
+    """Official-size networks with random weights (speed does not depend on the values), or the bundled ones."""
     torch.manual_seed(0)
-    arnet, iunet = ARNet().eval(), IUNet().eval()
+    if weights == "bundled":
+        return P.load_bundled_models("cpu")
+    return ARNet().eval(), IUNet().eval()
+
+
+def bench_1080p(Ks, repeats: int, weights: str = "official-size") -> None:
+    arnet, iunet = networks(weights)
     image, disparity = load_scene(1080, 1920)
     run_stages(image[..., :256, :256], disparity[..., :256, :256], 10.0, arnet, iunet)  # warm-up
     rows = []
@@ -85,7 +92,9 @@ def bench_1080p(Ks, repeats: int) -> None:
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         rows.append((K, med))
     stages = ["classical (fast)", "ARNet", "IUNet", "fusion", "neural (ARNet+IUNet+fusion)", "total"]
-    print(f"\n1920x1080, CPU, {torch.get_num_threads()} threads, median of {repeats} runs (seconds)\n")
+    widths = f"ARNet {arnet.conv0.conv.out_channels} ch, IUNet {iunet.conv0.conv.out_channels} ch"
+    print(f"\n1920x1080, CPU, {torch.get_num_threads()} threads, {weights} networks ({widths}), "
+          f"median of {repeats} runs (seconds)\n")
     print("| K | adapt scale s | IUNet passes | " + " | ".join(stages) + " | total / classical |")
     print("|---|---|---|" + "---|" * len(stages) + "---|")
     for K, med in rows:
@@ -116,12 +125,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--memory-4k", action="store_true", help="one 4K render at K=100 and its peak memory")
+    parser.add_argument("--weights", choices=("official-size", "bundled"), default="official-size",
+                        help="official-size random networks (default) or the bundled (narrower) trained ones")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_4k:
         bench_memory_4k(100.0)
     else:
-        bench_1080p(args.K, max(args.repeats, 3))
+        bench_1080p(args.K, max(args.repeats, 3), args.weights)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pathlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported lazily by the functions
+    import torch
 
 __all__ = ["read_image", "write_image"]
 

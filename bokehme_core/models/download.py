@@ -7,14 +7,12 @@ ends up under the final name. Nothing here runs at import time or without an exp
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pathlib
-import tempfile
-import urllib.error
-import urllib.request
 from typing import Callable
+
+from .._download import download_verified
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +29,6 @@ OFFICIAL_SHA256 = {
     "iunet": "6df927797a1657ba700410d43a9434f98268fe5888553d30ebb9f1fd7130a02d",
 }
 
-_CHUNK = 1 << 16
-
 
 class WeightsDownloadError(RuntimeError):
     """The download failed or produced a file that is not the expected network."""
@@ -43,14 +39,6 @@ def official_url(name: str) -> str:
     if name not in OFFICIAL_URLS:
         raise ValueError(f"name must be one of {sorted(OFFICIAL_URLS)}, got {name!r}")
     return OFFICIAL_URLS[name]
-
-
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_official(
@@ -87,50 +75,19 @@ def download_official(
         f"Download it by hand from {OFFICIAL_URLS[name]} (the checkpoints/ folder of "
         f"https://github.com/JuewenPeng/BokehMe) and save it as {target}"
     )
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WeightsDownloadError(f"cannot create the folder {dest_dir}: {exc}. {by_hand}") from exc
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest_dir)
-    tmp = pathlib.Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                request = urllib.request.Request(source, headers={"User-Agent": "bokehme-comfyui"})
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    total = int(response.headers.get("Content-Length") or 0)
-                    done = 0
-                    if progress is not None:
-                        progress(0, total)
-                    while True:
-                        chunk = response.read(_CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        done += len(chunk)
-                        if progress is not None:
-                            progress(done, total)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                raise WeightsDownloadError(f"could not download {source}: {reason}. {by_hand}") from exc
-            if total and done != total:
-                raise WeightsDownloadError(
-                    f"download of {source} stopped after {done} of {total} bytes. {by_hand}"
-                )
-        sha = _sha256(tmp)
+    def verify(path: pathlib.Path, sha: str) -> None:
         expected = OFFICIAL_SHA256.get(name)
         if expected is not None and sha != expected:
             raise WeightsDownloadError(
                 f"{source} has sha256 {sha}, expected {expected} (wrong or corrupted file). {by_hand}"
             )
         try:
-            (load_arnet if name == "arnet" else load_iunet)(tmp)
+            (load_arnet if name == "arnet" else load_iunet)(path)
         except (CheckpointError, FileNotFoundError) as exc:
             raise WeightsDownloadError(f"{source} is not a usable {name} checkpoint: {exc}. {by_hand}") from exc
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    sha = download_verified(source, target, verify=verify, by_hand=by_hand, error=WeightsDownloadError,
+                            progress=progress, timeout=timeout)
     logger.info("downloaded %s -> %s (sha256 %s)", source, target, sha)
     return target

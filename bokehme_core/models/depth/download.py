@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import tempfile
-import urllib.error
-import urllib.request
 from typing import Callable
+
+from ..._download import download_verified
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +33,6 @@ OFFICIAL_DEPTH_MODELS = {
     ),
 }
 
-_CHUNK = 1 << 20
 
 
 class DepthDownloadError(RuntimeError):
@@ -80,49 +78,19 @@ def download_depth_model(
         f"Without internet, download {official_depth_url(name)} on another machine and save it as {target} "
         f"(weights licence: {licence})"
     )
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DepthDownloadError(f"cannot create the folder {dest_dir}: {exc}. {by_hand}") from exc
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=dest_dir)
-    tmp = pathlib.Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                request = urllib.request.Request(source, headers={"User-Agent": "bokehme-comfyui"})
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    total = int(response.headers.get("Content-Length") or 0)
-                    done = 0
-                    if progress is not None:
-                        progress(0, total)
-                    logger.info("downloading %s (%s) from %s", display, licence, source)
-                    while True:
-                        chunk = response.read(_CHUNK)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        done += len(chunk)
-                        if progress is not None:
-                            progress(done, total)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                raise DepthDownloadError(f"could not download {display} from {source}: {reason}. {by_hand}") from exc
-        if total and done != total:
-            raise DepthDownloadError(f"download of {source} stopped after {done} of {total} bytes. {by_hand}")
-        # verify before the file gets its final name: it must load strictly as the expected network
-        tmp_named = tmp.with_name(tmp.name[: -len(".part")] + pathlib.Path(filename).suffix)
-        os.replace(tmp, tmp_named)
-        tmp = tmp_named
+    def verify(path: pathlib.Path, sha: str) -> None:
+        # it must load strictly as the expected network before it gets its final name
         try:
-            model = load_depth_model(tmp)
+            model = load_depth_model(path)
         except (DepthCheckpointError, FileNotFoundError) as exc:
             raise DepthDownloadError(f"the downloaded file is not {display}: {exc}. {by_hand}") from exc
         expected_variant = name.rsplit("_", 1)[-1]
         if model.variant != expected_variant:
             raise DepthDownloadError(f"the downloaded file is {model.variant}, expected {expected_variant}. {by_hand}")
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    logger.info("downloading %s (%s) from %s", display, licence, source)
+    sha = download_verified(source, target, verify=verify, by_hand=by_hand, error=DepthDownloadError,
+                            label=display, progress=progress, timeout=timeout)
+    logger.debug("%s sha256 %s", target.name, sha)
     logger.info("saved %s to %s", display, target)
     return target

@@ -7,6 +7,7 @@ and read back with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import pathlib
@@ -23,6 +24,9 @@ if str(ROOT) not in sys.path:
 
 #: Where runs live (``/runs/`` is git-ignored at the repository root).
 RUNS = ROOT / "runs"
+
+logger = logging.getLogger(__name__)
+
 DEFOCUS_SCALE = 10.0  # px per network defocus unit (official defocus_scale)
 
 
@@ -106,6 +110,22 @@ def load_checkpoint(path: pathlib.Path) -> dict | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def resume(run: pathlib.Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, width: int, lr: float) -> int:
+    """Load ``run/latest.pt`` into ``model`` and ``optimizer`` if it exists (strict), set ``lr``; return the step."""
+    step = 0
+    ckpt = load_checkpoint(run / "latest.pt")
+    if ckpt is not None:
+        if int(ckpt["width"]) != width:
+            raise SystemExit(f"checkpoint width {int(ckpt['width'])} != --width {width}; use another --run")
+        model.load_state_dict(ckpt["model"], strict=True)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step = int(ckpt["step"])
+        logger.info("resumed from step %d", step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return step
 
 
 def append_csv(path: pathlib.Path, row: dict) -> None:

@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import RUNS, ShardPool, append_csv, gradient_l1, load_checkpoint, network_inputs, plot_curves, psnr
+from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, plot_curves, psnr, resume
 from common import save_checkpoint
 
 from bokehme_core.models.arnet import ARNet
@@ -84,17 +84,7 @@ def main() -> None:
 
     model = ARNet(middle_channels=args.width)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    step = 0
-    ckpt = load_checkpoint(args.run / "latest.pt")
-    if ckpt is not None:
-        if int(ckpt["width"]) != args.width:
-            raise SystemExit(f"checkpoint width {int(ckpt['width'])} != --width {args.width}; use another --run")
-        model.load_state_dict(ckpt["model"], strict=True)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        step = int(ckpt["step"])
-        logger.info("resumed from step %d", step)
-    for group in optimizer.param_groups:
-        group["lr"] = args.lr
+    step = resume(args.run, model, optimizer, args.width, args.lr)
 
     pool = ShardPool(args.data)
     val_pool = ShardPool(args.val_data) if args.val_data.exists() else None

@@ -74,11 +74,16 @@ def metrics(pred: torch.Tensor, gt: torch.Tensor) -> tuple:
     return psnr, ssim
 
 
+METHODS = ("classical", "hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "slices16")
+
+
 class Methods:
-    def __init__(self, weights: pathlib.Path, official_iunet: pathlib.Path | None) -> None:
+    def __init__(self, weights: pathlib.Path, official_iunet: pathlib.Path | None, names=METHODS) -> None:
+        self.names = set(names) | {"classical"}
         self.arnet = load_arnet(weights / "arnet.safetensors")
         self.iunet = load_iunet(weights / "iunet.safetensors")
-        self.official_iunet = load_iunet(official_iunet) if official_iunet and official_iunet.exists() else None
+        wanted = "hybrid_ours_official_iunet" in self.names
+        self.official_iunet = load_iunet(official_iunet) if wanted and official_iunet and official_iunet.exists() else None
 
     def run(self, image, disparity, K, focus, aperture) -> dict:
         out = {}
@@ -87,18 +92,23 @@ class Methods:
         classical = render_classical(image, defocus, gamma=GAMMA, aperture=aperture, mode="exact")
         out["classical"] = classical.bokeh.clamp(0, 1)
         logger.debug("classical %.1f s", time.time() - t)
-        neural = render_neural(image, defocus, classical.dilated_defocus, gamma=GAMMA, arnet=self.arnet, iunet=self.iunet)
-        out["hybrid_ours"] = fuse(classical.bokeh, neural.bokeh, neural.error_map).clamp(0, 1)
-        out["neural_ours"] = neural.bokeh.clamp(0, 1)
-        analytic = analytic_error_map(disparity, K, focus)
-        out["hybrid_analytic"] = fuse(classical.bokeh, neural.bokeh, analytic).clamp(0, 1)
+        if self.names & {"hybrid_ours", "neural_ours", "hybrid_analytic"}:
+            neural = render_neural(
+                image, defocus, classical.dilated_defocus, gamma=GAMMA, arnet=self.arnet, iunet=self.iunet
+            )
+            out["hybrid_ours"] = fuse(classical.bokeh, neural.bokeh, neural.error_map).clamp(0, 1)
+            out["neural_ours"] = neural.bokeh.clamp(0, 1)
+            if "hybrid_analytic" in self.names:
+                analytic = analytic_error_map(disparity, K, focus)
+                out["hybrid_analytic"] = fuse(classical.bokeh, neural.bokeh, analytic).clamp(0, 1)
         if self.official_iunet is not None:
             mixed = render_neural(
                 image, defocus, classical.dilated_defocus, gamma=GAMMA, arnet=self.arnet, iunet=self.official_iunet
             )
             out["hybrid_ours_official_iunet"] = fuse(classical.bokeh, mixed.bokeh, mixed.error_map).clamp(0, 1)
-        out["slices16"] = layered_gaussian_baseline(image, defocus, gamma=GAMMA).clamp(0, 1)
-        return out
+        if "slices16" in self.names:
+            out["slices16"] = layered_gaussian_baseline(image, defocus, gamma=GAMMA).clamp(0, 1)
+        return {name: pred for name, pred in out.items() if name in self.names}
 
 
 def tensor_digest(path: pathlib.Path) -> str:
@@ -157,10 +167,12 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=1, help="every N-th bench_dev item (quick checks)")
     parser.add_argument("--json", type=pathlib.Path, default=ROOT / "runs" / "eval" / "quality.json")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="methods to evaluate (classical is always included: the reference row)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    methods = Methods(args.weights, args.official_iunet)
+    methods = Methods(args.weights, args.official_iunet, args.methods)
     results = {}
     with torch.inference_mode():
         for set_name in args.sets:

@@ -1,17 +1,24 @@
 """Train IUNet (paper section 3.2) on our synthetic shards; resumable from the latest checkpoint.
 
-IUNet refines a coarse bokeh at twice its resolution. The paper trains it with ARNet frozen (the coarse
-input is ARNet's output). Here, so that IUNet can train at the same time as ARNet on a 2-core machine, the
-coarse input is the ground truth at half resolution (area downsampling) degraded towards the classical
-render by a random amount (``coarse = lerp(gt_half, classical_half, u)``, u ~ U(0, 0.5), plus noise of
-std 0.01): IUNet learns to upsample a nearly-right coarse bokeh without trusting it blindly. This is a
-deliberate deviation from the paper (teacher forcing), recorded in weights/manifest.json.
+IUNet refines a coarse bokeh at twice its resolution. Two sources of the coarse input (``--coarse``):
+
+* ``arnet`` (the paper's recipe, recommended): the output of a frozen ARNet run the way the pipeline runs
+  it: on the sample reduced by a random adaptive scale ``s ~ U(s_min, --max-scale)`` (``s_min`` = the
+  pipeline's own scale, so that ARNet's defocus input stays in [-1, 1]), with its defocus divided by ``s``.
+  This covers every upsampling ratio IUNet sees at inference (``s = 1`` at K ~ 10 up to ~2.5 for the last
+  pass at larger K). ``--arnet`` names the frozen weights; with ``--arnet-reload-every N`` they are re-read
+  every N steps (so IUNet can follow an ARNet that is still training; the step of the ARNet weights used is
+  logged).
+* ``teacher`` (session-1 weights): the ground truth at half resolution (area downsampling) degraded towards
+  the classical render by a random amount (``coarse = lerp(gt_half, classical_half, u)``, u ~ U(0, 0.5),
+  plus noise of std 0.01), which lets IUNet train before any ARNet exists. It taught IUNet to trust its
+  coarse input more than a real ARNet output deserves.
 
 Loss: L1 + gradient-L1 against the ground truth, weighted by the pipeline's IUNet blend mask
 (``|dilated defocus| < 10 px``, blurred) + 0.05 (IUNet's output is only used where the mask is high).
 
 Usage:
-  nice -n 15 .venv/bin/python training/train_iunet.py --data runs/data/train --width 64 --steps 100000
+  nice -n 15 .venv/bin/python training/train_iunet.py --width 64 --arnet runs/arnet/latest.pt
 Stop any time; re-running resumes from ``--run``/latest.pt.
 """
 
@@ -29,8 +36,9 @@ import torch.nn.functional as F
 from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, plot_curves, resume
 from common import DEFOCUS_SCALE, save_checkpoint
 
+from bokehme_core.models.arnet import ARNet
 from bokehme_core.models.iunet import IUNet
-from bokehme_core.pipeline import blend_mask
+from bokehme_core.pipeline import blend_mask, lowres_size
 
 logger = logging.getLogger("train_iunet")
 
@@ -65,9 +73,38 @@ def coarse_input(batch: dict, generator: torch.Generator | None, degrade: bool) 
     return (gt_half * (1 - u) + classical_half * u + noise).clamp(0, 1)
 
 
-def losses(model: IUNet, batch: dict, generator: torch.Generator | None = None, degrade: bool = True) -> tuple:
+@torch.no_grad()
+def arnet_coarse(arnet: ARNet, image: torch.Tensor, defocus: torch.Tensor, gamma_norm, scale: float) -> torch.Tensor:
+    """ARNet's bokeh for (B, 3, H, W) ``image`` at adaptive scale ``scale`` (>= the pipeline's own scale),
+    resized exactly as :func:`bokehme_core.pipeline.arnet_stage` does; clamped to [0, 1e5] like it."""
+    if scale <= 1.0:
+        return arnet(image, defocus, gamma_norm)[0].clamp(0, 1e5)
+    size = lowres_size(*image.shape[-2:], scale)
+    image_lr = F.interpolate(image, size=size, mode="bilinear", align_corners=True)
+    defocus_lr = F.interpolate(defocus, size=size, mode="bilinear", align_corners=True) / scale
+    return arnet(image_lr, defocus_lr, gamma_norm)[0].clamp(0, 1e5)
+
+
+def pipeline_scale(defocus: torch.Tensor) -> float:
+    """The pipeline's adaptive scale for a batch of defocus maps in 10-px units."""
+    return max(float(defocus.abs().max()), 1.0)
+
+
+def losses(
+    model: IUNet,
+    batch: dict,
+    generator: torch.Generator | None = None,
+    degrade: bool = True,
+    arnet: ARNet | None = None,
+    scale: float | None = None,
+) -> tuple:
+    """Weighted L1 + gradient L1 of IUNet's refinement. The coarse input comes from ``arnet`` at ``scale``
+    (None = the pipeline's scale) when given, else from :func:`coarse_input`."""
     image, defocus, gamma_norm = network_inputs(batch)
-    coarse = coarse_input(batch, generator, degrade)
+    if arnet is not None:
+        coarse = arnet_coarse(arnet, image, defocus, gamma_norm, scale or pipeline_scale(defocus))
+    else:
+        coarse = coarse_input(batch, generator, degrade)
     refined = model(image, defocus.clamp(-1, 1), coarse, gamma_norm)
     weight = blend_mask(batch["dilated_px"] / DEFOCUS_SCALE) + 0.05
     gt = batch["gt"]
@@ -77,14 +114,28 @@ def losses(model: IUNet, batch: dict, generator: torch.Generator | None = None, 
 
 
 @torch.no_grad()
-def validate(model: IUNet, pool: ShardPool, indices: list) -> dict:
-    """PSNR inside the blend mask (> 0.5) of the refined result and of the bilinear upsampled coarse input."""
+def validate(model: IUNet, pool: ShardPool, indices: list, arnet: ARNet | None = None) -> dict:
+    """PSNR inside the blend mask (> 0.5) of the refined result and of the bilinear upsampled coarse input
+    (ARNet's output at the pipeline's scale with ``arnet``, else the half-resolution ground truth)."""
     model.eval()
     out = {"val_psnr_refined": 0.0, "val_psnr_bilinear": 0.0}
     for start in range(0, len(indices), 8):
         batch = pool.batch(indices[start : start + 8], augment=False)
-        _, _, refined, weight = losses(model, batch, degrade=False)
-        coarse = F.interpolate(coarse_input(batch, None, False), size=refined.shape[-2:], mode="bilinear")
+        if arnet is not None:  # one pipeline scale per sample, as render_bokehme does
+            parts = [pool.batch([i], augment=False) for i in indices[start : start + 8]]
+            results = [losses(model, p, arnet=arnet) for p in parts]
+            refined = torch.cat([r[2] for r in results])
+            weight = torch.cat([r[3] for r in results])
+            coarse = torch.cat([
+                F.interpolate(
+                    arnet_coarse(arnet, *network_inputs(p), pipeline_scale(network_inputs(p)[1])),
+                    size=refined.shape[-2:], mode="bilinear", align_corners=True,
+                )
+                for p in parts
+            ])
+        else:
+            _, _, refined, weight = losses(model, batch, degrade=False)
+            coarse = F.interpolate(coarse_input(batch, None, False), size=refined.shape[-2:], mode="bilinear")
         mask = (weight > 0.55).float()
         for i in range(refined.shape[0]):
             m = mask[i]
@@ -94,6 +145,24 @@ def validate(model: IUNet, pool: ShardPool, indices: list) -> dict:
                 out[key] += 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))).item() / len(indices)
     model.train()
     return out
+
+
+def load_frozen_arnet(path: pathlib.Path) -> tuple:
+    """(ARNet in eval mode with frozen parameters, its training step or -1) from a training checkpoint
+    (``latest.pt`` of train_arnet.py) or from exported weights (``.safetensors`` / ``.pth``)."""
+    from bokehme_core.models.checkpoints import load_arnet
+
+    if path.suffix == ".pt":
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        arnet = ARNet(middle_channels=int(ckpt["width"]))
+        arnet.load_state_dict(ckpt["model"], strict=True)
+        step = int(ckpt["step"])
+    else:
+        arnet, step = load_arnet(path), -1
+    arnet.eval()
+    for param in arnet.parameters():
+        param.requires_grad_(False)
+    return arnet, step
 
 
 def main() -> None:
@@ -110,6 +179,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--init", choices=["random", "identity"], default="identity",
                         help="identity: start as nearest upsampling of the coarse input (see identity_init)")
+    parser.add_argument("--init-from", type=pathlib.Path, default=None,
+                        help="start a new run from these IUNet weights (a train_iunet.py latest.pt or exported "
+                        "weights) instead of --init; ignored when the run resumes")
+    parser.add_argument("--coarse", choices=["arnet", "teacher"], default="arnet",
+                        help="coarse input: frozen ARNet output (paper) or degraded half-res ground truth")
+    parser.add_argument("--arnet", type=pathlib.Path, default=RUNS / "arnet" / "latest.pt",
+                        help="frozen ARNet for --coarse arnet: train_arnet.py latest.pt or exported weights")
+    parser.add_argument("--arnet-reload-every", type=int, default=0,
+                        help="re-read --arnet every N steps (0 = never): follow an ARNet still in training")
+    parser.add_argument("--max-scale", type=float, default=2.5,
+                        help="largest random adaptive scale for ARNet's input (--coarse arnet)")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--val-every", type=int, default=500)
     parser.add_argument("--ckpt-every", type=int, default=200)
@@ -123,7 +203,19 @@ def main() -> None:
     if args.init == "identity":
         identity_init(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    if args.init_from is not None and not (args.run / "latest.pt").exists():
+        if args.init_from.suffix == ".pt":
+            model.load_state_dict(torch.load(args.init_from, map_location="cpu", weights_only=True)["model"])
+        else:
+            from bokehme_core.models.checkpoints import load_iunet
+
+            model.load_state_dict(load_iunet(args.init_from).state_dict())
+        logger.info("new run initialised from %s", args.init_from)
     step = resume(args.run, model, optimizer, args.width, args.lr)
+    arnet, arnet_step = (None, "")
+    if args.coarse == "arnet":
+        arnet, arnet_step = load_frozen_arnet(args.arnet)
+        logger.info("frozen ARNet from %s (step %s)", args.arnet, arnet_step)
 
     pool = ShardPool(args.data)
     val_pool = ShardPool(args.val_data) if args.val_data.exists() else None
@@ -136,11 +228,17 @@ def main() -> None:
     while step < args.steps:
         if step % 100 == 0:
             pool.refresh()
+        if arnet is not None and args.arnet_reload_every and step % args.arnet_reload_every == 0:
+            arnet, arnet_step = load_frozen_arnet(args.arnet)
         rng = random.Random(args.seed * 1_000_003 + step)
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         indices = [rng.randrange(len(pool)) for _ in range(args.batch)]
         batch = pool.batch(indices, rng=rng, crop=args.crop)
-        total, parts, _, _ = losses(model, batch, generator)
+        scale = None
+        if arnet is not None:
+            s_min = pipeline_scale(network_inputs(batch)[1])
+            scale = s_min + rng.random() * max(args.max_scale - s_min, 0.0)
+        total, parts, _, _ = losses(model, batch, generator, arnet=arnet, scale=scale)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
@@ -149,10 +247,12 @@ def main() -> None:
             running[k] = running.get(k, 0.0) + v
         if step % args.log_every == 0:
             row = {"step": step, "time_s": round(time.time() - t0, 1), "samples": len(pool)}
+            if arnet is not None:
+                row["arnet_step"] = arnet_step
             row.update({k: round(v / args.log_every, 6) for k, v in running.items()})
             row.update({"val_psnr_refined": "", "val_psnr_bilinear": ""})
             if val_pool is not None and len(val_pool) and step % args.val_every == 0:
-                val = validate(model, val_pool, list(range(min(len(val_pool), 48))))
+                val = validate(model, val_pool, list(range(min(len(val_pool), 48))), arnet)
                 row.update({k: round(v, 3) for k, v in val.items()})
                 logger.info("step %d val %s", step, val)
             append_csv(args.run / "log.csv", row)

@@ -1,0 +1,83 @@
+"""The training scripts end to end on a tiny data set: data generation, ARNet, IUNet with a frozen ARNet,
+resuming, determinism and export. Subprocesses, as a user runs them (README: one command per stage)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TRAINING = ROOT / "training"
+
+
+def _run(script: str, *args, cwd=ROOT) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    result = subprocess.run(
+        [sys.executable, str(TRAINING / script), *map(str, args)],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _step(path: pathlib.Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("data")
+    _run("make_dataset.py", "--out", out, "--shards", 1, "--scenes-per-shard", 2, "--size", 40)
+    return out
+
+
+def test_make_dataset_writes_a_well_formed_shard(tiny_data):
+    (shard,) = sorted(tiny_data.glob("shard_*.npz"))
+    with np.load(shard) as z:
+        assert z["image"].shape == (4, 3, 40, 40)  # 2 scenes x 2 renders
+        assert z["disparity"].shape == z["dilated_px"].shape == z["error_target"].shape == (4, 1, 40, 40)
+        for key in ("image", "disparity", "gt", "classical", "error_target"):
+            values = z[key].astype(np.float32)
+            assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1, key
+        K, focus, gamma = z["params"].T
+        assert ((K >= 4) & (K <= 13)).all() and ((focus >= 0.05) & (focus <= 1)).all()
+        assert ((gamma >= 1) & (gamma <= 5)).all()
+
+
+def test_arnet_then_iunet_with_frozen_arnet_resume_and_export(tiny_data, tmp_path):
+    from bokehme_core.models.checkpoints import load_arnet, load_iunet
+
+    common = ["--data", tiny_data, "--val-data", tmp_path / "none", "--batch", 2, "--crop", 32,
+              "--log-every", 1, "--ckpt-every", 1, "--width", 8]
+    arnet_run, iunet_run = tmp_path / "arnet", tmp_path / "iunet"
+    _run("train_arnet.py", *common, "--run", arnet_run, "--steps", 2)
+    assert _step(arnet_run / "latest.pt") == 2
+    _run("train_arnet.py", *common, "--run", arnet_run, "--steps", 3)  # resumes: one more step
+    assert _step(arnet_run / "latest.pt") == 3
+    log = (arnet_run / "log.csv").read_text().splitlines()
+    assert log[0].startswith("step,") and [row.split(",")[0] for row in log[1:]] == ["1", "2", "3"]
+
+    iunet_args = [*common, "--coarse", "arnet", "--arnet", arnet_run / "latest.pt"]
+    result = _run("train_iunet.py", *iunet_args, "--run", iunet_run, "--steps", 2)
+    assert "frozen ARNet" in result.stderr and "(step 3)" in result.stderr
+    assert _step(iunet_run / "latest.pt") == 2
+    header = (iunet_run / "log.csv").read_text().splitlines()[0].split(",")
+    assert "arnet_step" in header
+
+    # determinism: the same command in a fresh run folder gives the same weights
+    again = tmp_path / "iunet_again"
+    _run("train_iunet.py", *iunet_args, "--run", again, "--steps", 2)
+    a = torch.load(iunet_run / "latest.pt", weights_only=True)["model"]
+    b = torch.load(again / "latest.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    out = tmp_path / "weights"
+    _run("export_weights.py", "--arnet-run", arnet_run, "--iunet-run", iunet_run, "--out", out)
+    assert load_arnet(out / "arnet.safetensors").conv0.conv.weight.shape[0] == 8
+    assert load_iunet(out / "iunet.safetensors").conv0.conv.weight.shape[0] == 8

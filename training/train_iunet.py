@@ -63,27 +63,6 @@ def identity_init(model: IUNet, scale: float = 0.1) -> None:
                 conv1.weight[c * 4 + k, c, 1, 1] = 1.0
 
 
-def detail_init(model: IUNet, scale: float = 0.1) -> None:
-    """:func:`identity_init` plus the image's own detail: body channels 3..14 carry ``image sub-pixel -
-    mean of its 2x2 cell`` (+1, so that ELU stays linear) and conv1 adds them back, so the network starts as
-    "upsampled coarse bokeh + full-resolution image detail" (right where the scene is in focus; training then
-    learns to attenuate the detail with the defocus). Needs ``middle_channels >= 15``."""
-    identity_init(model, scale)
-    if model.config.middle_channels < 15:
-        raise ValueError("detail init needs middle_channels >= 15")
-    with torch.no_grad():
-        conv0, conv1 = model.conv0.conv, model.conv1.conv
-        for c in range(3):
-            for k in range(4):
-                body = 3 + c * 4 + k
-                conv0.weight[body].zero_()
-                for k2 in range(4):
-                    conv0.weight[body, c * 4 + k2, 1, 1] = (1.0 if k2 == k else 0.0) - 0.25
-                conv0.bias[body] = 1.0
-                conv1.weight[c * 4 + k, body, 1, 1] = 1.0
-                conv1.bias[c * 4 + k] -= 1.0
-
-
 def coarse_input(batch: dict, generator: torch.Generator | None, degrade: bool) -> torch.Tensor:
     gt_half = F.interpolate(batch["gt"], scale_factor=0.5, mode="area")
     if not degrade:
@@ -198,9 +177,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--init", choices=["random", "identity", "detail"], default="identity",
-                        help="identity: start as nearest upsampling of the coarse input (see identity_init); "
-                        "detail: that plus the image's full-resolution detail (see detail_init)")
+    parser.add_argument("--init", choices=["random", "identity"], default="identity",
+                        help="identity: start as nearest upsampling of the coarse input (see identity_init)")
     parser.add_argument("--init-from", type=pathlib.Path, default=None,
                         help="start a new run from these IUNet weights (a train_iunet.py latest.pt or exported "
                         "weights) instead of --init; ignored when the run resumes")
@@ -224,8 +202,6 @@ def main() -> None:
     model = IUNet(middle_channels=args.width)
     if args.init == "identity":
         identity_init(model)
-    elif args.init == "detail":
-        detail_init(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     if args.init_from is not None and not (args.run / "latest.pt").exists():
         if args.init_from.suffix == ".pt":

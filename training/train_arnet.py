@@ -23,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, plot_curves, psnr, resume
+from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, plot_curves, psnr, resume, zero_blur
 from common import save_checkpoint
 
 from bokehme_core.models.arnet import ARNet
@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bce-weight", type=float, default=0.1, help="weight of BCE(E, E*) (paper: 0.1)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--p-zero", type=float, default=0.05,
+                        help="probability of turning a sample into a K = 0 (no blur) sample (common.zero_blur)")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--val-every", type=int, default=500)
     parser.add_argument("--ckpt-every", type=int, default=200)
@@ -100,7 +102,7 @@ def main() -> None:
             pool.refresh()
         rng = random.Random(args.seed * 1_000_003 + step)
         indices = [rng.randrange(len(pool)) for _ in range(args.batch)]
-        batch = pool.batch(indices, rng=rng, crop=args.crop)
+        batch = zero_blur(pool.batch(indices, rng=rng, crop=args.crop), rng, args.p_zero)
         total, parts, _, _ = losses(model, batch, args.bce_weight)
         optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -33,7 +33,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, plot_curves, resume
+from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, plot_curves, resume, zero_blur
 from common import DEFOCUS_SCALE, save_checkpoint
 
 from bokehme_core.models.arnet import ARNet
@@ -190,6 +190,8 @@ def main() -> None:
                         help="re-read --arnet every N steps (0 = never): follow an ARNet still in training")
     parser.add_argument("--max-scale", type=float, default=2.5,
                         help="largest random adaptive scale for ARNet's input (--coarse arnet)")
+    parser.add_argument("--p-zero", type=float, default=0.05,
+                        help="probability of turning a sample into a K = 0 (no blur) sample (common.zero_blur)")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--val-every", type=int, default=500)
     parser.add_argument("--ckpt-every", type=int, default=200)
@@ -233,7 +235,7 @@ def main() -> None:
         rng = random.Random(args.seed * 1_000_003 + step)
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         indices = [rng.randrange(len(pool)) for _ in range(args.batch)]
-        batch = pool.batch(indices, rng=rng, crop=args.crop)
+        batch = zero_blur(pool.batch(indices, rng=rng, crop=args.crop), rng, args.p_zero)
         scale = None
         if arnet is not None:
             s_min = pipeline_scale(network_inputs(batch)[1])

@@ -81,3 +81,27 @@ def test_arnet_then_iunet_with_frozen_arnet_resume_and_export(tiny_data, tmp_pat
     _run("export_weights.py", "--arnet-run", arnet_run, "--iunet-run", iunet_run, "--out", out)
     assert load_arnet(out / "arnet.safetensors").conv0.conv.weight.shape[0] == 8
     assert load_iunet(out / "iunet.safetensors").conv0.conv.weight.shape[0] == 8
+
+
+def test_zero_blur_turns_samples_into_sharp_identities():
+    import importlib.util
+    import random
+
+    spec = importlib.util.spec_from_file_location("training_common", TRAINING / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    generator = torch.Generator().manual_seed(0)
+    batch = {key: torch.rand(64, c, 8, 8, generator=generator) for key, c in
+             (("image", 3), ("gt", 3), ("classical", 3), ("dilated_px", 1), ("error_target", 1), ("disparity", 1))}
+    batch["params"] = torch.tensor([[10.0, 0.5, 2.2]]).repeat(64, 1)
+    before = {k: v.clone() for k, v in batch.items()}
+    common.zero_blur(batch, random.Random(3), 0.25)
+    zeroed = batch["params"][:, 0] == 0
+    assert 5 <= int(zeroed.sum()) <= 30  # about a quarter of 64
+    assert torch.equal(batch["gt"][zeroed], batch["image"][zeroed])
+    assert torch.equal(batch["classical"][zeroed], batch["image"][zeroed])
+    assert not batch["dilated_px"][zeroed].any() and not batch["error_target"][zeroed].any()
+    _, defocus, _ = common.network_inputs(batch)
+    assert not defocus[zeroed].any()
+    for key in before:  # the other samples are untouched
+        assert torch.equal(batch[key][~zeroed], before[key][~zeroed]), key

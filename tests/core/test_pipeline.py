@@ -362,8 +362,9 @@ def test_cuda_matches_cpu(fixture_inputs, nets):
 def test_shipped_bundled_weights_render_sensibly():
     """The shipped weights on a held-out synthetic scene with thin-lens ground truth (seed of
     bench/eval_quality.py's synthetic set, never trained on): finite, in [0, 1], the neural result close to
-    the ground truth and the fused result within 1.5 dB of the classical one (seeded random weights: neural
-    7.3 dB, fused 13.5 dB); K = 0 returns (nearly) the image."""
+    the ground truth and the fused result not worse than the classical one (bundled weights of session 2:
+    neural 30.4 dB, fused 32.7 dB, classical 31.9 dB; seeded random weights: neural 7.3 dB, fused 13.5 dB);
+    K = 0 returns the image (51.0 dB; 37.0 dB before the networks saw K = 0 samples)."""
     import math
 
     from bokehme_core.synth.lens import render_layers
@@ -381,7 +382,7 @@ def test_shipped_bundled_weights_render_sensibly():
     assert 0 <= float(result.bokeh.min()) and float(result.bokeh.max()) <= 1
     assert 0 <= float(result.error_map.min()) and float(result.error_map.max()) <= 1
     p_classical, p_hybrid, p_neural = psnr(result.classical, gt), psnr(result.bokeh, gt), psnr(result.neural, gt)
-    assert p_neural > 26.0, (p_neural, p_classical)
-    assert p_hybrid > p_classical - 1.5, (p_hybrid, p_classical)
+    assert p_neural > 28.0, (p_neural, p_classical)
+    assert p_hybrid > p_classical - 0.25, (p_hybrid, p_classical)
     still = P.render_bokehme(scene.image, scene.disparity, K=0.0, focus=0.5, gamma=2.2)
-    assert psnr(still.bokeh, scene.image.clamp(0, 1)) > 35
+    assert psnr(still.bokeh, scene.image.clamp(0, 1)) > 45

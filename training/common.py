@@ -115,6 +115,18 @@ def network_inputs(batch: dict) -> tuple:
     return batch["image"], defocus, (gamma - 1.0) / 4.0
 
 
+def pick_device(name: str) -> torch.device:
+    """``auto`` = the CUDA GPU when there is one, else the CPU; ``cuda`` without one is an error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: this torch sees no CUDA GPU (torch.cuda.is_available() is False); "
+                         "use --device cpu or auto")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise SystemExit(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
 def save_checkpoint(path: pathlib.Path, state: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)

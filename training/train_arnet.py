@@ -23,8 +23,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, plot_curves, psnr, resume, zero_blur
-from common import save_checkpoint
+from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, pick_device, plot_curves, psnr
+from common import resume, save_checkpoint, zero_blur
 
 from bokehme_core.models.arnet import ARNet
 
@@ -46,10 +46,11 @@ def losses(model: ARNet, batch: dict, bce_weight: float = 0.1) -> tuple:
 
 @torch.no_grad()
 def validate(model: ARNet, pool: ShardPool, indices: list) -> dict:
+    device = next(model.parameters()).device
     model.eval()
     out = {"val_psnr_classical": 0.0, "val_psnr_fused": 0.0, "val_psnr_neural": 0.0}
     for start in range(0, len(indices), 8):
-        batch = pool.batch(indices[start : start + 8], augment=False)
+        batch = pool.batch(indices[start : start + 8], device=device, augment=False)
         _, _, fused, neural = losses(model, batch)
         n = len(indices[start : start + 8])
         for i in range(n):
@@ -72,7 +73,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bce-weight", type=float, default=0.1, help="weight of BCE(E, E*) (paper: 0.1)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    parser.add_argument("--device", default="auto", help="auto (CUDA GPU if there is one), cpu or cuda[:N]")
     parser.add_argument("--p-zero", type=float, default=0.05,
                         help="probability of turning a sample into a K = 0 (no blur) sample (common.zero_blur)")
     parser.add_argument("--log-every", type=int, default=25)
@@ -84,7 +86,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     args.run.mkdir(parents=True, exist_ok=True)
 
-    model = ARNet(middle_channels=args.width)
+    device = pick_device(args.device)
+    model = ARNet(middle_channels=args.width).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     step = resume(args.run, model, optimizer, args.width, args.lr)
 
@@ -102,7 +105,7 @@ def main() -> None:
             pool.refresh()
         rng = random.Random(args.seed * 1_000_003 + step)
         indices = [rng.randrange(len(pool)) for _ in range(args.batch)]
-        batch = zero_blur(pool.batch(indices, rng=rng, crop=args.crop), rng, args.p_zero)
+        batch = zero_blur(pool.batch(indices, device, rng=rng, crop=args.crop), rng, args.p_zero)
         total, parts, _, _ = losses(model, batch, args.bce_weight)
         optimizer.zero_grad(set_to_none=True)
         total.backward()

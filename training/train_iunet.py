@@ -39,8 +39,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, plot_curves, resume, zero_blur
-from common import DEFOCUS_SCALE, save_checkpoint
+from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, pick_device, plot_curves, resume
+from common import DEFOCUS_SCALE, save_checkpoint, zero_blur
 
 from bokehme_core.models.arnet import ARNet
 from bokehme_core.models.iunet import IUNet
@@ -74,8 +74,8 @@ def coarse_input(batch: dict, generator: torch.Generator | None, degrade: bool) 
     if not degrade:
         return gt_half
     classical_half = F.interpolate(batch["classical"], scale_factor=0.5, mode="area")
-    u = torch.rand(gt_half.shape[0], 1, 1, 1, generator=generator) * 0.5
-    noise = torch.randn(gt_half.shape, generator=generator) * 0.01
+    u = (torch.rand(gt_half.shape[0], 1, 1, 1, generator=generator) * 0.5).to(gt_half.device)
+    noise = (torch.randn(gt_half.shape, generator=generator) * 0.01).to(gt_half.device)
     return (gt_half * (1 - u) + classical_half * u + noise).clamp(0, 1)
 
 
@@ -123,12 +123,13 @@ def losses(
 def validate(model: IUNet, pool: ShardPool, indices: list, arnet: ARNet | None = None) -> dict:
     """PSNR inside the blend mask (> 0.5) of the refined result and of the bilinear upsampled coarse input
     (ARNet's output at the pipeline's scale with ``arnet``, else the half-resolution ground truth)."""
+    device = next(model.parameters()).device
     model.eval()
     out = {"val_psnr_refined": 0.0, "val_psnr_bilinear": 0.0}
     for start in range(0, len(indices), 8):
-        batch = pool.batch(indices[start : start + 8], augment=False)
+        batch = pool.batch(indices[start : start + 8], device=device, augment=False)
         if arnet is not None:  # one pipeline scale per sample, as render_bokehme does
-            parts = [pool.batch([i], augment=False) for i in indices[start : start + 8]]
+            parts = [pool.batch([i], device=device, augment=False) for i in indices[start : start + 8]]
             results = [losses(model, p, arnet=arnet) for p in parts]
             refined = torch.cat([r[2] for r in results])
             weight = torch.cat([r[3] for r in results])
@@ -153,7 +154,7 @@ def validate(model: IUNet, pool: ShardPool, indices: list, arnet: ARNet | None =
     return out
 
 
-def load_frozen_arnet(path: pathlib.Path) -> tuple:
+def load_frozen_arnet(path: pathlib.Path, device: torch.device | str = "cpu") -> tuple:
     """(ARNet in eval mode with frozen parameters, its training step or -1) from a training checkpoint
     (``latest.pt`` of train_arnet.py) or from exported weights (``.safetensors`` / ``.pth``)."""
     from bokehme_core.models.checkpoints import load_arnet
@@ -165,7 +166,7 @@ def load_frozen_arnet(path: pathlib.Path) -> tuple:
         step = int(ckpt["step"])
     else:
         arnet, step = load_arnet(path), -1
-    arnet.eval()
+    arnet.to(device).eval()
     for param in arnet.parameters():
         param.requires_grad_(False)
     return arnet, step
@@ -182,7 +183,8 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=80)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    parser.add_argument("--device", default="auto", help="auto (CUDA GPU if there is one), cpu or cuda[:N]")
     parser.add_argument("--init", choices=["random", "identity"], default="identity",
                         help="identity: start as nearest upsampling of the coarse input (see identity_init)")
     parser.add_argument("--init-from", type=pathlib.Path, default=None,
@@ -220,10 +222,12 @@ def main() -> None:
 
             model.load_state_dict(load_iunet(args.init_from).state_dict())
         logger.info("new run initialised from %s", args.init_from)
+    device = pick_device(args.device)
+    model.to(device)  # keeps the Parameter objects the optimizer holds
     step = resume(args.run, model, optimizer, args.width, args.lr)
     arnet, arnet_step = (None, "")
     if args.coarse == "arnet":
-        arnet, arnet_step = load_frozen_arnet(args.arnet)
+        arnet, arnet_step = load_frozen_arnet(args.arnet, device)
         logger.info("frozen ARNet from %s (step %s)", args.arnet, arnet_step)
 
     pool = ShardPool(args.data)
@@ -238,11 +242,11 @@ def main() -> None:
         if step % 100 == 0:
             pool.refresh()
         if arnet is not None and args.arnet_reload_every and step % args.arnet_reload_every == 0:
-            arnet, arnet_step = load_frozen_arnet(args.arnet)
+            arnet, arnet_step = load_frozen_arnet(args.arnet, device)
         rng = random.Random(args.seed * 1_000_003 + step)
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         indices = [rng.randrange(len(pool)) for _ in range(args.batch)]
-        batch = zero_blur(pool.batch(indices, rng=rng, crop=args.crop), rng, args.p_zero)
+        batch = zero_blur(pool.batch(indices, device, rng=rng, crop=args.crop), rng, args.p_zero)
         scale = None
         if arnet is not None:
             s_min = pipeline_scale(network_inputs(batch)[1])

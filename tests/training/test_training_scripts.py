@@ -84,12 +84,9 @@ def test_arnet_then_iunet_with_frozen_arnet_resume_and_export(tiny_data, tmp_pat
 
 
 def test_zero_blur_turns_samples_into_sharp_identities():
-    import importlib.util
     import random
 
-    spec = importlib.util.spec_from_file_location("training_common", TRAINING / "common.py")
-    common = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(common)
+    common = _common()
     generator = torch.Generator().manual_seed(0)
     batch = {key: torch.rand(64, c, 8, 8, generator=generator) for key, c in
              (("image", 3), ("gt", 3), ("classical", 3), ("dilated_px", 1), ("error_target", 1), ("disparity", 1))}
@@ -105,3 +102,33 @@ def test_zero_blur_turns_samples_into_sharp_identities():
     assert not defocus[zeroed].any()
     for key in before:  # the other samples are untouched
         assert torch.equal(batch[key][~zeroed], before[key][~zeroed]), key
+
+
+def _common():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("training_common", TRAINING / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pick_device():
+    common = _common()
+    assert common.pick_device("cpu") == torch.device("cpu")
+    assert common.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(SystemExit, match="--device must be auto, cpu or cuda"):
+        common.pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA GPU .* use --device cpu or auto"):
+            common.pick_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_runs_on_cuda(tiny_data, tmp_path):
+    common = ["--data", tiny_data, "--val-data", tmp_path / "none", "--batch", 2, "--crop", 32,
+              "--width", 8, "--device", "cuda", "--steps", 2]
+    _run("train_arnet.py", *common, "--run", tmp_path / "arnet")
+    _run("train_iunet.py", *common, "--run", tmp_path / "iunet", "--coarse", "arnet",
+         "--arnet", tmp_path / "arnet" / "latest.pt")
+    assert _step(tmp_path / "iunet" / "latest.pt") == 2

@@ -70,6 +70,30 @@ def _kernels():
 
     f32 = np.float32
 
+    @njit(cache=True, fastmath=False)
+    def resolve_row(diff, acc, ty, out):
+        """Output row ``ty``: the running sum of the difference array ``diff`` (W + 1, 4) plus the directly
+        accumulated ``acc`` (W, 4; zero rows = none), divided by its weight channel."""
+        with_acc = acc.shape[0] > 0
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        for x in range(out.shape[2]):
+            s0 += diff[x, 0]
+            s1 += diff[x, 1]
+            s2 += diff[x, 2]
+            s3 += diff[x, 3]
+            if with_acc:
+                w = s3 + acc[x, 3]
+                out[0, ty, x] = (s0 + acc[x, 0]) / w
+                out[1, ty, x] = (s1 + acc[x, 1]) / w
+                out[2, ty, x] = (s2 + acc[x, 2]) / w
+            else:
+                out[0, ty, x] = s0 / s3
+                out[1, ty, x] = s1 / s3
+                out[2, ty, x] = s2 / s3
+
     @njit(cache=True, fastmath=False, parallel=True)
     def fast_rows(row_lo, row_hi, win_y, row_reach, reach, premult, level, big, scale, entry_cols, entry_coef,
                   left_flat, right_flat, height_flat, n_rows, n_runs, half_rows, out):
@@ -77,6 +101,7 @@ def _kernels():
         one = f32(1.0)
         half = f32(0.5)
         level_stride = n_rows * n_runs
+        no_acc = np.zeros((0, 4), dtype=np.float64)
         for ty in prange(row_lo, row_hi):
             diff = np.zeros((W + 1, 4), dtype=np.float64)
             for dy in range(-win_y, win_y + 1):
@@ -144,18 +169,7 @@ def _kernels():
                                 diff[col, 1] += p1 * coef
                                 diff[col, 2] += p2 * coef
                                 diff[col, 3] += p3 * coef
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            s3 = 0.0
-            for x in range(W):
-                s0 += diff[x, 0]
-                s1 += diff[x, 1]
-                s2 += diff[x, 2]
-                s3 += diff[x, 3]
-                out[0, ty, x] = s0 / s3
-                out[1, ty, x] = s1 / s3
-                out[2, ty, x] = s2 / s3
+            resolve_row(diff, no_acc, ty, out)
 
     @njit(cache=True, fastmath=False, parallel=True)
     def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, thr, lo, dist_tab, edge_tab, polygon, out):
@@ -232,19 +246,7 @@ def _kernels():
                             acc[tx, 1] += p1 * prof
                             acc[tx, 2] += p2 * prof
                             acc[tx, 3] += p3 * prof
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            s3 = 0.0
-            for x in range(W):
-                s0 += diff[x, 0]
-                s1 += diff[x, 1]
-                s2 += diff[x, 2]
-                s3 += diff[x, 3]
-                w = s3 + acc[x, 3]
-                out[0, ty, x] = (s0 + acc[x, 0]) / w
-                out[1, ty, x] = (s1 + acc[x, 1]) / w
-                out[2, ty, x] = (s2 + acc[x, 2]) / w
+            resolve_row(diff, acc, ty, out)
 
     @njit(cache=True, fastmath=False, parallel=True)
     def dilate_rows(row_lo, row_hi, reach_rows, row_reach, reach, radius, value, dist_tab, floor_log2, levels, empty,

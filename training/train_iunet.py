@@ -43,6 +43,7 @@ from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, pic
 from common import DEFOCUS_SCALE, save_checkpoint, zero_blur
 
 from bokehme_core.models.arnet import ARNet
+from bokehme_core.models.blocks import resize_bilinear
 from bokehme_core.models.iunet import IUNet
 from bokehme_core.pipeline import blend_mask, lowres_size
 
@@ -105,7 +106,11 @@ def losses(
     scale: float | None = None,
 ) -> tuple:
     """Weighted L1 + gradient L1 of IUNet's refinement. The coarse input comes from ``arnet`` at ``scale``
-    (None = the pipeline's scale) when given, else from :func:`coarse_input`."""
+    (None = the pipeline's scale) when given, else from :func:`coarse_input`.
+
+    Returns:
+        ``(total loss, {part: float}, refined, loss weight, coarse input)``.
+    """
     image, defocus, gamma_norm = network_inputs(batch)
     if arnet is not None:
         coarse = arnet_coarse(arnet, image, defocus, gamma_norm, scale or pipeline_scale(defocus))
@@ -116,33 +121,27 @@ def losses(
     gt = batch["gt"]
     l_l1 = ((refined - gt).abs() * weight).mean()
     l_grad = gradient_l1(refined, gt, weight)
-    return l_l1 + l_grad, {"l_l1": l_l1.item(), "l_grad": l_grad.item()}, refined, weight
+    return l_l1 + l_grad, {"l_l1": l_l1.item(), "l_grad": l_grad.item()}, refined, weight, coarse
 
 
 @torch.no_grad()
 def validate(model: IUNet, pool: ShardPool, indices: list, arnet: ARNet | None = None) -> dict:
-    """PSNR inside the blend mask (> 0.5) of the refined result and of the bilinear upsampled coarse input
-    (ARNet's output at the pipeline's scale with ``arnet``, else the half-resolution ground truth)."""
+    """PSNR inside the blend mask (> 0.5) of the refined result and of the coarse input upsampled the way the
+    pipeline does outside the mask (bilinear, align_corners=True; session-1 logs used align_corners=False for
+    the teacher-forced baseline): ARNet's output at the pipeline's scale with ``arnet``, else the
+    half-resolution ground truth."""
     device = next(model.parameters()).device
     model.eval()
     out = {"val_psnr_refined": 0.0, "val_psnr_bilinear": 0.0}
     for start in range(0, len(indices), 8):
         batch = pool.batch(indices[start : start + 8], device=device, augment=False)
-        if arnet is not None:  # one pipeline scale per sample, as render_bokehme does
-            parts = [pool.batch([i], device=device, augment=False) for i in indices[start : start + 8]]
-            results = [losses(model, p, arnet=arnet) for p in parts]
-            refined = torch.cat([r[2] for r in results])
-            weight = torch.cat([r[3] for r in results])
-            coarse = torch.cat([
-                F.interpolate(
-                    arnet_coarse(arnet, *network_inputs(p), pipeline_scale(network_inputs(p)[1])),
-                    size=refined.shape[-2:], mode="bilinear", align_corners=True,
-                )
-                for p in parts
-            ])
-        else:
-            _, _, refined, weight = losses(model, batch, degrade=False)
-            coarse = F.interpolate(coarse_input(batch, None, False), size=refined.shape[-2:], mode="bilinear")
+        # with ARNet, one pipeline scale per sample, as render_bokehme does
+        n = batch["image"].shape[0]
+        groups = [slice(j, j + 1) for j in range(n)] if arnet is not None else [slice(0, n)]
+        results = [losses(model, {k: v[g] for k, v in batch.items()}, degrade=False, arnet=arnet) for g in groups]
+        refined = torch.cat([r[2] for r in results])
+        weight = torch.cat([r[3] for r in results])
+        coarse = torch.cat([resize_bilinear(r[4], refined.shape[-2:]) for r in results])
         mask = (weight > 0.55).float()
         for i in range(refined.shape[0]):
             m = mask[i]
@@ -251,7 +250,7 @@ def main() -> None:
         if arnet is not None:
             s_min = pipeline_scale(network_inputs(batch)[1])
             scale = s_min + rng.random() * max(args.max_scale - s_min, 0.0)
-        total, parts, _, _ = losses(model, batch, generator, arnet=arnet, scale=scale)
+        total, parts, *_ = losses(model, batch, generator, arnet=arnet, scale=scale)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()

@@ -1,24 +1,27 @@
 """Analytic error map of the classical scatter renderer (BokehMe paper, section 3.1, Eq. 2 and Eq. 5).
 
-The classical scatter renderer has no depth ordering, so it is wrong near depth edges where a blurred
-object in front of the focal plane partially occludes something that is blurred less (or blurred the
-other way): the real lens shows the background through the semi-transparent foreground blur, the scatter
-renderer cannot. BokehMe marks those pixels with an error map E in [0, 1] (1 = do not trust the classical
+The classical scatter renderer has no depth ordering, so it is wrong near depth edges whose two sides are
+blurred differently: where a blurred object in front partially occludes something that is blurred less, the
+real lens shows the background through the semi-transparent foreground blur and the scatter renderer cannot;
+where a sharp (or less blurred) subject stands in front of a blurred background, the scatter renderer
+spreads the background over the subject's edge (a halo) that the lens would hide. BokehMe marks those pixels with an error map E in [0, 1] (1 = do not trust the classical
 result) and fuses ``classical * (1 - E) + neural * E``. ARNet predicts E; this module computes the
 analytic map from disparity alone. It is the training target of ARNet (paper Eq. 5, ``E*``) and a
 network-free error map for the ``BokehMeAnalyticErrorMap`` node.
 
 Definitions used here (signed blur radii in pixels, ``r = K * (disparity - focus)``, positive = nearer
-than the focal plane, as everywhere in this package). For a pixel ``p`` and another pixel ``q`` at
-distance ``dist(p, q)``:
+than the focal plane, as everywhere in this package; only their magnitudes enter the formula). For a pixel
+``p`` and another pixel ``q`` at distance ``dist(p, q)``:
 
 * ``alpha = dist(p, q) / max(|r_p|, |r_q|)``: distance in units of the larger blur radius;
-* ``beta = min(r_p, r_q) / max(r_p, r_q)`` with the **signed** radii: the nearer of the two has the larger
-  signed radius, so ``beta = r_back / r_front``. ``beta < 0``: the two lie on opposite sides of the focal
-  plane; ``0 <= beta < 1``: both in front, the front one blurrier; ``beta >= 1`` (or ``max(r_p, r_q) <= 0``):
-  both at or behind the focal plane, where the scatter renderer's ``1 / (r^2 + 0.2)`` weights keep the
-  sharper front object on top: no error (the paper's "E* = 0 where beta > 1"; equal radii, beta = 1, is
-  also error-free here, so that a constant disparity map gives exactly 0);
+* ``beta = min(|r_p|, |r_q|) / max(|r_p|, |r_q|)`` from the **absolute** radii (paper Eq. 4: "the ratio of
+  the smaller and the larger blur radius of the two pixels"). The paper's Fig. 6 fixes this reading:
+  background at disparity 0, foreground at 0.2, refocused at 0 / 0.2 / 0.5 / 1 gives beta = 0 / 0 / 0.6 /
+  0.8, so a sharp subject over a blurred background (the portrait case, refocus 0.2) is an error region as
+  much as a blurred foreground over a sharp background: the scatter renderer spreads the background over
+  the sharp subject's edge (halo). ``beta`` is in [0, 1]. Pairs with equal ``|r|`` (beta = 1: the same
+  disparity, or mirror images about the focal plane; Eq. 5 would give about 0.0013) and pairs where both
+  radii are 0 are set to exactly 0, so K = 0 or a constant disparity map gives an all-zero map;
 * Eq. 5 (``variant="eq5"``): ``E*(p, q) = max(0, 1 - alpha^delta1) * (0.5 + 0.5 * tanh(10 * (delta2 - beta)))``
   with ``delta1 = 4``, ``delta2 = 2/3``;
 * Eq. 2 (``variant="eq2"``), the hard indicator that Eq. 5 smooths: ``E(p, q) = 1`` if ``alpha < 1`` and
@@ -75,29 +78,28 @@ def pairwise_error(
 
     Args:
         dist: distance between p and q in pixels (>= 0), a number or a tensor broadcastable to the radii.
-        radius_p, radius_q: signed blur radii in pixels (positive = nearer than the focal plane), same shape.
+        radius_p, radius_q: signed blur radii in pixels (positive = nearer than the focal plane), same shape;
+            only their magnitudes matter (beta = min(|r_p|, |r_q|) / max(|r_p|, |r_q|), paper Eq. 4).
         variant: "eq5" (smooth, the ARNet training target E*) or "eq2" (hard 0/1 indicator).
         delta1: exponent of alpha in Eq. 5 (paper: 4).
         delta2: beta threshold (paper: 2/3).
 
     Returns:
-        tensor of the radii's shape, values in [0, 1].
+        tensor of the radii's shape, values in [0, 1]; 0 where ``|r_p| == |r_q|`` (no edge) or both are 0.
     """
-    front = torch.maximum(radius_p, radius_q)
-    back = torch.minimum(radius_p, radius_q)
-    largest = torch.maximum(radius_p.abs(), radius_q.abs())
-    # Only pairs with a blurred object in front of the focal plane can be wrong (max(r_p, r_q) > 0).
-    has_front_blur = front > 0
-    safe_front = torch.where(has_front_blur, front, torch.ones_like(front))
-    beta = back / safe_front
-    valid = has_front_blur & (beta < 1.0)
-    alpha = dist / torch.where(largest > 0, largest, torch.ones_like(largest))
+    abs_p, abs_q = radius_p.abs(), radius_q.abs()
+    largest = torch.maximum(abs_p, abs_q)
+    has_blur = largest > 0
+    safe_largest = torch.where(has_blur, largest, torch.ones_like(largest))
+    beta = torch.minimum(abs_p, abs_q) / safe_largest  # paper Eq. 4, absolute radii: in [0, 1]
+    alpha = dist / safe_largest
     if variant == "eq2":
         err = ((alpha < 1.0) & (beta < delta2)).to(radius_p.dtype)
     else:
         falloff = (1.0 - alpha.pow(delta1)).clamp_min(0.0)
         err = falloff * (0.5 + 0.5 * torch.tanh(_TANH_SLOPE * (delta2 - beta)))
-    return torch.where(valid & (largest > 0), err, torch.zeros_like(err))
+    # Same radius (same disparity, or the image's own pixel): no edge, no error; no blur at all: no error.
+    return torch.where(has_blur & (abs_p != abs_q), err, torch.zeros_like(err))
 
 
 def analytic_error_map(
@@ -126,7 +128,9 @@ def analytic_error_map(
 
     Returns:
         (B, 1, H, W) float tensor in [0, 1] (dtype and device of ``disparity``), 1 = classical result wrong.
-        All zero when K = 0, when the disparity is constant, or when nothing is in front of the focal plane.
+        All zero when K = 0 or when the disparity is constant (equal radii everywhere). Non-zero around
+        every depth edge whose two sides are blurred differently, whichever side is in front (a sharp
+        subject over a blurred background included: paper Eq. 4 / Fig. 6).
     """
     check_disparity(disparity)
     check_finite(disparity, "disparity")
@@ -149,8 +153,8 @@ def analytic_error_map(
     batch, _, height, width = disparity.shape
     radius = K * (disparity.to(torch.float32) - focus_t.view(-1, 1, 1, 1))
     max_radius = float(radius.abs().max()) if K > 0 else 0.0
-    if max_radius <= 0.0 or float(radius.max()) <= 0.0:
-        # Nothing blurred in front of the focal plane: the scatter renderer is right everywhere.
+    if max_radius <= 0.0:
+        # No blur anywhere: the scatter renderer returns the image, which is right everywhere.
         return torch.zeros_like(disparity, dtype=out_dtype)
 
     # Coarser grid when the radius exceeds max_work_radius, or when the pair count would exceed the budget:

@@ -53,9 +53,57 @@ def test_zero_for_K_zero():
     assert float(analytic_error_map(_two_layer(), 0.0, 0.0).max()) == 0.0
 
 
-def test_zero_when_everything_is_behind_the_focal_plane():
-    # In-focus near object over a blurred background (beta > 1): the scatter renderer is right.
-    assert float(analytic_error_map(_two_layer(), 8.0, 1.0).max()) == 0.0
+# Paper Fig. 6: background at disparity 0, foreground at 0.2, refocused at d_f: (beta, edge value at alpha = 0).
+_FIG6 = [(0.0, 0.0, 1.0), (0.2, 0.0, 1.0), (0.5, 0.6, 0.79), (1.0, 0.8, 0.065)]
+
+
+@pytest.mark.parametrize("focus, beta, edge", _FIG6)
+def test_paper_fig6_beta_and_edge_value(focus, beta, edge):
+    K = 20.0
+    r_back = torch.tensor([K * (0.0 - focus)])
+    r_front = torch.tensor([K * (0.2 - focus)])
+    # beta from absolute radii (Eq. 4)
+    got_beta = float(torch.minimum(r_back.abs(), r_front.abs()) / torch.maximum(r_back.abs(), r_front.abs()))
+    assert got_beta == pytest.approx(beta, abs=1e-6)
+    # Eq. 5 at alpha = 0 (on the edge): 0.5 + 0.5 tanh(10 (2/3 - beta)), the paper's 1.0 / 1.0 / 0.79 / 0.065
+    at_edge = float(pairwise_error(0.0, r_back, r_front))
+    assert at_edge == pytest.approx(edge, abs=0.006)
+    assert at_edge == pytest.approx(0.5 + 0.5 * math.tanh(10 * (2 / 3 - beta)), abs=1e-6)
+    assert float(pairwise_error(0.0, r_front, r_back)) == at_edge  # symmetric
+    # Eq. 2: hard indicator, 1 where beta < 2/3
+    assert float(pairwise_error(0.0, r_back, r_front, variant="eq2")) == (1.0 if beta < 2 / 3 else 0.0)
+
+
+@pytest.mark.parametrize("focus, beta, edge", _FIG6)
+def test_paper_fig6_map_band_ends_at_the_larger_radius(focus, beta, edge):
+    # Two-layer map (foreground 0.2 on the left, background 0 on the right), K = 20: the band reaches
+    # max(|r_front|, |r_back|) px from the edge on both sides and is zero beyond it; the pixels beside the
+    # edge (alpha = 1 / largest) carry the Eq. 5 value.
+    K, width = 20.0, 64
+    d = torch.zeros(1, 1, 8, width)
+    d[..., : width // 2] = 0.2
+    e = analytic_error_map(d, K, focus, max_work_radius=32)[0, 0, 4]
+    largest = K * max(abs(0.2 - focus), abs(focus))
+    edge_col = width // 2  # first background column; its nearest foreground pixel is 1 px away
+    expected = (1 - (1 / largest) ** 4) * (0.5 + 0.5 * math.tanh(10 * (2 / 3 - beta)))
+    assert float(e[edge_col]) == pytest.approx(expected, abs=1e-5)
+    assert float(e[edge_col - 1]) == pytest.approx(expected, abs=1e-5)
+    reach = int(math.ceil(largest))
+    assert float(e[: edge_col - 1 - reach].max()) == 0.0
+    assert float(e[edge_col + reach :].max()) == 0.0
+    assert float(e[edge_col + reach - 2]) > 0.0
+
+
+def test_sharp_subject_over_blurred_background_is_an_error_region():
+    # The portrait case (near half in focus, far half blurred; beta = 0): the old signed-radius map gave 0.
+    e = analytic_error_map(_two_layer(), 8.0, 1.0, max_work_radius=16)[0, 0, 12]
+    assert float(e[23]) > 0.95 and float(e[24]) > 0.95
+    assert float(e[: 24 - 9].max()) == 0.0 and float(e[24 + 8 :].max()) == 0.0
+
+
+def test_equal_radii_on_both_sides_of_the_focal_plane_give_zero():
+    # |r| equal (beta = 1): no error by definition, the same as a constant disparity.
+    assert float(analytic_error_map(_two_layer(), 8.0, 0.5).max()) == 0.0
 
 
 def test_band_around_blurred_foreground_on_both_sides():

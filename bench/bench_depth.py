@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from bokehme_core.models.depth import build_model  # noqa: E402
+from bokehme_core.depth import build_model  # noqa: E402
 
 
 def _time(fn, runs: int, device: torch.device) -> float:

@@ -34,8 +34,8 @@ from bokehme_core import render_classical  # noqa: E402
 from bokehme_core.defocus import signed_defocus  # noqa: E402
 from bokehme_core.disparity import load_disparity, normalize_disparity  # noqa: E402
 from bokehme_core.fusion import fuse  # noqa: E402
-from bokehme_core.models.arnet import ARNet  # noqa: E402
-from bokehme_core.models.iunet import IUNet  # noqa: E402
+from bokehme_core.neural.arnet import ARNet  # noqa: E402
+from bokehme_core.neural.iunet import IUNet  # noqa: E402
 
 OFFICIAL = ROOT.parent / "shared" / "bokehme_official"
 
@@ -78,7 +78,9 @@ def networks(weights: str):
     """Official-size networks with random weights (speed does not depend on the values), or the bundled ones."""
     torch.manual_seed(0)
     if weights == "bundled":
-        return P.load_bundled_models("cpu")
+        from bokehme_core.weights import load_bundled_models
+
+        return load_bundled_models("cpu")
     return ARNet().eval(), IUNet().eval()
 
 

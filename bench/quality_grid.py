@@ -31,8 +31,8 @@ from make_docs_images import grid, label, save, to_pil  # noqa: E402
 
 from bokehme_core import Aperture, render_classical, signed_defocus  # noqa: E402
 from bokehme_core.fusion import fuse  # noqa: E402
-from bokehme_core.models.checkpoints import load_arnet, load_iunet  # noqa: E402
-from bokehme_core.pipeline import render_neural  # noqa: E402
+from bokehme_core.weights import load_arnet, load_iunet  # noqa: E402
+from bokehme_core.neural.stages import render_neural  # noqa: E402
 
 DEFAULT_IDS = ("scene_00/gt_K20_df0.9_circle", "scene_01/gt_K30_df0.1_circle")
 ZOOM = 192

@@ -18,53 +18,48 @@ side effects.
 
 from __future__ import annotations
 
-import importlib
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it, in pipeline order
 _PUBLIC = {
-    # classical renderer
-    "Aperture": "aperture",
-    "render_classical": "scatter",
-    "ClassicalResult": "scatter",
-    # defocus, focus, disparity
-    "signed_defocus": "defocus",
-    "focus_from_point": "focus",
-    "focus_from_mask": "focus",
+    # disparity estimation and preparation
+    "load_depth_model": "depth",
     "load_disparity": "disparity",
+    "prepare_disparity": "disparity",
     "normalize_disparity": "disparity",
     "depth_to_disparity": "disparity",
     "repair_nonfinite": "disparity",
     "deband": "disparity",
-    "read_image": "image_io",
-    "write_image": "image_io",
+    # focus, defocus, highlights
+    "focus_from_point": "focus",
+    "focus_from_mask": "focus",
+    "signed_defocus": "defocus",
     "apply_highlight": "defocus",
-    # error map and fusion
+    "render_inputs": "defocus",
+    # classical renderer
+    "Aperture": "aperture",
+    "render_classical": "scatter",
+    "ClassicalResult": "scatter",
+    # neural renderer
+    "ARNet": "neural",
+    "IUNet": "neural",
+    "render_neural": "neural",
+    # weights
+    "load_arnet": "weights",
+    "load_iunet": "weights",
+    "load_bundled_models": "weights",
+    "CheckpointError": "weights",
+    # error map, fusion, the whole pipeline
     "analytic_error_map": "error_map",
     "fuse": "fusion",
-    # neural renderer and pipeline
-    "ARNet": "models.arnet",
-    "IUNet": "models.iunet",
-    "load_arnet": "models.checkpoints",
-    "load_iunet": "models.checkpoints",
     "render_bokehme": "pipeline",
     "BokehMeResult": "pipeline",
-    # disparity estimation
-    "load_depth_model": "models.depth",
+    # files
+    "read_image": "image_io",
+    "write_image": "image_io",
 }
 
-__all__ = sorted(_PUBLIC) + ["__version__"]
-
-
-def __getattr__(name: str):
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bokehme_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _PUBLIC)
+__all__ = [*__all__, "__version__"]

@@ -10,27 +10,54 @@ import torch
 
 from ._checks import check_disparity, check_focus, check_image, check_range, check_same_spatial
 
-__all__ = ["signed_defocus", "apply_highlight"]
+__all__ = ["signed_defocus", "apply_highlight", "render_inputs", "MAX_K", "lift_highlights"]
 
 #: Largest K accepted anywhere: a blur radius of 2000 px is already far beyond any real lens at 4K.
 MAX_K = 2000.0
 
 
-def signed_defocus(disparity: torch.Tensor, K: float, focus) -> torch.Tensor:
+def signed_defocus(
+    disparity: torch.Tensor,
+    K: float,
+    focus,
+    *,
+    focus_range: float = 0.0,
+    near_scale: float = 1.0,
+    far_scale: float = 1.0,
+) -> torch.Tensor:
     """Signed defocus in pixels, ``K * (disparity - focus)``.
+
+    With a focus range (lens character, :class:`bokehme_core.aperture.Lens`) the band
+    ``|disparity - focus| <= focus_range / 2`` stays fully sharp (defocus 0) and the blur grows from the band's
+    edges at the usual rate, scaled separately in front of and behind it:
+    ``K * near_scale * (e - focus_range/2)`` for ``e = disparity - focus > focus_range/2`` (nearer),
+    ``K * far_scale * (e + focus_range/2)`` for ``e < -focus_range/2`` (farther). The defaults give exactly
+    ``K * (disparity - focus)``.
 
     Args:
         disparity: (B, 1, H, W) in [0, 1], 1 = near.
         K: blur radius in pixels per unit disparity, ``0 <= K <= 2000``.
         focus: in-focus disparity in [0, 1]: a number, or one per image (sequence or tensor of shape (B,)).
+        focus_range: width of the sharp band in disparity units, in [0, 1] (0 = a focus plane).
+        near_scale: blur growth in front of the band relative to K, in [0, 10].
+        far_scale: blur growth behind the band relative to K, in [0, 10].
 
     Returns:
         (B, 1, H, W) float tensor, pixels, positive = nearer than focus.
     """
     check_disparity(disparity)
     K = check_range(K, "K", 0.0, MAX_K)
+    focus_range = check_range(focus_range, "focus_range", 0.0, 1.0)
+    near_scale = check_range(near_scale, "near_scale", 0.0, 10.0)
+    far_scale = check_range(far_scale, "far_scale", 0.0, 10.0)
     f = check_focus(focus, disparity.shape[0]).to(disparity.device, disparity.dtype)
-    return K * (disparity - f.view(-1, 1, 1, 1))
+    offset = disparity - f.view(-1, 1, 1, 1)
+    if focus_range == 0.0 and near_scale == 1.0 and far_scale == 1.0:
+        return K * offset
+    half = focus_range / 2.0
+    near = torch.clamp(offset - half, min=0.0) * (K * near_scale)
+    far = torch.clamp(offset + half, max=0.0) * (K * far_scale)
+    return near + far
 
 
 def apply_highlight(
@@ -69,3 +96,83 @@ def apply_highlight(
     m1 = torch.tanh(200.0 * ((defocus_px / K) ** 2 - 0.01)).clamp(0, 1)
     m2 = torch.tanh(10.0 * (image - threshold)).clamp(0, 1)
     return image * (1.0 + strength * m1 * m2)
+
+
+def lift_highlights(
+    image: torch.Tensor,
+    threshold: float = 0.9,
+    gain: float = 4.0,
+    *,
+    softness: float = 0.05,
+) -> torch.Tensor:
+    """Lift clipped lights in linear light, so that they render as bright bokeh balls (lens character).
+
+    An 8-bit photo clips every light at 1.0, while real lights are 2-10x brighter; blurred, they come out dim.
+    Per pixel, with ``v`` = the largest of the three sRGB channels,
+    ``m = smoothstep(threshold - softness, threshold + softness, v)`` (0 below, 1 above the threshold), every
+    channel is decoded to linear light (sRGB curve), multiplied by ``1 + (gain - 1) * m`` and encoded back
+    (the same curve, extended above 1). Colour ratios in linear light are kept. ``gain = 1`` returns ``image``
+    itself. The official boost (:func:`apply_highlight`) stays available as the ``highlight`` preset of the
+    renderers.
+
+    Args:
+        image: (B, 3, H, W) sRGB in [0, 1].
+        threshold: sRGB level at which lifting starts, in [0, 1] (0.9: nearly clipped lights).
+        gain: linear-light gain of the pixels above the threshold, in [1, 50].
+        softness: half width of the smooth transition around the threshold, in [0, 0.5].
+
+    Returns:
+        (B, 3, H, W) sRGB-encoded; values above 1 are lights brighter than white (render, then clamp).
+    """
+    check_image(image)
+    threshold = check_range(threshold, "highlight_threshold", 0.0, 1.0)
+    gain = check_range(gain, "highlight_gain", 1.0, 50.0)
+    softness = check_range(softness, "softness", 0.0, 0.5)
+    if gain == 1.0:
+        return image
+    value = image.amax(dim=1, keepdim=True)
+    if softness > 0:
+        t = ((value - (threshold - softness)) / (2 * softness)).clamp(0, 1)
+        mask = t * t * (3 - 2 * t)
+    else:
+        mask = (value >= threshold).to(image.dtype)
+    linear = _srgb_to_linear(image.clamp(min=0.0))
+    return _linear_to_srgb(linear * (1.0 + (gain - 1.0) * mask))
+
+
+def _srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp(min=0.0031308) ** (1 / 2.4) - 0.055)
+
+
+def render_inputs(
+    image: torch.Tensor,
+    disparity: torch.Tensor,
+    K: float,
+    focus,
+    *,
+    highlight: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What every renderer starts from: the signed defocus and the image after the optional highlight boost.
+
+    The one place where the pipeline, the node pack and the CLI turn (image, disparity, K, focus, highlight)
+    into the inputs of the classical and neural renderers.
+
+    Args:
+        image: (B, 3, H, W) sRGB in [0, 1].
+        disparity: (B or 1, 1, H, W) in [0, 1], 1 = near.
+        K: blur radius in px per unit disparity, in [0, 2000].
+        focus: in-focus disparity in [0, 1]: a number or one per image ((B,) tensor or sequence).
+        highlight: apply the official highlight boost (:func:`apply_highlight`).
+
+    Returns:
+        ``(image, defocus_px)``: (B, 3, H, W) (values may exceed 1 with ``highlight``) and the signed defocus
+        (B or 1, 1, H, W) in px, positive = nearer than focus.
+    """
+    defocus_px = signed_defocus(disparity, K, focus)
+    if highlight:
+        image = apply_highlight(image, defocus_px, K)
+    return image, defocus_px

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ._checks import check_choice, check_disparity, check_range
 
-__all__ = ["load_disparity", "normalize_disparity", "depth_to_disparity", "repair_nonfinite", "deband"]
+__all__ = ["load_disparity", "prepare_disparity", "normalize_disparity", "depth_to_disparity", "repair_nonfinite", "deband"]
 
 logger = logging.getLogger(__name__)
 
@@ -290,3 +290,82 @@ def deband(disparity: torch.Tensor, *, levels: int = 255, sigma: float = 2.0) ->
     # smooth neighbourhood through the blur
     debanded = d + torch.minimum(torch.maximum(blurred - d, -step), step)
     return torch.where(smooth_region, debanded, d)
+
+
+#: tolerance of the [0, 1] check of a map that is not normalised
+_RANGE_TOLERANCE = 1e-6
+
+
+def prepare_disparity(
+    raw: torch.Tensor,
+    *,
+    mode: str = "disparity",
+    normalize: bool = True,
+    low_pct: float = 0.0,
+    high_pct: float = 100.0,
+    batch_stable: bool = False,
+    invert: bool = False,
+    repair: bool = True,
+    deband_8bit: bool = False,
+    size: tuple | None = None,
+    resize: bool = False,
+    what: str = "disparity",
+    option_names: dict | None = None,
+) -> torch.Tensor:
+    """The one path from any raw depth / disparity map to BokehMe disparity: (B,1,H,W) in [0, 1], 1 = near.
+
+    Used by the disparity nodes, the CLI and the depth models (:meth:`bokehme_core.depth.DepthModel.estimate`).
+    Steps, in order, each an explicit option:
+
+    1. ``size``: when the map is not ``size`` = (H, W): resized bilinearly if ``resize``, else ValueError;
+    2. ``repair``: NaN/inf filled from their surroundings (:func:`repair_nonfinite`, logged); without it
+       non-finite values raise ValueError;
+    3. ``deband_8bit``: the staircase of 8-bit maps smoothed (:func:`deband`);
+    4. ``mode``: ``"disparity"`` (larger = nearer, unchanged), ``"inverted"`` (depth, larger = farther,
+       inverted linearly) or ``"metric"`` (metric depth, ``1 / depth``; depth <= 0 is repaired or raises);
+    5. ``normalize``: min-max (or ``low_pct`` / ``high_pct`` percentile) range to [0, 1], per image or, with
+       ``batch_stable``, one range for the whole batch (video without flicker); ``invert`` flips near and far.
+       Without ``normalize`` the map must already lie in [0, 1] (ValueError otherwise; ``invert`` = ``1 - d``).
+
+    Args:
+        raw: (B, 1, H, W) float map.
+        what: the argument's name in error messages.
+        option_names: how the caller exposes the options ``"repair"``, ``"normalize"`` and ``"resize"``, for
+            error messages (e.g. ``{"resize": "--resize-disparity"}``); default: the keyword arguments.
+
+    Returns:
+        (B, 1, H, W) float32 in [0, 1], 1 = near.
+    """
+    check_disparity(raw, what)
+    names = {"repair": "repair=True", "normalize": "normalize=True",
+             "resize": "resize it to the image first, or pass resize=True (bilinear)", **(option_names or {})}
+    check_choice(mode, "mode", ("metric", "inverted", "disparity"))
+    d = raw.to(torch.float32)
+    if size is not None and tuple(d.shape[-2:]) != tuple(size):
+        if not resize:
+            raise ValueError(
+                f"{what} is {d.shape[-1]}x{d.shape[-2]} px but the image is {size[1]}x{size[0]} px (WxH): "
+                f"{names['resize']}"
+            )
+        d = F.interpolate(d, size=tuple(size), mode="bilinear", align_corners=False)
+    if repair:
+        d, _ = repair_nonfinite(d)
+    elif not torch.isfinite(d).all():
+        raise ValueError(f"{what} holds NaN/inf values: fill them from their surroundings ({names['repair']}) or fix the map")
+    if deband_8bit:
+        d = deband(d, levels=255)
+    d = depth_to_disparity(d, mode)
+    if mode == "metric":
+        if repair:
+            d, _ = repair_nonfinite(d)  # depth <= 0 became NaN
+        elif not torch.isfinite(d).all():
+            raise ValueError(f"{what} holds depth <= 0, which has no disparity: fill it from its surroundings ({names['repair']})")
+    if normalize:
+        return normalize_disparity(d, low_pct=low_pct, high_pct=high_pct, batch_stable=batch_stable, invert=invert)
+    if invert:
+        d = 1.0 - d
+    lo, hi = float(d.min()), float(d.max())
+    if lo < -_RANGE_TOLERANCE or hi > 1 + _RANGE_TOLERANCE:
+        raise ValueError(f"{what} spans [{lo:.4g}, {hi:.4g}] but BokehMe needs disparity in [0, 1]: normalise it "
+                         f"({names['normalize']})")
+    return d.clamp(0.0, 1.0)

@@ -181,3 +181,23 @@ def list_model_files(kind: str, exts=(".safetensors", ".pth", ".pt")) -> list:
             if p.is_file() and p.suffix.lower() in exts:
                 found.setdefault(p.relative_to(d).as_posix(), p)
     return sorted(found.items())
+
+
+def official_weights_path(name: str, node: str):
+    """The official weights file ``name`` (a key of ``bokehme_core.weights.PROVENANCE``) in its model folders
+    (:func:`model_dirs`), downloaded into the first folder with ComfyUI's progress bar if it is missing.
+
+    ``node`` (the node's display name) starts the error message of a failed download."""
+    from ..bokehme_core.weights import PROVENANCE, WeightsDownloadError, download_weights
+
+    source = PROVENANCE[name]
+    dirs = model_dirs("bokehme_depth" if source.network == "depth" else "bokehme")
+    for folder in dirs:
+        if (folder / source.filename).is_file():
+            return folder / source.filename
+    logger.info("BokehMe: %s not found in %s, downloading", source.filename, [str(d) for d in dirs])
+    bar = progress_callback(100)
+    try:
+        return download_weights(name, dirs[0], progress=lambda d, t: bar(d * 100 // t if t else 0, 100))
+    except WeightsDownloadError as exc:
+        raise RuntimeError(f"{node}: {exc}; then run the workflow again.") from exc

@@ -9,12 +9,7 @@ import logging
 
 import torch
 
-from ..bokehme_core.models.depth import (
-    OFFICIAL_DEPTH_MODELS,
-    DepthCheckpointError,
-    DepthDownloadError,
-    load_depth_model,
-)
+from ..bokehme_core.depth import DepthCheckpointError, load_depth_model
 from . import _comfy
 
 logger = logging.getLogger(__name__)
@@ -32,26 +27,6 @@ _OUTPUTS = ("disparity 0..1", "raw network output")
 def _model_choices() -> list:
     files = [name for name, _ in _comfy.list_model_files("bokehme_depth")]
     return files + list(_DOWNLOAD_CHOICES)
-
-
-def _official_path(name: str):
-    """The official file in the depth model folders, downloaded into the first folder if missing."""
-    _, _, filename, _ = OFFICIAL_DEPTH_MODELS[name]
-    dirs = _comfy.model_dirs("bokehme_depth")
-    for folder in dirs:
-        if (folder / filename).is_file():
-            return folder / filename
-    bar = _comfy.progress_callback(100)
-    try:
-        return _download(name, dirs[0], progress=lambda d, t: bar(d * 100 // t if t else 0, 100))
-    except DepthDownloadError as exc:
-        raise RuntimeError(f"BokehMe Depth Model Loader: {exc}; then run the workflow again.") from exc
-
-
-def _download(name, folder, progress):
-    from ..bokehme_core.models.depth import download_depth_model
-
-    return download_depth_model(name, folder, progress=progress)
 
 
 class BokehMeDepthModelLoader:
@@ -85,7 +60,7 @@ class BokehMeDepthModelLoader:
 
     def load(self, model):
         if model in _DOWNLOAD_CHOICES:
-            path = _official_path(_DOWNLOAD_CHOICES[model])
+            path = _comfy.official_weights_path(_DOWNLOAD_CHOICES[model], "BokehMe Depth Model Loader")
         else:
             found = dict(_comfy.list_model_files("bokehme_depth"))
             if model not in found:

@@ -31,43 +31,13 @@ def _outputs(disparity: torch.Tensor):
     return _comfy.bchw_to_image(disparity), _comfy.b1hw_to_mask(disparity)
 
 
-def convert_map(
-    raw: torch.Tensor,
-    *,
-    mode: str,
-    normalize: bool,
-    low_pct: float,
-    high_pct: float,
-    batch_stable: bool,
-    invert: bool,
-    repair: bool,
-    deband_8bit: bool,
-) -> torch.Tensor:
-    """The conversion shared by the disparity nodes: (B,1,H,W) raw map -> disparity in [0,1], 1 = near."""
-    if deband_8bit:
-        raw = core_disparity.deband(core_disparity.repair_nonfinite(raw)[0] if repair else raw, levels=255)
-    if repair:
-        raw, _ = core_disparity.repair_nonfinite(raw)
-    elif not torch.isfinite(raw).all():
-        raise ValueError(
-            "the depth/disparity map holds NaN/inf values: enable 'repair_nan' on this node to fill them from "
-            "their surroundings"
-        )
-    disparity = core_disparity.depth_to_disparity(raw, _MODES[mode])
-    if repair:
-        disparity, _ = core_disparity.repair_nonfinite(disparity)  # depth <= 0 became NaN in metric mode
-    if normalize:
-        return core_disparity.normalize_disparity(
-            disparity, low_pct=low_pct, high_pct=high_pct, batch_stable=batch_stable, invert=invert
-        )
-    if invert:
-        disparity = 1.0 - disparity
-    lo, hi = float(disparity.min()), float(disparity.max())
-    if lo < -1e-6 or hi > 1 + 1e-6:
-        raise ValueError(
-            f"the map spans [{lo:.4g}, {hi:.4g}] but BokehMe needs disparity in [0, 1]: enable 'normalize'"
-        )
-    return disparity.clamp(0, 1)
+def convert_map(raw: torch.Tensor, *, mode: str, repair: bool, deband_8bit: bool, **options) -> torch.Tensor:
+    """(B,1,H,W) raw map -> disparity in [0,1], 1 = near: the core's one preparation path
+    (:func:`bokehme_core.disparity.prepare_disparity`) with this node's option names in its messages."""
+    return core_disparity.prepare_disparity(
+        raw, mode=_MODES[mode], repair=repair, deband_8bit=deband_8bit, **options,
+        option_names={"repair": "enable 'repair_nan' on this node", "normalize": "enable 'normalize' on this node"},
+    )
 
 
 _CONVERT_OPTIONS = {

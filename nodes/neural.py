@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import torch
 
 from ..bokehme_core import pipeline as core_pipeline
-from ..bokehme_core.defocus import apply_highlight, signed_defocus
-from ..bokehme_core.models.arnet import ARNet
-from ..bokehme_core.models.checkpoints import CheckpointError, load_arnet, load_iunet
-from ..bokehme_core.models.iunet import IUNet
+from ..bokehme_core.defocus import render_inputs, signed_defocus
+from ..bokehme_core.neural import stages
+from ..bokehme_core.neural.arnet import ARNet
+from ..bokehme_core.neural.iunet import IUNet
+from ..bokehme_core.weights import CheckpointError, load_arnet, load_bundled_models, load_iunet
 from . import _comfy
 from .render import (
     APERTURE_INPUTS,
@@ -71,29 +72,12 @@ def _model_file_choices() -> list:
     return [name for name, _ in _comfy.list_model_files("bokehme") if not name.startswith("depth/")]
 
 
-def _official_path(name: str):
-    """``{name}.pth`` in the bokehme model folders, downloaded into the first folder if missing."""
-    from ..bokehme_core.models.download import WeightsDownloadError, download_official
-
-    dirs = _comfy.model_dirs("bokehme")
-    for folder in dirs:
-        candidate = folder / f"{name}.pth"
-        if candidate.is_file():
-            return candidate
-    logger.info("BokehMe: official %s.pth not found in %s, downloading", name, [str(d) for d in dirs])
-    bar = _comfy.progress_callback(100)
-    try:
-        return download_official(name, dirs[0], progress=lambda d, t: bar(d * 100 // t if t else 0, 100))
-    except WeightsDownloadError as exc:
-        raise RuntimeError(f"BokehMe Model Loader: {exc}; then run the workflow again.") from exc
-
-
 def _load_choice(choice: str, kind: str):
     """Load ARNet (``kind="arnet"``) or IUNet from a loader choice; returns (network on CPU, description)."""
     loader = load_arnet if kind == "arnet" else load_iunet
     if choice == BUNDLED:
         try:
-            arnet, iunet = core_pipeline.load_bundled_models("cpu")
+            arnet, iunet = load_bundled_models("cpu")
         except FileNotFoundError as exc:
             raise RuntimeError(
                 f"BokehMe Model Loader: {exc}. In ComfyUI: choose '{OFFICIAL}' instead, or put weight files "
@@ -101,7 +85,7 @@ def _load_choice(choice: str, kind: str):
             ) from exc
         return (arnet if kind == "arnet" else iunet), BUNDLED
     if choice == OFFICIAL:
-        path = _official_path(kind)
+        path = _comfy.official_weights_path(kind, "BokehMe Model Loader")
     else:
         found = dict(_comfy.list_model_files("bokehme"))
         if choice not in found:
@@ -141,14 +125,6 @@ def _inputs_bchw(image, disparity, resize_disparity: bool = False):
     """IMAGE + disparity IMAGE/MASK -> (B,3,H,W), (B,1,H,W) float32 (CPU), one batch size."""
     return common_batch(_comfy.image_to_bchw(image, "image"), _comfy.map_to_b1hw(disparity, "disparity"),
                         resize_disparity)
-
-
-def _neural_inputs(image_t, disparity_t, K, focus, highlight):
-    """Signed defocus (px) and the (optionally highlight-boosted) image fed to the networks."""
-    defocus_px = signed_defocus(disparity_t, K, focus)
-    if highlight:
-        image_t = apply_highlight(image_t, defocus_px, K)
-    return image_t, defocus_px
 
 
 # --- nodes ------------------------------------------------------------------------------------------------
@@ -219,9 +195,10 @@ class BokehMeARNet:
         progress = _comfy.progress_callback(image_t.shape[0])
         bokeh_list, error_list = [], []
         with _models_on_device(models) as (arnet, _, device), torch.inference_mode():
-            image_t, defocus_px = _neural_inputs(image_t.to(device), disparity_t.to(device), K, focus, highlight)
+            image_t, defocus_px = render_inputs(image_t.to(device), disparity_t.to(device), K, focus,
+                                                highlight=highlight)
             for b in range(image_t.shape[0]):
-                bokeh, error, _ = core_pipeline.arnet_stage(arnet, image_t[b : b + 1], defocus_px[b : b + 1], gamma)
+                bokeh, error, _ = stages.arnet_stage(arnet, image_t[b : b + 1], defocus_px[b : b + 1], gamma)
                 bokeh_list.append(bokeh)
                 error_list.append(error)
                 progress(b + 1, image_t.shape[0])
@@ -274,26 +251,18 @@ class BokehMeIUNet:
         progress = _comfy.progress_callback(batch)
         outputs = []
         with _models_on_device(models) as (_, iunet, device), torch.inference_mode():
-            image_t, defocus_px = _neural_inputs(image_t.to(device), disparity_t.to(device), K, focus, highlight)
-            if dilated_defocus is None:
-                from ..bokehme_core.scatter.dilate import dilate_defocus
-
-                dilated = dilate_defocus(defocus_px)
-            else:
-                dilated = _check_defocus(dilated_defocus, image_t).to(device)
+            image_t, defocus_px = render_inputs(image_t.to(device), disparity_t.to(device), K, focus,
+                                                highlight=highlight)
+            dilated = None if dilated_defocus is None else _check_defocus(dilated_defocus, image_t).to(device)
             for b in range(batch):
-                scale = core_pipeline.adaptive_scale(defocus_px[b])
-                expected = core_pipeline.lowres_size(image_t.shape[-2], image_t.shape[-1], scale)
-                if tuple(coarse.shape[-2:]) != expected:
-                    raise ValueError(
-                        f"lowres_bokeh is {coarse.shape[-1]}x{coarse.shape[-2]} px but K={K:g}, focus={focus:g} "
-                        f"need {expected[1]}x{expected[0]} px: connect 'BokehMe ARNet' run with the same image, "
-                        f"disparity, K and focus"
-                    )
-                outputs.append(core_pipeline.iunet_stage(
-                    iunet, image_t[b : b + 1], defocus_px[b : b + 1], dilated[b : b + 1],
-                    coarse[b : b + 1].to(device), scale, gamma,
-                ))
+                try:
+                    outputs.append(stages.iunet_stage(
+                        iunet, image_t[b : b + 1], defocus_px[b : b + 1], None if dilated is None else dilated[b : b + 1],
+                        coarse[b : b + 1].to(device), None, gamma,
+                    ))
+                except ValueError as exc:
+                    raise ValueError(f"BokehMe IUNet: {exc}; connect 'BokehMe ARNet' run with the same image, "
+                                     f"disparity, K and focus") from exc
                 progress(b + 1, batch)
         return (_comfy.bchw_to_image(torch.cat(outputs)),)
 
@@ -346,14 +315,14 @@ class BokehMe:
             },
             "optional": {
                 **APERTURE_MASK_INPUT,
-                "tile_size": ("INT", {"default": core_pipeline.DEFAULT_TILE_SIZE, "min": 64, "max": 8192,
+                "tile_size": ("INT", {"default": stages.DEFAULT_TILE_SIZE, "min": 64, "max": 8192,
                                       "step": 64, "tooltip": _TILE_TIP}),
             },
         }
 
     def render(self, models, image, disparity, K, focus, focus_end, gamma, aperture, blades, rotation_deg,
                anamorphic, classical_mode, highlight, error_map, resize_disparity, aperture_mask=None,
-               tile_size=core_pipeline.DEFAULT_TILE_SIZE):
+               tile_size=stages.DEFAULT_TILE_SIZE):
         from ..bokehme_core.preview import in_focus_mask
 
         image_t, disparity_t = _inputs_bchw(image, disparity, resize_disparity)

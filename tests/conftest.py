@@ -15,66 +15,19 @@ OFFICIAL = SHARED / "bokehme_official"
 FIXTURE = OFFICIAL / "refs" / "small_a_K45_f90_g4.npz"
 BENCH_DEV = SHARED / "bench_dev"
 
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _path in (ROOT, ROOT / "tests", ROOT / "tools"):  # bokehme_core, tests/helpers.py, tools/pack_loader.py
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from helpers import random_official_depth_weights  # noqa: E402
+from pack_loader import import_pack  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
-
-# The ComfyUI pack (the repository root) imported the way ComfyUI imports it: as a package named after its
-# folder, whose nodes reach the core through relative imports. Aliasing its bokehme_core to the top-level one
-# keeps a single copy of every core class in the test process.
-PACK_NAME = "comfyui_bokehme"
-
-
-class _CoreAliasFinder:
-    """Resolves ``comfyui_bokehme.bokehme_core.<sub>`` to the already imported ``bokehme_core.<sub>``, so that
-    the nodes' relative imports of core submodules share the classes of the tests (isinstance checks)."""
-
-    prefix = f"{PACK_NAME}.bokehme_core."
-
-    def find_spec(self, name, path=None, target=None):
-        import importlib
-        import importlib.util
-
-        if not name.startswith(self.prefix):
-            return None
-        real = importlib.import_module("bokehme_core." + name[len(self.prefix):])
-        return importlib.util.spec_from_loader(name, _AliasLoader(real))
-
-
-class _AliasLoader:
-    def __init__(self, module):
-        self.module = module
-
-    def create_module(self, spec):
-        return self.module
-
-    def exec_module(self, module):
-        pass
-
-
-def _import_pack():
-    import importlib.util
-
-    import bokehme_core
-
-    if PACK_NAME in sys.modules:
-        return sys.modules[PACK_NAME]
-    sys.modules[f"{PACK_NAME}.bokehme_core"] = bokehme_core
-    sys.meta_path.insert(0, _CoreAliasFinder())
-    spec = importlib.util.spec_from_file_location(
-        PACK_NAME, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="session")
 def pack():
     """The node pack as ComfyUI loads it; ``pack.nodes.render`` etc. are the node modules."""
-    return _import_pack()
+    return import_pack()
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +42,24 @@ def official_fixture():
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture
+def serve_official(monkeypatch):
+    """``serve_official(name, url)``: make the official weights ``name`` (a key of
+    ``bokehme_core.weights.PROVENANCE``) download from ``url`` (a local file:// or http:// URL) for this test."""
+    import dataclasses
+
+    from bokehme_core import weights
+
+    def serve(name: str, url: str) -> None:
+        monkeypatch.setitem(weights.PROVENANCE, name, dataclasses.replace(weights.PROVENANCE[name], url=url))
+
+    return serve
+
+
+@pytest.fixture(scope="session")
+def depth_weights():
+    """``depth_weights(family, variant, seed=0)`` -> random official-layout state dict (see
+    :func:`random_official_depth_weights`)."""
+    return random_official_depth_weights

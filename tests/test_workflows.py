@@ -3,6 +3,8 @@ hand-made workflows) and every bundled workflow in ``workflows/`` run through th
 
 from __future__ import annotations
 
+from helpers import random_official_depth_weights
+
 import copy
 import json
 import math
@@ -15,7 +17,7 @@ import torch
 from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the harness module lives beside this file
+sys.path.insert(0, str(ROOT / "tools"))  # the workflow harness (tools/workflow_runner.py)
 
 import workflow_runner as wr  # noqa: E402
 from workflow_runner import UIWorkflow, WorkflowError  # noqa: E402
@@ -410,23 +412,6 @@ def _shrink(value: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(value[:, None], SCENE_SHRINK)[:, 0].contiguous()
 
 
-def _random_depth_anything_small() -> dict:
-    """Seeded random Depth Anything V2 Small weights in the official key layout, scaled so that the network's
-    output varies over the image (a constant disparity would leave nothing to blur)."""
-    from bokehme_core.models.depth import build_model, to_official_state_dict
-
-    gen = torch.Generator().manual_seed(0)
-    state = {}
-    for key, ref in to_official_state_dict(build_model("depth_anything_v2", "vits", device="meta")).items():
-        if ref.ndim <= 1 or key.endswith(("pos_embed", "cls_token", "mask_token")):
-            base_value = 1.0 if key.endswith((".gamma", "norm1.weight", "norm2.weight", "norm.weight")) else 0.0
-            state[key] = base_value + 0.05 * torch.randn(ref.shape, generator=gen)
-        else:
-            state[key] = torch.randn(ref.shape, generator=gen) / math.sqrt(max(ref[0].numel(), 1))
-    state["depth_head.scratch.output_conv2.2.bias"] = torch.full((1,), 0.5)
-    return state
-
-
 @pytest.fixture(scope="module")
 def bundled_env(pack, tmp_path_factory):
     """Node classes and folders for running the bundled workflows without ComfyUI.
@@ -438,9 +423,9 @@ def bundled_env(pack, tmp_path_factory):
     * ``VAEDecode`` (workflow 3) returns that picture instead of decoding a generated latent.
     """
     import bokehme_core.paths
-    from bokehme_core.models.arnet import ARNet
-    from bokehme_core.models.checkpoints import save_safetensors
-    from bokehme_core.models.iunet import IUNet
+    from bokehme_core.neural.arnet import ARNet
+    from bokehme_core.weights import save_safetensors
+    from bokehme_core.neural.iunet import IUNet
 
     base = tmp_path_factory.mktemp("bundled")
     weights = base / "weights"
@@ -451,11 +436,12 @@ def bundled_env(pack, tmp_path_factory):
 
     # The loader's "Depth Anything V2 Small (download)" choice finds this file in the depth folder
     # ($BOKEHME_CACHE/depth outside ComfyUI) and downloads nothing.
-    from bokehme_core.models.depth import OFFICIAL_DEPTH_MODELS
+    from bokehme_core.weights import PROVENANCE
 
     depth_dir = base / "cache" / "depth"
     depth_dir.mkdir(parents=True)
-    torch.save(_random_depth_anything_small(), depth_dir / OFFICIAL_DEPTH_MODELS["depth_anything_v2_vits"][2])
+    torch.save(random_official_depth_weights("depth_anything_v2", "vits"),
+               depth_dir / PROVENANCE["depth_anything_v2_vits"].filename)
 
     scene_cls = pack.NODE_CLASS_MAPPINGS["BokehMeExampleScene"]
 

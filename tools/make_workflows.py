@@ -2,7 +2,7 @@
 """Write the bundled example workflows ``workflows/*.json`` (ComfyUI UI format) from the node classes.
 
 The workflows are generated, not hand-edited, so that node ids, links and the order of ``widgets_values``
-are right by construction (``tests/workflow_runner.UIWorkflow`` applies the frontend's widget rules); the
+are right by construction (``tools/workflow_runner.UIWorkflow`` applies the frontend's widget rules); the
 tests then run every file through the real node classes. Re-run after a node's inputs change::
 
     .venv/bin/python tools/make_workflows.py            # all workflows
@@ -20,7 +20,7 @@ import sys
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 import workflow_runner as wr  # noqa: E402
 
@@ -45,9 +45,9 @@ TYPES = (
 
 
 def pack_classes() -> dict:
-    from conftest import _import_pack
+    from pack_loader import import_pack
 
-    pack = _import_pack()
+    pack = import_pack()
     inputs = pathlib.Path(tempfile.mkdtemp(prefix="bokehme_wf_inputs_"))
     (inputs / "example.png").write_bytes(b"")  # LoadImage lists it; the file is ComfyUI's own input/example.png
     return {**wr.core_stand_ins(inputs, inputs / "out"), **pack.NODE_CLASS_MAPPINGS}

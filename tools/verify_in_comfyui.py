@@ -4,7 +4,7 @@
 Uses the shared launch helpers of ``../shared/tools/comfyui`` (``ComfyServer``: a throw-away base directory
 with this pack linked into ``custom_nodes/``). For every bundled workflow (default ``workflows/*.json``):
 
-1. translate it with the test harness (``tests/workflow_runner.ui_to_api``) using the *server's*
+1. translate it with the test harness (``tools/workflow_runner.ui_to_api``) using the *server's*
    ``/object_info`` -- so core-node widget layouts are checked against the ComfyUI version at hand;
 2. load it in headless Chromium (``app.loadGraphData``), ask the frontend for its API prompt
    (``app.graphToPrompt``) and compare it input by input with the harness's translation;
@@ -33,7 +33,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_TOOLS = pathlib.Path(os.environ.get("BOKEHME_COMFY_TOOLS", ROOT.parent / "shared" / "tools" / "comfyui"))
 sys.path.insert(0, str(SHARED_TOOLS))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

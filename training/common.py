@@ -27,7 +27,7 @@ RUNS = ROOT / "runs"
 
 logger = logging.getLogger(__name__)
 
-DEFOCUS_SCALE = 10.0  # px per network defocus unit (official defocus_scale)
+from bokehme_core.neural.stages import gamma_norm, network_defocus  # noqa: E402
 
 
 class ShardPool:
@@ -108,11 +108,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-12))
 
 
+def defocus_px(batch: dict) -> torch.Tensor:
+    """Signed defocus in px (B, 1, H, W) of a ShardPool batch (one K and focus per sample)."""
+    K, focus = batch["params"][:, 0], batch["params"][:, 1]
+    return K.view(-1, 1, 1, 1) * (batch["disparity"] - focus.view(-1, 1, 1, 1))
+
+
 def network_inputs(batch: dict) -> tuple:
-    """image, defocus in 10-px units, gamma_norm (B,) from a ShardPool batch."""
-    K, focus, gamma = batch["params"][:, 0], batch["params"][:, 1], batch["params"][:, 2]
-    defocus = K.view(-1, 1, 1, 1) * (batch["disparity"] - focus.view(-1, 1, 1, 1)) / DEFOCUS_SCALE
-    return batch["image"], defocus, (gamma - 1.0) / 4.0
+    """image, defocus in the networks' units, gamma_norm (B,) from a ShardPool batch, computed by the
+    pipeline's own functions (``bokehme_core.neural.stages``)."""
+    return batch["image"], network_defocus(defocus_px(batch)), gamma_norm(batch["params"][:, 2])
 
 
 def pick_device(name: str) -> torch.device:

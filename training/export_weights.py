@@ -28,9 +28,9 @@ import torch
 
 from common import RUNS, load_checkpoint
 
-from bokehme_core.models.arnet import ARNet
-from bokehme_core.models.checkpoints import load_arnet, load_iunet, save_safetensors
-from bokehme_core.models.iunet import IUNet
+from bokehme_core.neural.arnet import ARNet
+from bokehme_core.weights import load_arnet, load_iunet, save_safetensors
+from bokehme_core.neural.iunet import IUNet
 from make_dataset import RECIPE
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, pick_device, plot_curves, psnr
 from common import resume, save_checkpoint, zero_blur
 
-from bokehme_core.models.arnet import ARNet
+from bokehme_core.neural.arnet import ARNet
 
 logger = logging.getLogger("train_arnet")
 

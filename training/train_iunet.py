@@ -40,12 +40,12 @@ import torch
 import torch.nn.functional as F
 
 from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, pick_device, plot_curves, resume
-from common import DEFOCUS_SCALE, save_checkpoint, zero_blur
+from common import defocus_px, save_checkpoint, zero_blur
 
-from bokehme_core.models.arnet import ARNet
-from bokehme_core.models.blocks import resize_bilinear
-from bokehme_core.models.iunet import IUNet
-from bokehme_core.pipeline import blend_mask, lowres_size
+from bokehme_core.neural.arnet import ARNet
+from bokehme_core.neural.blocks import resize_bilinear
+from bokehme_core.neural.iunet import IUNet
+from bokehme_core.neural.stages import adaptive_scale, arnet_stage, blend_mask, network_defocus
 
 logger = logging.getLogger("train_iunet")
 
@@ -81,20 +81,11 @@ def coarse_input(batch: dict, generator: torch.Generator | None, degrade: bool) 
 
 
 @torch.no_grad()
-def arnet_coarse(arnet: ARNet, image: torch.Tensor, defocus: torch.Tensor, gamma_norm, scale: float) -> torch.Tensor:
-    """ARNet's bokeh for (B, 3, H, W) ``image`` at adaptive scale ``scale`` (>= the pipeline's own scale),
-    resized exactly as :func:`bokehme_core.pipeline.arnet_stage` does; clamped to [0, 1e5] like it."""
-    if scale <= 1.0:
-        return arnet(image, defocus, gamma_norm)[0].clamp(0, 1e5)
-    size = lowres_size(*image.shape[-2:], scale)
-    image_lr = F.interpolate(image, size=size, mode="bilinear", align_corners=True)
-    defocus_lr = F.interpolate(defocus, size=size, mode="bilinear", align_corners=True) / scale
-    return arnet(image_lr, defocus_lr, gamma_norm)[0].clamp(0, 1e5)
-
-
-def pipeline_scale(defocus: torch.Tensor) -> float:
-    """The pipeline's adaptive scale for a batch of defocus maps in 10-px units."""
-    return max(float(defocus.abs().max()), 1.0)
+def arnet_coarse(arnet: ARNet, batch: dict, scale: float | None) -> torch.Tensor:
+    """ARNet's bokeh for a batch at adaptive scale ``scale`` (None = the pipeline's own scale for the batch;
+    larger = coarser), from the pipeline's own stage (:func:`bokehme_core.neural.stages.arnet_stage`)."""
+    bokeh, _, _ = arnet_stage(arnet, batch["image"], defocus_px(batch), batch["params"][:, 2], scale=scale)
+    return bokeh
 
 
 def losses(
@@ -113,11 +104,11 @@ def losses(
     """
     image, defocus, gamma_norm = network_inputs(batch)
     if arnet is not None:
-        coarse = arnet_coarse(arnet, image, defocus, gamma_norm, scale or pipeline_scale(defocus))
+        coarse = arnet_coarse(arnet, batch, None if scale is None else max(scale, adaptive_scale(defocus_px(batch))))
     else:
         coarse = coarse_input(batch, generator, degrade)
     refined = model(image, defocus.clamp(-1, 1), coarse, gamma_norm)
-    weight = blend_mask(batch["dilated_px"] / DEFOCUS_SCALE) + 0.05
+    weight = blend_mask(network_defocus(batch["dilated_px"])) + 0.05
     gt = batch["gt"]
     l_l1 = ((refined - gt).abs() * weight).mean()
     l_grad = gradient_l1(refined, gt, weight)
@@ -156,7 +147,7 @@ def validate(model: IUNet, pool: ShardPool, indices: list, arnet: ARNet | None =
 def load_frozen_arnet(path: pathlib.Path, device: torch.device | str = "cpu") -> tuple:
     """(ARNet in eval mode with frozen parameters, its training step or -1) from a training checkpoint
     (``latest.pt`` of train_arnet.py) or from exported weights (``.safetensors`` / ``.pth``)."""
-    from bokehme_core.models.checkpoints import load_arnet
+    from bokehme_core.weights import load_arnet
 
     if path.suffix == ".pt":
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -217,7 +208,7 @@ def main() -> None:
         if args.init_from.suffix == ".pt":
             model.load_state_dict(torch.load(args.init_from, map_location="cpu", weights_only=True)["model"])
         else:
-            from bokehme_core.models.checkpoints import load_iunet
+            from bokehme_core.weights import load_iunet
 
             model.load_state_dict(load_iunet(args.init_from).state_dict())
         logger.info("new run initialised from %s", args.init_from)
@@ -248,7 +239,7 @@ def main() -> None:
         batch = zero_blur(pool.batch(indices, device, rng=rng, crop=args.crop), rng, args.p_zero)
         scale = None
         if arnet is not None:
-            s_min = pipeline_scale(network_inputs(batch)[1])
+            s_min = adaptive_scale(defocus_px(batch))
             scale = s_min + rng.random() * max(args.max_scale - s_min, 0.0)
         total, parts, *_ = losses(model, batch, generator, arnet=arnet, scale=scale)
         optimizer.zero_grad(set_to_none=True)

@@ -3,6 +3,8 @@ bad files, download. Forward passes use vits / dpt_hybrid on tiny inputs only.""
 
 from __future__ import annotations
 
+from helpers import random_official_depth_weights
+
 import json
 import math
 import pathlib
@@ -13,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from bokehme_core.models.depth import (
+from bokehme_core.weights import official_url as official_depth_url
+from bokehme_core.depth import (
     DepthCheckpointError,
     DepthDownloadError,
     build_model,
@@ -22,7 +25,6 @@ from bokehme_core.models.depth import (
     load_depth_model,
     model_from_state_dict,
     network_input_size,
-    official_depth_url,
     resize_like_opencv_cubic,
     to_official_state_dict,
 )
@@ -31,33 +33,9 @@ DATA = pathlib.Path(__file__).parent / "data"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _random_official(family: str, variant: str, seed: int = 0) -> dict:
-    """Seeded random weights in the official key layout (shapes from our module, renamed by the inverse
-    converter; the manifest test below proves that layout is the official one). Fan-in scaled so that
-    activations stay O(1), with a positive final bias so that the output is not all zero after the ReLUs."""
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, value in to_official_state_dict(build_model(family, variant, device="meta")).items():
-        if key.endswith(".gamma") or (value.ndim == 1 and "norm" in key and key.endswith("weight")):
-            v = 1.0 + 0.2 * torch.randn(value.shape, generator=gen)
-        elif value.ndim == 1 or key.endswith(("pos_embed", "cls_token", "mask_token")):
-            v = 0.05 * torch.randn(value.shape, generator=gen)
-        else:
-            transposed = value.ndim == 4 and value.shape[-1] in (2, 4) and (
-                "resize_layers" in key or "postprocess" in key
-            )
-            fan_in = value.shape[0] if transposed else value[0].numel()
-            v = torch.randn(value.shape, generator=gen) / math.sqrt(fan_in)
-        sd[key] = v
-    for key in ("depth_head.scratch.output_conv2.2.bias", "scratch.output_conv.4.bias"):
-        if key in sd:
-            sd[key] = torch.full_like(sd[key], 0.5)
-    return sd
-
-
 @pytest.fixture(scope="module")
 def vits_official():
-    return _random_official("depth_anything_v2", "vits")
+    return random_official_depth_weights("depth_anything_v2", "vits")
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +116,7 @@ def test_load_fp16_safetensors(tmp_path, vits_official):
 def test_load_dpt_hybrid_fp16_safetensors(tmp_path):
     from safetensors.torch import save_file
 
-    sd = _random_official("midas_dpt", "dpt_hybrid", seed=1)
+    sd = random_official_depth_weights("midas_dpt", "dpt_hybrid", seed=1)
     path = tmp_path / "dpt_hybrid_384.safetensors"
     save_file({k: v.half() for k, v in sd.items()}, str(path))
     model = load_depth_model(path)
@@ -167,7 +145,7 @@ def test_public_api_reexport(vits_file):
 
 
 def test_import_does_not_load_timm():
-    code = "import sys, bokehme_core.models.depth as d; d.__dir__(); print('timm' in sys.modules)"
+    code = "import sys, bokehme_core.depth as d; d.__dir__(); print('timm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -182,14 +160,14 @@ def test_missing_file():
 def test_truncated_pth(tmp_path, vits_file):
     bad = tmp_path / "cut.pth"
     bad.write_bytes(vits_file.read_bytes()[:100_000])
-    with pytest.raises(DepthCheckpointError, match="cut.pth is not a readable PyTorch checkpoint .*re-download"):
+    with pytest.raises(DepthCheckpointError, match="cannot read cut.pth: not a torch.save zip archive .*truncated or corrupted.*download it again"):
         load_depth_model(bad)
 
 
 def test_random_bytes(tmp_path):
     bad = tmp_path / "noise.pth"
     bad.write_bytes(np.random.default_rng(0).bytes(5000))
-    with pytest.raises(DepthCheckpointError, match="noise.pth is not a readable PyTorch checkpoint"):
+    with pytest.raises(DepthCheckpointError, match="cannot read noise.pth: not a torch.save zip archive"):
         load_depth_model(bad)
 
 
@@ -199,14 +177,14 @@ def test_truncated_safetensors(tmp_path):
     path = tmp_path / "x.safetensors"
     save_file({"a": torch.zeros(1000)}, str(path))
     path.write_bytes(path.read_bytes()[:2000])
-    with pytest.raises(DepthCheckpointError, match="x.safetensors is not a valid safetensors file"):
+    with pytest.raises(DepthCheckpointError, match="cannot read x.safetensors as safetensors: .*truncated or corrupted"):
         load_depth_model(path)
 
 
 def test_pickled_code_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": {"w": torch.zeros(1)}, "cfg": pathlib.Path("x")}, path)
-    with pytest.raises(DepthCheckpointError, match="evil.pth is not a readable PyTorch checkpoint"):
+    with pytest.raises(DepthCheckpointError, match="cannot read evil.pth: it holds objects that are not allowed in a weights file .*Unsupported global"):
         load_depth_model(path)
 
 
@@ -229,8 +207,9 @@ def test_missing_keys_are_named(vits_official):
     sd = dict(vits_official)
     del sd["depth_head.scratch.refinenet2.resConfUnit1.conv2.bias"]
     del sd["pretrained.blocks.7.ls2.gamma"]
-    with pytest.raises(DepthCheckpointError, match="missing keys: .*pretrained.blocks.7.ls2.gamma.*"
-                                                    "depth_head.scratch.refinenet2.resConfUnit1.conv2.bias"):
+    with pytest.raises(DepthCheckpointError, match=r"partial.pth \(depth_anything_v2 vits\): missing keys "
+                                                    r"\['pretrained.blocks.7.ls2.gamma', "
+                                                    r"'depth_head.scratch.refinenet2.resConfUnit1.conv2.bias'\]"):
         model_from_state_dict(sd, "partial.pth")
 
 
@@ -244,15 +223,15 @@ def test_unexpected_keys_are_named(vits_official):
 def test_wrong_shape_is_named(vits_official):
     sd = dict(vits_official)
     sd["depth_head.projects.1.weight"] = torch.zeros(97, 384, 1, 1)
-    with pytest.raises(DepthCheckpointError, match=r"wrong shape: depth_head.projects.1.weight \(97, 384, 1, 1\) "
-                                                    r"\(expected \(96, 384, 1, 1\)\)"):
+    with pytest.raises(DepthCheckpointError, match=r"wrong shapes \['depth_head.projects.1.weight \(97, 384, 1, 1\) "
+                                                    r"\(expected \(96, 384, 1, 1\)\)'\]"):
         model_from_state_dict(sd, "bad.pth")
 
 
 def test_nonfinite_weights(vits_official):
     sd = dict(vits_official)
     sd["pretrained.norm.bias"] = torch.full((384,), math.nan)
-    with pytest.raises(DepthCheckpointError, match="NaN/inf weights in backbone.norm.bias"):
+    with pytest.raises(DepthCheckpointError, match=r"nan.pth \(depth_anything_v2 vits\) holds NaN/inf weights in \['pretrained.norm.bias'\]"):
         model_from_state_dict(sd, "nan.pth")
 
 
@@ -450,7 +429,7 @@ def test_download_of_wrong_file_leaves_nothing(tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(b"<html>rate limited</html>")
     dest = tmp_path / "dest"
-    with pytest.raises(DepthDownloadError, match="the downloaded file is not Depth Anything V2 Small"):
+    with pytest.raises(DepthDownloadError, match="the downloaded file is not a usable Depth Anything V2 Small"):
         download_depth_model("depth_anything_v2_vits", dest, url=src.as_uri())
     assert list(dest.iterdir()) == []
 
@@ -465,7 +444,7 @@ def test_download_unknown_name(tmp_path):
 def test_cli_estimate_disparity_writes_png16(tmp_path, monkeypatch, vits_file):
     from PIL import Image
 
-    from bokehme_core.cli_depth import register, run
+    from bokehme_core.cli.estimate_disparity import register, run
 
     import argparse
 
@@ -489,7 +468,7 @@ def test_cli_estimate_disparity_writes_png16(tmp_path, monkeypatch, vits_file):
 
 
 def test_cli_helper_without_model_explains(tmp_path, monkeypatch):
-    from bokehme_core.cli_depth import estimate_disparity_for_cli
+    from bokehme_core.cli.estimate_disparity import estimate_disparity_for_cli
 
     monkeypatch.setenv("BOKEHME_CACHE", str(tmp_path / "cache"))
     with pytest.raises(FileNotFoundError, match=r"no depth model found in .*cache/depth; download Depth Anything V2 "
@@ -500,7 +479,7 @@ def test_cli_helper_without_model_explains(tmp_path, monkeypatch):
 
 
 def test_cli_helper_finds_by_name(tmp_path, monkeypatch, vits_file):
-    from bokehme_core.cli_depth import estimate_disparity_for_cli, find_depth_model
+    from bokehme_core.cli.estimate_disparity import estimate_disparity_for_cli, find_depth_model
 
     monkeypatch.setenv("BOKEHME_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "cache" / "depth"

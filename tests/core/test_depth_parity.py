@@ -15,6 +15,8 @@ Tolerance: relative 1e-5 of the output's maximum (float32 noise).
 
 from __future__ import annotations
 
+from helpers import random_official_depth_weights
+
 import math
 
 import pytest
@@ -22,33 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bokehme_core.models.depth import build_model, model_from_state_dict, to_official_state_dict
+from bokehme_core.depth import build_model, model_from_state_dict, to_official_state_dict
 
 REL_TOL = 1e-5
-
-
-def _randomized_official(family: str, variant: str, seed: int) -> dict:
-    """Official-layout state dict with seeded random weights that keep activations O(1) and outputs > 0."""
-    model = build_model(family, variant, device="meta")  # shapes only
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, value in to_official_state_dict(model).items():
-        if key.endswith((".gamma",)) or (value.ndim == 1 and ("norm" in key) and key.endswith("weight")):
-            v = 1.0 + 0.2 * torch.randn(value.shape, generator=gen)
-        elif value.ndim == 1 or key.endswith(("pos_embed", "cls_token", "mask_token")):
-            v = 0.05 * torch.randn(value.shape, generator=gen)
-        else:
-            transposed = value.ndim == 4 and value.shape[-1] in (2, 4) and (
-                "resize_layers" in key or "postprocess" in key
-            )
-            fan_in = value.shape[0] if transposed else value[0].numel()  # transposed convs: (in, out, k, k)
-            v = torch.randn(value.shape, generator=gen) / math.sqrt(fan_in)
-        sd[key] = v.to(torch.float32)
-    # a positive final bias so that the final ReLUs keep a non-trivial part of the map
-    for key in ("depth_head.scratch.output_conv2.2.bias", "scratch.output_conv.4.bias"):
-        if key in sd:
-            sd[key] = torch.full_like(sd[key], 0.5)
-    return sd
 
 
 def _check_close(ours: torch.Tensor, ref: torch.Tensor) -> None:
@@ -155,7 +133,7 @@ def reference_da_v2(sd: dict, x: torch.Tensor, layers=(2, 5, 8, 11), heads=6) ->
 
 @pytest.fixture(scope="module")
 def da_v2_vits():
-    sd = _randomized_official("depth_anything_v2", "vits", seed=1)
+    sd = random_official_depth_weights("depth_anything_v2", "vits", seed=1)
     return sd, model_from_state_dict(sd, "random vits")
 
 
@@ -266,7 +244,7 @@ class _OfficialHybrid(nn.Module):
 
 
 def test_dpt_hybrid_matches_official_module_tree():
-    sd = _randomized_official("midas_dpt", "dpt_hybrid", seed=2)
+    sd = random_official_depth_weights("midas_dpt", "dpt_hybrid", seed=2)
     with torch.device("meta"):
         ref = _OfficialHybrid().eval()
     ref.load_state_dict(sd, strict=True, assign=True)  # also proves our manifest is the official tree's

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bokehme_core.models.arnet import ARNet
-from bokehme_core.models.blocks import NetConfig
-from bokehme_core.models.iunet import IUNet
+from bokehme_core.neural.arnet import ARNet
+from bokehme_core.neural.blocks import NetConfig
+from bokehme_core.neural.iunet import IUNet
 
 
 OFFICIAL = pathlib.Path(__file__).resolve().parents[3] / "shared" / "bokehme_official"

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from bokehme_core import pipeline as P
 from bokehme_core.defocus import signed_defocus
-from bokehme_core.models.arnet import ARNet
-from bokehme_core.models.checkpoints import load_iunet, load_network
+from bokehme_core.neural.arnet import ARNet
+from bokehme_core.weights import load_iunet, load_network
 
 OFFICIAL = pathlib.Path(__file__).resolve().parents[3] / "shared" / "bokehme_official"
 SEED0 = OFFICIAL / "refs" / "arnet_seed0_weights.npz"
@@ -186,48 +186,6 @@ def test_too_small_for_blur(nets):
     image, defocus = torch.rand(1, 3, 8, 8), torch.full((1, 1, 8, 8), 60.0)
     with pytest.raises(ValueError, match="too small for a blur radius of 60.0 px.*use a smaller K"):
         P.render_neural(image, defocus, defocus, gamma=4, arnet=nets[0], iunet=nets[1])
-
-
-def test_missing_bundled_weights_message(tmp_path, monkeypatch):
-    import bokehme_core.paths
-
-    monkeypatch.setattr(bokehme_core.paths, "bundled_weights_dir", lambda: tmp_path)
-    with pytest.raises(FileNotFoundError, match="python -m bokehme_core download-weights.*arnet=load_arnet"):
-        P.load_bundled_models()
-
-
-def test_bundled_weights_loaded_and_cached(tmp_path, monkeypatch, nets):
-    import bokehme_core.paths
-    from bokehme_core.models.checkpoints import save_safetensors
-
-    save_safetensors(ARNet(8, 1), tmp_path / "arnet.safetensors")
-    save_safetensors(nets[1], tmp_path / "iunet.safetensors")
-    import hashlib
-    import json
-
-    sha = hashlib.sha256((tmp_path / "arnet.safetensors").read_bytes()).hexdigest()
-    (tmp_path / "manifest.json").write_text(json.dumps({"arnet": {"file": "arnet.safetensors", "sha256": sha}}))
-    monkeypatch.setattr(bokehme_core.paths, "bundled_weights_dir", lambda: tmp_path)
-    arnet, iunet = P.load_bundled_models()
-    assert arnet.config.middle_channels == 8 and iunet.config.middle_channels == 64
-    assert P.load_bundled_models()[0] is arnet
-    # a damaged file is refused (a new manifest is re-checked)
-    (tmp_path / "manifest.json").unlink()
-    (tmp_path / "manifest.json").write_text(json.dumps({"arnet": {"file": "arnet.safetensors", "sha256": "0" * 64}}))
-    with pytest.raises(ValueError, match="bundled weights .*arnet.safetensors are damaged: sha256"):
-        P.load_bundled_models()
-
-
-def test_shipped_bundled_weights_load():
-    """The weights in the repository's weights/ folder match their manifest and load strictly."""
-    import json
-
-    arnet, iunet = P.load_bundled_models()
-    manifest = json.loads((bokehme_core_paths().bundled_weights_dir() / "manifest.json").read_text())
-    for net, name in ((arnet, "arnet"), (iunet, "iunet")):
-        arch = manifest[name]["architecture"]
-        assert (net.config.middle_channels, net.config.num_blocks) == (arch["middle_channels"], arch["num_blocks"])
-        assert sum(p.numel() for p in net.parameters()) == arch["parameters"]
 
 
 def bokehme_core_paths():

@@ -3,35 +3,20 @@ ranges, options, offload, error messages."""
 
 from __future__ import annotations
 
+from helpers import random_official_depth_weights
+
 import math
 
 import pytest
 import torch
 
-from bokehme_core.models.depth import build_model, download_depth_model, to_official_state_dict
-
-
-def _random_vits_official(seed: int = 0) -> dict:
-    """Seeded random Depth Anything V2 vits weights in the official key layout (fan-in scaled, positive final
-    bias so the output map is not all zero)."""
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, value in to_official_state_dict(build_model("depth_anything_v2", "vits", device="meta")).items():
-        if key.endswith(".gamma") or (value.ndim == 1 and "norm" in key and key.endswith("weight")):
-            sd[key] = 1.0 + 0.2 * torch.randn(value.shape, generator=gen)
-        elif value.ndim == 1 or key.endswith(("pos_embed", "cls_token", "mask_token")):
-            sd[key] = 0.05 * torch.randn(value.shape, generator=gen)
-        else:
-            fan_in = value.shape[0] if "resize_layers.0" in key or "resize_layers.1" in key else value[0].numel()
-            sd[key] = torch.randn(value.shape, generator=gen) / math.sqrt(fan_in)
-    sd["depth_head.scratch.output_conv2.2.bias"] = torch.full((1,), 0.5)
-    return sd
+from bokehme_core.depth import build_model, download_depth_model, to_official_state_dict
 
 
 @pytest.fixture(scope="module")
 def vits_source(tmp_path_factory):
     path = tmp_path_factory.mktemp("src") / "depth_anything_v2_vits.pth"
-    torch.save(_random_vits_official(), path)
+    torch.save(random_official_depth_weights("depth_anything_v2", "vits"), path)
     return path
 
 
@@ -90,27 +75,20 @@ def test_loader_lists_folder_files_and_downloads(pack, depth_folder):
     assert "CC-BY-NC-4.0" in description and "Apache-2.0" in description
 
 
-def test_loader_download_choice(pack, depth_folder, vits_source, monkeypatch):
-    calls = []
-
-    def fake_download(name, folder, progress):
-        calls.append((name, folder))
-        return download_depth_model(name, folder, url=vits_source.as_uri(), progress=progress)
-
-    monkeypatch.setattr(pack.nodes.depth, "_download", fake_download)
+def test_loader_download_choice(pack, depth_folder, vits_source, serve_official, tmp_path):
+    serve_official("depth_anything_v2_vits", vits_source.as_uri())
     (model,) = pack.nodes.depth.BokehMeDepthModelLoader().load("Depth Anything V2 Small (download)")
-    assert model.variant == "vits" and calls == [("depth_anything_v2_vits", depth_folder)]
+    assert model.variant == "vits"
     assert (depth_folder / "depth_anything_v2_vits.pth").is_file()
-    # second time: the file is found, nothing is downloaded
+    stamp = (depth_folder / "depth_anything_v2_vits.pth").stat().st_mtime_ns
+    # second time: the file is found, nothing is downloaded (the source is gone)
+    serve_official("depth_anything_v2_vits", (tmp_path / "gone.pth").as_uri())
     (again,) = pack.nodes.depth.BokehMeDepthModelLoader().load("Depth Anything V2 Small (download)")
-    assert again.variant == "vits" and len(calls) == 1
+    assert again.variant == "vits" and (depth_folder / "depth_anything_v2_vits.pth").stat().st_mtime_ns == stamp
 
 
-def test_loader_download_failure_message(pack, depth_folder, monkeypatch, tmp_path):
-    def failing_download(name, folder, progress):
-        return download_depth_model(name, folder, url=(tmp_path / "nothing.pth").as_uri(), progress=progress)
-
-    monkeypatch.setattr(pack.nodes.depth, "_download", failing_download)
+def test_loader_download_failure_message(pack, depth_folder, serve_official, tmp_path):
+    serve_official("depth_anything_v2_vitb", (tmp_path / "nothing.pth").as_uri())
     with pytest.raises(RuntimeError, match="BokehMe Depth Model Loader: could not download Depth Anything V2 Base.*"
                                            "save it as .*depth_anything_v2_vitb.pth"):
         pack.nodes.depth.BokehMeDepthModelLoader().load("Depth Anything V2 Base (download, CC-BY-NC)")
@@ -118,8 +96,8 @@ def test_loader_download_failure_message(pack, depth_folder, monkeypatch, tmp_pa
 
 def test_loader_bad_and_missing_file(pack, depth_folder):
     (depth_folder / "broken.pth").write_bytes(b"garbage" * 100)
-    with pytest.raises(ValueError, match="BokehMe Depth Model Loader: 'broken.pth' is not usable: broken.pth is not a "
-                                         "readable PyTorch checkpoint"):
+    with pytest.raises(ValueError, match="BokehMe Depth Model Loader: 'broken.pth' is not usable: cannot read broken.pth: "
+                                         "not a torch.save zip archive"):
         pack.nodes.depth.BokehMeDepthModelLoader().load("broken.pth")
     with pytest.raises(FileNotFoundError, match="'gone.pth' is not in the depth model folders"):
         pack.nodes.depth.BokehMeDepthModelLoader().load("gone.pth")

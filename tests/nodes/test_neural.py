@@ -13,9 +13,8 @@ from safetensors.torch import save_file
 import bokehme_core.paths
 from bokehme_core import pipeline as P
 from bokehme_core.defocus import signed_defocus
-from bokehme_core.models import download as dl
-from bokehme_core.models.arnet import ARNet
-from bokehme_core.models.checkpoints import load_iunet
+from bokehme_core.neural.arnet import ARNet
+from bokehme_core.weights import load_iunet
 
 OFFICIAL = pathlib.Path(__file__).resolve().parents[3] / "shared" / "bokehme_official"
 SEED0 = OFFICIAL / "refs" / "arnet_seed0_weights.npz"
@@ -105,7 +104,7 @@ def test_loader_bundled_missing(pack, cache, tmp_path, monkeypatch):
 
 
 def test_loader_bundled(pack, cache, tmp_path, monkeypatch):
-    from bokehme_core.models.checkpoints import save_safetensors
+    from bokehme_core.weights import save_safetensors
 
     folder = tmp_path / "weights"
     folder.mkdir()
@@ -116,18 +115,18 @@ def test_loader_bundled(pack, cache, tmp_path, monkeypatch):
     assert handle.arnet.config.middle_channels == 8 and handle.arnet_source == "bundled"
 
 
-def test_loader_official_downloads_when_missing(pack, cache, tmp_path, monkeypatch):
+def test_loader_official_downloads_when_missing(pack, cache, tmp_path, serve_official):
     torch.save({"model": _seed0_state()}, tmp_path / "served_arnet.pth")
-    monkeypatch.setitem(dl.OFFICIAL_URLS, "arnet", (tmp_path / "served_arnet.pth").as_uri())
-    monkeypatch.setitem(dl.OFFICIAL_URLS, "iunet", IUNET_PTH.as_uri())
+    serve_official("arnet", (tmp_path / "served_arnet.pth").as_uri())
+    serve_official("iunet", IUNET_PTH.as_uri())
     official = "official (download if missing)"
     (handle,) = pack.nodes.neural.BokehMeModelLoader().load(official, official)
     assert (cache / "arnet.pth").is_file() and (cache / "iunet.pth").is_file()
     assert isinstance(handle.arnet, ARNet)
 
 
-def test_loader_official_offline_message(pack, cache, tmp_path, monkeypatch):
-    monkeypatch.setitem(dl.OFFICIAL_URLS, "arnet", (tmp_path / "nowhere.pth").as_uri())
+def test_loader_official_offline_message(pack, cache, tmp_path, serve_official):
+    serve_official("arnet", (tmp_path / "nowhere.pth").as_uri())
     with pytest.raises(RuntimeError, match="Download it by hand from .*save it as .*cache/arnet.pth"):
         pack.nodes.neural.BokehMeModelLoader().load("official (download if missing)", "iunet_official.pth")
 

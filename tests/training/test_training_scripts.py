@@ -51,7 +51,7 @@ def test_make_dataset_writes_a_well_formed_shard(tiny_data):
 
 
 def test_arnet_then_iunet_with_frozen_arnet_resume_and_export(tiny_data, tmp_path):
-    from bokehme_core.models.checkpoints import load_arnet, load_iunet
+    from bokehme_core.weights import load_arnet, load_iunet
 
     common = ["--data", tiny_data, "--val-data", tmp_path / "none", "--batch", 2, "--crop", 32,
               "--log-every", 1, "--ckpt-every", 1, "--width", 8]

@@ -1,6 +1,6 @@
 """``python -m bokehme_core download-weights``: fetch the official ARNet / IUNet checkpoints.
 
-``bokehme_core/cli.py`` calls :func:`register` with its subparsers object.
+Registered by :func:`bokehme_core.cli.build_parser`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ __all__ = ["register", "run"]
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add the ``download-weights`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
-    from .paths import user_cache_dir
+    from ..paths import user_cache_dir
 
     parser = subparsers.add_parser(
         "download-weights",
@@ -35,24 +35,18 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Download each network in ``args.which`` into ``args.dest`` (one progress line per file on stderr).
 
-    Returns 0 when every file was saved; raises :class:`~bokehme_core.models.download.WeightsDownloadError`
+    Returns 0 when every file was saved; raises :class:`~bokehme_core.weights.WeightsDownloadError`
     (a RuntimeError) listing the failures otherwise, each saying where to put the file by hand.
     """
-    from .models.download import WeightsDownloadError, download_official
-    from .paths import user_cache_dir
+    from ..weights import WeightsDownloadError, download_weights
+    from . import ByteProgress
+    from ..paths import user_cache_dir
 
     dest = args.dest or user_cache_dir()
     failures = []
     for name in args.which:
-        last = [-1]
-
-        def progress(done: int, total: int, name=name, last=last) -> None:
-            if total and done * 10 // total != last[0]:
-                last[0] = done * 10 // total
-                print(f"\r{name}: {done / 1e6:.1f} / {total / 1e6:.1f} MB", end="", file=sys.stderr, flush=True)
-
         try:
-            path = download_official(name, dest, progress=progress)
+            path = download_weights(name, dest, progress=ByteProgress(name), networks=("arnet", "iunet"))
         except WeightsDownloadError as exc:
             failures.append(f"{name}: {exc}")
             continue

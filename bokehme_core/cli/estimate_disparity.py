@@ -1,6 +1,6 @@
 """``python -m bokehme_core estimate-disparity``: disparity from one image with a depth model, as a 16-bit PNG.
 
-``bokehme_core/cli.py`` calls :func:`register` with its subparsers object; its ``render`` command calls
+Registered by :func:`bokehme_core.cli.build_parser`; the ``render`` command calls
 :func:`estimate_disparity_for_cli` when ``--disparity`` is omitted.
 
 Depth models are looked up in ``bokehme_core.paths.user_cache_dir() / "depth"`` (or given as a path).
@@ -24,18 +24,18 @@ _EXTS = (".pth", ".pt", ".safetensors")
 
 def depth_model_dir() -> pathlib.Path:
     """Where the CLI looks for (and downloads) depth models: ``user_cache_dir() / "depth"``."""
-    from .paths import user_cache_dir
+    from ..paths import user_cache_dir
 
     return user_cache_dir() / "depth"
 
 
 def _how_to_get_one(folder: pathlib.Path) -> str:
-    from .models.depth import official_depth_url
+    from ..weights import official_url
 
     return (
         f"download Depth Anything V2 Small (Apache-2.0, ~99 MB) with "
         f"`python -m bokehme_core estimate-disparity IMAGE -o disp.png --download`, or save "
-        f"{official_depth_url(DEFAULT_MODEL)} into {folder} by hand (MiDaS dpt_hybrid_384.pt / dpt_large_384.pt "
+        f"{official_url(DEFAULT_MODEL)} into {folder} by hand (MiDaS dpt_hybrid_384.pt / dpt_large_384.pt "
         f"work too), or pass a model file (estimate-disparity --model PATH, render --depth-model PATH), or give "
         f"render a disparity map with --disparity"
     )
@@ -48,7 +48,7 @@ def find_depth_model(model: str | os.PathLike | None = None, folder: pathlib.Pat
     file name / official short name (e.g. "depth_anything_v2_vits") inside ``folder``
     (default :func:`depth_model_dir`). Raises FileNotFoundError saying where to put a model or how to download it.
     """
-    from .models.depth import OFFICIAL_DEPTH_MODELS
+    from ..weights import PROVENANCE
 
     folder = depth_model_dir() if folder is None else pathlib.Path(folder)
     if model is not None:
@@ -56,8 +56,8 @@ def find_depth_model(model: str | os.PathLike | None = None, folder: pathlib.Pat
         if path.is_file():
             return path
         names = [str(model)]
-        if str(model) in OFFICIAL_DEPTH_MODELS:
-            names.insert(0, OFFICIAL_DEPTH_MODELS[str(model)][2])
+        if str(model) in PROVENANCE and PROVENANCE[str(model)].network == "depth":
+            names.insert(0, PROVENANCE[str(model)].filename)
         names += [str(model) + ext for ext in _EXTS]
         for name in names:
             if (folder / name).is_file():
@@ -92,8 +92,8 @@ def estimate_disparity_for_cli(
         FileNotFoundError (no model; the message lists where to put one and how to download it),
         DepthCheckpointError (a ValueError) for an unusable file.
     """
-    from ._checks import check_image
-    from .models.depth import load_depth_model
+    from .._checks import check_image
+    from ..depth import load_depth_model
 
     check_image(image_tensor, "image_tensor")
     if image_tensor.shape[0] != 1:
@@ -150,22 +150,20 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _download_if_asked(args) -> None:
-    from .models.depth import OFFICIAL_DEPTH_MODELS, download_depth_model
+    from ..depth import download_depth_model
+    from ..weights import PROVENANCE
+    from . import ByteProgress
 
     name = args.model or DEFAULT_MODEL
-    if name not in OFFICIAL_DEPTH_MODELS:
-        raise ValueError(f"--download needs --model to be one of {', '.join(OFFICIAL_DEPTH_MODELS)}, got {name!r}")
+    choices = [k for k, v in PROVENANCE.items() if v.network == "depth"]
+    if name not in choices:
+        raise ValueError(f"--download needs --model to be one of {', '.join(choices)}, got {name!r}")
     folder = depth_model_dir()
-    if (folder / OFFICIAL_DEPTH_MODELS[name][2]).is_file():
+    source = PROVENANCE[name]
+    if (folder / source.filename).is_file():
         return
-    display, _, _, licence = OFFICIAL_DEPTH_MODELS[name]
-    print(f"downloading {display} (weights licence: {licence}) into {folder}", file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        if total:
-            print(f"\r{done / 1e6:6.1f} / {total / 1e6:.1f} MB", end="", file=sys.stderr, flush=True)
-
-    download_depth_model(name, folder, progress=progress)
+    print(f"downloading {source.display} (weights licence: {source.licence}) into {folder}", file=sys.stderr)
+    download_depth_model(name, folder, progress=ByteProgress(source.display))
     print("", file=sys.stderr)
     args.model = name
 
@@ -174,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     """Estimate disparity for ``args.image`` and write ``args.output`` (16-bit PNG); returns 0."""
     import torch
 
-    from .image_io import read_image
+    from ..image_io import read_image
 
     if args.download:
         _download_if_asked(args)

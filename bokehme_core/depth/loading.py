@@ -12,23 +12,25 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import pickle
 import re
-import zipfile
 
 import torch
 
+from ..weights import CheckpointError, WeightsDownloadError, check_state_dict, download_weights
+from ..weights import read_state_dict as _read_weights
 from .dpt_blocks import rename_keys
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DepthCheckpointError",
+    "DepthDownloadError",
     "read_state_dict",
     "detect_architecture",
     "build_model",
     "official_key_table",
     "load_depth_model",
+    "download_depth_model",
     "model_from_state_dict",
     "to_official_state_dict",
 ]
@@ -39,53 +41,30 @@ SUPPORTED_TEXT = (
 )
 
 
-class DepthCheckpointError(ValueError):
+class DepthCheckpointError(CheckpointError):
     """The file is not a readable checkpoint of a supported depth network (the message says why)."""
 
 
-def _unwrap(obj, path: pathlib.Path) -> dict:
-    if isinstance(obj, dict):
-        for wrapper in ("model", "state_dict"):
-            inner = obj.get(wrapper)
-            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                return dict(inner)
-        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-            return dict(obj)
-    raise DepthCheckpointError(
-        f"{path.name} does not hold a state dict (a dict of tensors, optionally under 'model'); got "
-        f"{type(obj).__name__}" + (f" with keys {sorted(map(str, obj))[:6]}" if isinstance(obj, dict) else "")
-    )
+#: downloads of depth models fail with the pack's one download error
+DepthDownloadError = WeightsDownloadError
 
 
 def read_state_dict(path) -> dict:
-    """Read a checkpoint into a flat {name: tensor} dict on the CPU, safely (no pickled code).
+    """Read a depth checkpoint into a flat {name: tensor} dict on the CPU, safely (no pickled code): the pack's
+    one reader (:func:`bokehme_core.weights.read_state_dict`) with depth-model messages.
 
     Raises:
         FileNotFoundError: the file does not exist.
         DepthCheckpointError: unreadable / truncated / not a state dict.
     """
-    path = pathlib.Path(os.fspath(path)).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"depth model file not found: {path}")
-    if path.suffix.lower() == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    return _read_weights(path, what="depth model", error=DepthCheckpointError)
 
-        try:
-            return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise DepthCheckpointError(
-                f"{path.name} is not a valid safetensors file (truncated or corrupted? re-download it): {exc}"
-            ) from exc
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DepthCheckpointError(
-            f"{path.name} is not a readable PyTorch checkpoint (truncated, corrupted, or it holds objects other "
-            f"than tensors; re-download it): {first}"
-        ) from exc
-    return _unwrap(obj, path)
+
+def download_depth_model(name: str, dest_dir, *, url: str | None = None, progress=None, timeout: float = 60.0):
+    """Download an official depth checkpoint (a depth entry of :data:`bokehme_core.weights.PROVENANCE`, e.g.
+    "depth_anything_v2_vits") into ``dest_dir`` and return its path; see
+    :func:`bokehme_core.weights.download_weights` (atomic, verified by a strict load)."""
+    return download_weights(name, dest_dir, url=url, progress=progress, timeout=timeout, networks=("depth",))
 
 
 def _shape(sd: dict, key: str):
@@ -165,7 +144,7 @@ def load_depth_model(path, *, device="cpu", dtype: torch.dtype = torch.float32):
         device: where to put the weights.
         dtype: torch.float32 (default) or torch.float16 / torch.bfloat16 (GPU).
     Returns:
-        a :class:`~bokehme_core.models.depth.base.DepthModel` (``DepthAnythingV2`` or ``MiDaSDPT``): call it on
+        a :class:`~bokehme_core.depth.base.DepthModel` (``DepthAnythingV2`` or ``MiDaSDPT``): call it on
         the official preprocessed input (B,3,h,w) for the raw output (B,h,w), or use
         ``.estimate(image)`` on RGB (B,3,H,W) in [0,1] for disparity (B,1,H,W) in [0,1], 1 = near.
     Raises:
@@ -209,29 +188,8 @@ def model_from_state_dict(state: dict, name: str = "checkpoint"):
     def official(key: str) -> str:
         return next((o + key[len(p):] for p, o in inverse if key.startswith(p)), key)
 
-    missing = [k for k in expected if k not in ours]
-    if missing:
-        names = [official(k) for k in missing[:8]]
-        more = f" ... ({len(missing)} in all)" if len(missing) > 8 else ""
-        raise DepthCheckpointError(
-            f"{name} ({family} {variant}) is missing keys: {', '.join(names)}{more}; the file is incomplete "
-            f"or not an official checkpoint"
-        )
-    wrong = [
-        f"{official(k)} {tuple(ours[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items()
-        if ours[k].shape != v.shape
-    ]
-    if wrong:
-        raise DepthCheckpointError(
-            f"{name} ({family} {variant}) has tensors of the wrong shape: {'; '.join(wrong[:5])}"
-        )
-    bad = [k for k, v in ours.items() if not v.is_floating_point()]
-    if bad:
-        raise DepthCheckpointError(f"{name} has non-float tensors: {', '.join(bad[:5])}")
-    nonfinite = [k for k, v in ours.items() if not torch.isfinite(v).all()]
-    if nonfinite:
-        raise DepthCheckpointError(f"{name} holds NaN/inf weights in {', '.join(nonfinite[:5])}: corrupted file")
+    check_state_dict(expected, ours, f"{name} ({family} {variant})", display_key=official,
+                     error=DepthCheckpointError)
     ours = {k: v.to(torch.float32) for k, v in ours.items()}
     model.load_state_dict(ours, strict=True, assign=True)
     left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]

@@ -9,15 +9,19 @@ Backbones come from timm, the DPT heads are written here; a prefix-table convert
 names onto these modules so the official files load strictly. Both families output relative inverse depth
 (larger = nearer), which :meth:`DepthModel.estimate` normalises to disparity in [0, 1] (1 = near).
 
-Imports are lazy: ``import bokehme_core.models.depth`` does not import timm.
+Checkpoints are read and checked by the pack's one weights reader (:mod:`bokehme_core.weights`), which also
+holds their provenance (:data:`bokehme_core.weights.PROVENANCE`) and downloads them.
+
+Imports are lazy: ``import bokehme_core.depth`` does not import timm.
 """
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _PUBLIC = {
     "load_depth_model": "loading",
+    "download_depth_model": "loading",
     "model_from_state_dict": "loading",
     "read_state_dict": "loading",
     "detect_architecture": "loading",
@@ -25,29 +29,13 @@ _PUBLIC = {
     "official_key_table": "loading",
     "to_official_state_dict": "loading",
     "DepthCheckpointError": "loading",
+    "DepthDownloadError": "loading",
     "DepthModel": "base",
     "network_input_size": "base",
     "resize_like_opencv_cubic": "base",
     "DepthAnythingV2": "depth_anything_v2",
     "MiDaSDPT": "midas_dpt",
-    "OFFICIAL_DEPTH_MODELS": "download",
-    "DepthDownloadError": "download",
-    "official_depth_url": "download",
-    "download_depth_model": "download",
     "rename_keys": "dpt_blocks",
 }
 
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bokehme_core.models.depth' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _PUBLIC)

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..._checks import check_choice, check_finite, check_image, check_range
+from .._checks import check_choice, check_finite, check_image, check_range
+from ..disparity import prepare_disparity
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +154,8 @@ class DepthModel(nn.Module):
         check_finite(out, "depth network output (try precision fp32)")
         if not normalize:
             return out
-        from ...disparity import normalize_disparity
-
-        return normalize_disparity(out, batch_stable=batch_stable)
+        return prepare_disparity(out, mode="disparity", batch_stable=batch_stable, repair=False,
+                                 what="depth network output")
 
     def extra_repr(self) -> str:
         return f"family={self.family!r}, variant={self.variant!r}"

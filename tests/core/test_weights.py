@@ -1,4 +1,5 @@
-"""Checkpoint loading (official .pth, plain state dict, safetensors), bad files, official download, CLI."""
+"""bokehme_core.weights: reading (official .pth, plain state dict, safetensors), strict loading, bad files,
+provenance and downloads, the bundled weights, and the download-weights CLI."""
 
 from __future__ import annotations
 
@@ -16,16 +17,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bokehme_core.models import download as dl
-from bokehme_core.models.arnet import ARNet
-from bokehme_core.models.checkpoints import (
-    CheckpointError,
-    load_arnet,
-    load_iunet,
-    load_state_dict_file,
-    save_safetensors,
-)
-from bokehme_core.models.iunet import IUNet
+from bokehme_core import weights as W
+from bokehme_core.neural.arnet import ARNet
+from bokehme_core.neural.iunet import IUNet
+from bokehme_core.weights import CheckpointError, load_arnet, load_iunet, read_state_dict, save_safetensors
 
 OFFICIAL = pathlib.Path(__file__).resolve().parents[3] / "shared" / "bokehme_official"
 CKPT = OFFICIAL / "checkpoints"
@@ -58,7 +53,7 @@ def test_official_pth_needs_only_the_numpy_allowlist():
     """Plain weights_only refuses the shipped file; our loader reads it without unrestricted pickle."""
     with pytest.raises(Exception, match="numpy"):
         torch.load(CKPT / "iunet.pth", map_location="cpu", weights_only=True)
-    state = load_state_dict_file(CKPT / "iunet.pth")
+    state = read_state_dict(CKPT / "iunet.pth")
     assert len(state) == 16 and all(isinstance(v, torch.Tensor) for v in state.values())
 
 
@@ -189,11 +184,11 @@ def test_missing_file():
 # ---- download ----------------------------------------------------------------------------------------
 def test_download_file_url_with_sha_and_progress(tmp_path):
     calls = []
-    path = dl.download_official(
+    path = W.download_weights(
         "iunet", tmp_path / "dest", url=(CKPT / "iunet.pth").as_uri(), progress=lambda d, t: calls.append((d, t))
     )
     assert path == tmp_path / "dest" / "iunet.pth"
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == dl.OFFICIAL_SHA256["iunet"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == W.PROVENANCE["iunet"].sha256
     assert calls[-1][0] == path.stat().st_size and calls[0][0] == 0
     assert [p.name for p in (tmp_path / "dest").iterdir()] == ["iunet.pth"]  # no temp file left
 
@@ -208,7 +203,7 @@ def test_download_http_arnet(tmp_path):
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/arnet.pth"
-        path = dl.download_official("arnet", tmp_path / "dest", url=url)
+        path = W.download_weights("arnet", tmp_path / "dest", url=url)
     finally:
         server.shutdown()
         server.server_close()
@@ -223,16 +218,16 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def test_download_sha_mismatch_keeps_nothing(tmp_path):
     src = tmp_path / "iunet_sd.pth"
     shutil.copy(CKPT / "iunet_model_state_dict.pth", src)
-    with pytest.raises(dl.WeightsDownloadError, match="expected 6df92779"):
-        dl.download_official("iunet", tmp_path / "dest", url=src.as_uri())
+    with pytest.raises(W.WeightsDownloadError, match="expected 6df92779"):
+        W.download_weights("iunet", tmp_path / "dest", url=src.as_uri())
     assert list((tmp_path / "dest").iterdir()) == []
 
 
 def test_download_wrong_network_keeps_nothing(tmp_path):
     src = tmp_path / "arnet.pth"
     shutil.copy(CKPT / "iunet_model_state_dict.pth", src)  # an IUNet under the ARNet name
-    with pytest.raises(dl.WeightsDownloadError, match="not a usable arnet checkpoint.*use load_iunet"):
-        dl.download_official("arnet", tmp_path / "dest", url=src.as_uri())
+    with pytest.raises(W.WeightsDownloadError, match="not a usable BokehMe ARNet.*use load_iunet"):
+        W.download_weights("arnet", tmp_path / "dest", url=src.as_uri())
     assert list((tmp_path / "dest").iterdir()) == []
 
 
@@ -240,8 +235,8 @@ def test_download_offline_message(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(dl.WeightsDownloadError) as info:
-        dl.download_official("arnet", tmp_path, url=f"http://127.0.0.1:{port}/arnet.pth", timeout=5)
+    with pytest.raises(W.WeightsDownloadError) as info:
+        W.download_weights("arnet", tmp_path, url=f"http://127.0.0.1:{port}/arnet.pth", timeout=5)
     message = str(info.value)
     assert "could not download" in message
     assert "https://github.com/JuewenPeng/BokehMe/raw/main/checkpoints/arnet.pth" in message
@@ -249,39 +244,94 @@ def test_download_offline_message(tmp_path):
 
 
 def test_download_bad_name(tmp_path):
-    with pytest.raises(ValueError, match="name must be one of \\['arnet', 'iunet'\\], got 'depth'"):
-        dl.download_official("depth", tmp_path)
+    with pytest.raises(ValueError, match="name must be one of \\['arnet', 'iunet'\\], got 'depth_anything_v2_vits'"):
+        W.download_weights("depth_anything_v2_vits", tmp_path, networks=("arnet", "iunet"))
+    with pytest.raises(ValueError, match="name must be one of .*'arnet'.*'depth_anything_v2_vits'.*got 'depth'"):
+        W.download_weights("depth", tmp_path)
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
-def test_cli_register_and_run(tmp_path, monkeypatch, capsys):
-    from bokehme_core import cli_weights
+def test_cli_register_and_run(tmp_path, serve_official, capsys):
+    from bokehme_core.cli import download_weights as cli_weights
 
     parser = argparse.ArgumentParser()
     cli_weights.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["download-weights", "--dest", str(tmp_path), "--which", "iunet"])
     assert args.which == ["iunet"] and args.dest == str(tmp_path)
-    monkeypatch.setitem(dl.OFFICIAL_URLS, "iunet", (CKPT / "iunet.pth").as_uri())
+    serve_official("iunet", (CKPT / "iunet.pth").as_uri())
     assert args.func(args) == 0
     assert (tmp_path / "iunet.pth").is_file()
     assert "saved" in capsys.readouterr().err
 
 
-def test_cli_default_dest_is_user_cache(tmp_path, monkeypatch):
-    from bokehme_core import cli_weights
+def test_cli_default_dest_is_user_cache(tmp_path, monkeypatch, serve_official):
+    from bokehme_core.cli import download_weights as cli_weights
 
     monkeypatch.setenv("BOKEHME_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(dl.OFFICIAL_URLS, "iunet", (tmp_path / "missing.pth").as_uri())
+    serve_official("iunet", (tmp_path / "missing.pth").as_uri())
     parser = argparse.ArgumentParser()
     cli_weights.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["download-weights", "--which", "iunet"])
-    with pytest.raises(dl.WeightsDownloadError, match=f"iunet: could not download .*save it as {tmp_path}/cache/iunet.pth"):
+    with pytest.raises(W.WeightsDownloadError, match=f"iunet: could not download .*save it as {tmp_path}/cache/iunet.pth"):
         args.func(args)  # the file:// source does not exist
 
 
-def test_cli_through_main(tmp_path, monkeypatch, capsys):
+def test_cli_through_main(tmp_path, serve_official, capsys):
     from bokehme_core import cli
 
-    monkeypatch.setitem(dl.OFFICIAL_URLS, "iunet", (CKPT / "iunet.pth").as_uri())
+    serve_official("iunet", (CKPT / "iunet.pth").as_uri())
     assert cli.main(["download-weights", "--dest", str(tmp_path), "--which", "iunet"]) == 0
     assert (tmp_path / "iunet.pth").is_file()
+
+
+# ---- bundled weights ----------------------------------------------------------------------------------
+def test_missing_bundled_weights_message(tmp_path, monkeypatch):
+    import bokehme_core.paths
+
+    monkeypatch.setattr(bokehme_core.paths, "bundled_weights_dir", lambda: tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m bokehme_core download-weights.*arnet=load_arnet"):
+        W.load_bundled_models()
+
+
+def test_bundled_weights_loaded_and_cached(tmp_path, monkeypatch):
+    import bokehme_core.paths
+    from bokehme_core.weights import save_safetensors
+
+    save_safetensors(ARNet(8, 1), tmp_path / "arnet.safetensors")
+    save_safetensors(IUNet(64, 3), tmp_path / "iunet.safetensors")
+    import hashlib
+    import json
+
+    sha = hashlib.sha256((tmp_path / "arnet.safetensors").read_bytes()).hexdigest()
+    (tmp_path / "manifest.json").write_text(json.dumps({"arnet": {"file": "arnet.safetensors", "sha256": sha}}))
+    monkeypatch.setattr(bokehme_core.paths, "bundled_weights_dir", lambda: tmp_path)
+    reads = []
+    real_read = W.read_state_dict
+    monkeypatch.setattr(W, "read_state_dict", lambda path, **kw: reads.append(path) or real_read(path, **kw))
+    arnet, iunet = W.load_bundled_models()
+    assert arnet.config.middle_channels == 8 and iunet.config.middle_channels == 64
+    # files are read once; every call hands out new modules, so moving one never touches another caller's
+    again, _ = W.load_bundled_models()
+    assert len(reads) == 2 and again is not arnet
+    arnet.to(torch.float64)
+    assert next(again.parameters()).dtype == torch.float32
+    assert torch.equal(again.conv0.conv.weight, W.load_bundled_models()[0].conv0.conv.weight)
+    # a damaged file is refused (a new manifest is re-checked)
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / "manifest.json").write_text(json.dumps({"arnet": {"file": "arnet.safetensors", "sha256": "0" * 64}}))
+    with pytest.raises(ValueError, match="bundled weights .*arnet.safetensors are damaged: sha256"):
+        W.load_bundled_models()
+
+
+def test_shipped_bundled_weights_load():
+    """The weights in the repository's weights/ folder match their manifest and load strictly."""
+    import json
+
+    import bokehme_core.paths
+
+    arnet, iunet = W.load_bundled_models()
+    manifest = json.loads((bokehme_core.paths.bundled_weights_dir() / "manifest.json").read_text())
+    for net, name in ((arnet, "arnet"), (iunet, "iunet")):
+        arch = manifest[name]["architecture"]
+        assert (net.config.middle_channels, net.config.num_blocks) == (arch["middle_channels"], arch["num_blocks"])
+        assert sum(p.numel() for p in net.parameters()) == arch["parameters"]

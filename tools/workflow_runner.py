@@ -1,6 +1,6 @@
 """Execute ComfyUI UI-format workflows (the JSON the ComfyUI frontend saves) without ComfyUI.
 
-Used by ``tests/test_workflows.py`` to run the bundled ``workflows/*.json`` through the real node classes of
+Used by ``tests/test_workflows.py`` and the tools in ``tools/`` to run the bundled ``workflows/*.json`` through the real node classes of
 the pack. It does the two steps ComfyUI does, separately and checkably:
 
 1. :func:`ui_to_api` -- what the frontend does when you press *Run* (``graphToPrompt``): drop the
@@ -30,7 +30,7 @@ they and everything downstream of them are reported as skipped with the reason, 
 
 Command line (a quick check of a workflow file with the real pack and the stand-ins)::
 
-    .venv/bin/python tests/workflow_runner.py workflows/bokehme_basic.json [--input-dir DIR] [--api OUT.json]
+    .venv/bin/python tools/workflow_runner.py workflows/bokehme_basic.json [--input-dir DIR] [--api OUT.json]
 """
 
 from __future__ import annotations
@@ -977,10 +977,10 @@ def _main(argv=None) -> int:
     parser.add_argument("--output-dir", type=pathlib.Path, default=None)
     parser.add_argument("--api", type=pathlib.Path, default=None, help="write the API-format prompt(s) here (a folder)")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(root / "tests"))
-    from conftest import _import_pack  # the pack imported the way ComfyUI imports it
+    sys.path.insert(0, str(root / "tools"))
+    from pack_loader import import_pack  # the pack imported the way ComfyUI imports it
 
-    pack = _import_pack()
+    pack = import_pack()
     failed = 0
     for path in args.workflows:
         out = args.output_dir or pathlib.Path(tempfile.mkdtemp(prefix="bokehme_wf_"))

@@ -1,0 +1,368 @@
+"""The two neural stages of BokehMe: ARNet at an adaptive low resolution, then IUNet's iterative upsampling.
+
+Peng et al., "BokehMe: When Neural Rendering Meets Classical Rendering", CVPR 2022 (official code:
+https://github.com/JuewenPeng/BokehMe); the staging follows the official demo exactly
+(SPEC-bokehme-official.md, section 4):
+
+1. adaptive resizing: ``s = max(max|defocus| / 10, 1)``; ARNet runs at ``floor(H / s) x floor(W / s)``;
+2. ARNet gives a low-resolution bokeh (clamped to [0, 1e5]) and the error map (upsampled to full size);
+3. IUNet doubles the resolution ``int(log2 s)`` times, then runs once more at full resolution; each result
+   is blended with the upsampled previous bokeh through a blurred mask of ``|dilated defocus| < 10 px``.
+
+Everything that depends on this staging (the pipeline, the ARNet / IUNet nodes, the training scripts) uses
+the functions and constants of this module; nothing re-derives them.
+
+Defocus inside the networks is measured in units of 10 px (:data:`DEFOCUS_SCALE`, the official
+``defocus_scale``); the public API speaks pixels. Conventions: image (B, 3, H, W) sRGB in [0, 1]; signed
+defocus (B, 1, H, W) in px, positive = nearer than focus; gamma in [1, 5].
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .._checks import check_disparity, check_image, check_range, check_same_spatial
+from .arnet import ARNet
+from .blocks import resize_bilinear
+from .iunet import IUNet
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BokehMeIntermediates",
+    "NeuralResult",
+    "render_neural",
+    "arnet_stage",
+    "iunet_stage",
+    "network_defocus",
+    "adaptive_scale",
+    "lowres_size",
+    "num_iunet_passes",
+    "gamma_norm",
+    "blend_mask",
+    "gaussian_blur",
+    "check_model",
+    "DEFOCUS_SCALE",
+    "DEFAULT_TILE_SIZE",
+    "GAMMA_MIN",
+    "GAMMA_MAX",
+]
+
+#: pixels per unit of the networks' defocus input (the official ``defocus_scale``, R_hat in the paper)
+DEFOCUS_SCALE = 10.0
+#: gamma range the networks were trained for; ``gamma_norm = (gamma - 1) / 4``
+GAMMA_MIN, GAMMA_MAX = 1.0, 5.0
+#: default tile edge (full-resolution px) of the network passes; bounds their memory at any image size
+DEFAULT_TILE_SIZE = 1024
+#: the blend-mask blur radius is this fraction of (h + w) (official)
+MASK_BLUR_FRACTION = 0.005
+#: clamp of the network outputs (official)
+_CLAMP_MAX = 1e5
+
+
+# --- small pieces -----------------------------------------------------------------------------------------
+
+def gaussian_blur(x: torch.Tensor, radius: float) -> torch.Tensor:
+    """The official blend-mask blur.
+
+    ``r = round(radius)`` (Python's round: halves go to the even integer), ``sigma = 0.3 * (r - 1) + 0.8``,
+    kernel ``exp(-(i^2 + j^2) / (2 sigma^2))`` over ``[-r, r]^2`` normalised to sum 1, replicate padding.
+    The kernel is separable, so it is applied as two 1-D passes (same result up to float rounding).
+
+    Args:
+        x: (B, C, H, W).
+        radius: >= 0; ``round(radius) == 0`` returns ``x`` unchanged.
+
+    Returns:
+        (B, C, H, W).
+    """
+    r = int(round(float(radius)))
+    if r <= 0:
+        return x
+    sigma = 0.3 * (r - 1) + 0.8
+    offsets = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
+    kernel = torch.exp(-(offsets**2) / 2 / sigma**2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    channels = x.shape[1]
+    y = F.pad(x, (r, r, r, r), mode="replicate")
+    y = F.conv2d(y, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(y, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def blend_mask(dilated_defocus_units: torch.Tensor) -> torch.Tensor:
+    """IUNet blend mask: ``gaussian_blur(|dilated defocus| < 1, 0.005 * (h + w))``.
+
+    Args:
+        dilated_defocus_units: (B, 1, h, w) dilated signed defocus in units of 10 px at this resolution.
+
+    Returns:
+        (B, 1, h, w) in [0, 1]; 1 where the IUNet refinement is used, 0 where the upsampled coarse bokeh is.
+    """
+    near_focus = ((dilated_defocus_units < 1) & (dilated_defocus_units > -1)).to(dilated_defocus_units.dtype)
+    h, w = dilated_defocus_units.shape[-2:]
+    return gaussian_blur(near_focus, MASK_BLUR_FRACTION * (h + w))
+
+
+def network_defocus(defocus_px: torch.Tensor) -> torch.Tensor:
+    """Signed defocus in px -> the networks' defocus input, in units of :data:`DEFOCUS_SCALE` (10 px)."""
+    return defocus_px / DEFOCUS_SCALE
+
+
+def adaptive_scale(defocus_px: torch.Tensor) -> float:
+    """``s = max(max|defocus_px| / 10, 1)``: ARNet runs at 1/s of the full resolution so that its defocus
+    input stays within [-1, 1] (10 px). One scale for the whole tensor given."""
+    return max(float((defocus_px / DEFOCUS_SCALE).abs().max().item()), 1.0)
+
+
+def lowres_size(height: int, width: int, scale: float) -> tuple:
+    """ARNet resolution for a (height, width) image and adaptive scale ``s``: (floor(H/s), floor(W/s)),
+    computed the way ``F.interpolate(scale_factor=1/s)`` does."""
+    return (int(math.floor(height * (1.0 / scale))), int(math.floor(width * (1.0 / scale))))
+
+
+def num_iunet_passes(scale: float) -> int:
+    """Number of IUNet passes for adaptive scale ``s``: ``int(log2 s)`` doublings plus the full-size pass."""
+    return int(math.log2(scale)) + 1
+
+
+def gamma_norm(gamma: float) -> float:
+    """The networks' gamma input: ``(gamma - 1) / 4`` for gamma in [1, 5]."""
+    return (gamma - GAMMA_MIN) / (GAMMA_MAX - GAMMA_MIN)
+
+
+def check_model(model, cls, name: str, device: torch.device) -> None:
+    """Raise TypeError unless ``model`` is a ``cls``, ValueError unless its weights are on ``device``."""
+    if not isinstance(model, cls):
+        raise TypeError(f"{name} must be a bokehme_core.{cls.__name__}, got {type(model).__name__}")
+    param = next(model.parameters(), None)
+    if param is not None and param.device != device:
+        raise ValueError(
+            f"{name} is on {param.device} but the image is on {device}: move it first ({name}.to(image.device))"
+        )
+
+
+# --- stages -----------------------------------------------------------------------------------------------
+
+def arnet_stage(
+    arnet: ARNet,
+    image: torch.Tensor,
+    defocus_px: torch.Tensor,
+    gamma,
+    tile_size: int | None = None,
+    scale: float | None = None,
+) -> tuple:
+    """Adaptive resizing + ARNet (SPEC 4, steps 2-3).
+
+    Args:
+        arnet: the network, on the device of ``image``.
+        image: (B, 3, H, W) in [0, 1] (after the highlight boost, if any).
+        defocus_px: (B, 1, H, W) signed defocus in px. One adaptive scale is used for the whole batch (from
+            its largest |defocus|); :func:`render_bokehme` calls this per image.
+        gamma: in [1, 5]: a number, or one per image ((B,) tensor; training batches).
+        tile_size: tile edge in px for the network body (exact); None = :data:`DEFAULT_TILE_SIZE`.
+        scale: the adaptive scale; None (inference) = :func:`adaptive_scale` of ``defocus_px``. Training passes
+            a larger one to show the networks coarser inputs; below the adaptive scale ARNet would see defocus
+            beyond its [-1, 1] range (ValueError).
+
+    Returns:
+        ``(bokeh_lowres, error_map, scale)``: bokeh (B, 3, floor(H/s), floor(W/s)) clamped to [0, 1e5],
+        error map (B, 1, H, W) in (0, 1) (bilinear, align_corners=True), the adaptive scale ``s``.
+    """
+    needed = adaptive_scale(defocus_px)
+    if scale is None:
+        scale = needed
+    elif not scale >= needed * (1 - 1e-6):
+        raise ValueError(f"scale must be >= the adaptive scale {needed:.4g} of this defocus, got {scale!r}")
+    height, width = image.shape[-2:]
+    h, w = lowres_size(height, width, scale)
+    if h < 2 or w < 2:
+        raise ValueError(
+            f"image {height}x{width} px is too small for a blur radius of {scale * DEFOCUS_SCALE:.1f} px: ARNet "
+            f"would run at {h}x{w} px (needs >= 2x2); use a smaller K or a larger image"
+        )
+    defocus_units = network_defocus(defocus_px)
+    if scale == 1.0:
+        image_lr, defocus_lr = image, defocus_units
+    else:
+        image_lr = F.interpolate(image, scale_factor=1.0 / scale, mode="bilinear", align_corners=True)
+        defocus_lr = F.interpolate(defocus_units, scale_factor=1.0 / scale, mode="bilinear", align_corners=True)
+        defocus_lr = defocus_lr * (1.0 / scale)
+    bokeh_lowres, error_lowres = arnet(image_lr, defocus_lr, gamma_norm(gamma), tile_size or DEFAULT_TILE_SIZE)
+    error_map = resize_bilinear(error_lowres, (height, width))
+    return bokeh_lowres.clamp(0, _CLAMP_MAX), error_map, scale
+
+
+def iunet_stage(
+    iunet: IUNet,
+    image: torch.Tensor,
+    defocus_px: torch.Tensor,
+    dilated_defocus_px: torch.Tensor | None,
+    bokeh_lowres: torch.Tensor,
+    scale: float | None,
+    gamma: float,
+    tile_size: int | None = None,
+    progress: Callable[[], None] | None = None,
+    record: dict | None = None,
+) -> torch.Tensor:
+    """Iterative upsampling with IUNet (SPEC 4, steps 4-5).
+
+    Args:
+        iunet: the network, on the device of ``image``.
+        image: (B, 3, H, W) in [0, 1] (after the highlight boost, if any).
+        defocus_px: (B, 1, H, W) signed defocus in px.
+        dilated_defocus_px: (B, 1, H, W) the classical renderer's dilated signed defocus in px (where the
+            blend masks come from); None computes it here with the same official dilation
+            (:func:`bokehme_core.scatter.dilate_defocus`).
+        bokeh_lowres: (B, 3, h, w) ARNet bokeh from :func:`arnet_stage`; its size must be
+            :func:`lowres_size` of the image for this defocus (ValueError otherwise).
+        scale: the adaptive scale from :func:`arnet_stage`; None = :func:`adaptive_scale` of ``defocus_px``.
+        gamma: in [1, 5].
+        tile_size: tile edge in px for the network body (exact); None = :data:`DEFAULT_TILE_SIZE`.
+        progress: called once after each IUNet pass.
+        record: if a dict, receives lists ``"bokeh"`` and ``"masks"`` with the result and blend mask of every
+            pass (the last ones at full resolution).
+
+    Returns:
+        (B, 3, H, W) neural bokeh, each pass clamped to [0, 1e5] before blending (not clamped to 1).
+    """
+    if scale is None:
+        scale = adaptive_scale(defocus_px)
+    expected = lowres_size(image.shape[-2], image.shape[-1], scale)
+    if tuple(bokeh_lowres.shape[-2:]) != expected:
+        raise ValueError(
+            f"bokeh_lowres is {bokeh_lowres.shape[-1]}x{bokeh_lowres.shape[-2]} px (WxH) but this image and defocus "
+            f"need {expected[1]}x{expected[0]} px (adaptive scale {scale:.4g}): it must come from arnet_stage run "
+            f"with the same image and defocus"
+        )
+    if dilated_defocus_px is None:
+        from ..scatter.dilate import dilate_defocus
+
+        dilated_defocus_px = dilate_defocus(defocus_px)
+    height, width = image.shape[-2:]
+    gamma_input = gamma_norm(gamma)
+    tile_size = tile_size or DEFAULT_TILE_SIZE
+    defocus_units = network_defocus(defocus_px)
+    dilated_units = network_defocus(dilated_defocus_px)
+    bokeh = bokeh_lowres
+    n_doublings = num_iunet_passes(scale) - 1
+    for i in range(n_doublings + 1):
+        if i < n_doublings:
+            ratio = 2 ** (i + 1) / scale
+            size = (int(ratio * height), int(ratio * width))
+            image_i = resize_bilinear(image, size)
+            defocus_i = ratio * resize_bilinear(defocus_units, size)
+            dilated_i = ratio * resize_bilinear(dilated_units, size)
+        else:  # the final pass, at full resolution
+            size = (height, width)
+            image_i, defocus_i, dilated_i = image, defocus_units, dilated_units
+        refined = iunet(image_i, defocus_i.clamp(-1, 1), bokeh, gamma_input, tile_size).clamp(0, _CLAMP_MAX)
+        mask = blend_mask(dilated_i)
+        bokeh = mask * refined + (1 - mask) * resize_bilinear(bokeh, size)
+        if record is not None:
+            record.setdefault("bokeh", []).append(bokeh)
+            record.setdefault("masks", []).append(mask)
+        if progress is not None:
+            progress()
+    return bokeh
+
+
+# --- results ----------------------------------------------------------------------------------------------
+
+@dataclass
+class BokehMeIntermediates:
+    """Per-image intermediate results of :func:`render_bokehme` (lists indexed by image; sizes can differ
+    between images because each has its own adaptive scale).
+
+    Attributes:
+        adapt_scale: adaptive scale ``s`` per image (>= 1).
+        arnet_bokeh: ARNet bokeh per image, (1, 3, floor(H/s), floor(W/s)), clamped to [0, 1e5].
+        iteration_bokeh: per image, the bokeh after each IUNet pass ((1, 3, h_i, w_i); the last is full size).
+        iteration_masks: per image, the blend mask of each IUNet pass ((1, 1, h_i, w_i) in [0, 1]).
+        dilated_defocus: (B, 1, H, W) dilated signed defocus in px from the classical renderer.
+        defocus: (B, 1, H, W) signed defocus in px.
+    """
+
+    adapt_scale: list = field(default_factory=list)
+    arnet_bokeh: list = field(default_factory=list)
+    iteration_bokeh: list = field(default_factory=list)
+    iteration_masks: list = field(default_factory=list)
+    dilated_defocus: torch.Tensor | None = None
+    defocus: torch.Tensor | None = None
+
+
+@dataclass
+class NeuralResult:
+    """Output of :func:`render_neural`.
+
+    Attributes:
+        bokeh: (B, 3, H, W) neural bokeh, not clamped to 1 (values in [0, 1e5]).
+        error_map: (B, 1, H, W) predicted error map in (0, 1), full resolution.
+        intermediates: filled when asked for.
+    """
+
+    bokeh: torch.Tensor
+    error_map: torch.Tensor
+    intermediates: BokehMeIntermediates | None = None
+
+
+# --- neural renderer --------------------------------------------------------------------------------------
+
+def render_neural(
+    image: torch.Tensor,
+    defocus_px: torch.Tensor,
+    dilated_defocus_px: torch.Tensor,
+    *,
+    gamma: float,
+    arnet: ARNet,
+    iunet: IUNet,
+    tile_size: int | None = None,
+    return_intermediates: bool = False,
+    progress: Callable[[], None] | None = None,
+) -> NeuralResult:
+    """ARNet + iterative IUNet, image by image (each with its own adaptive scale).
+
+    Args:
+        image: (B, 3, H, W) in [0, 1] (after the highlight boost, if any).
+        defocus_px: (B, 1, H, W) signed defocus in px.
+        dilated_defocus_px: (B, 1, H, W) dilated signed defocus in px (classical renderer).
+        gamma: in [1, 5].
+        arnet, iunet: networks on the device of ``image``.
+        tile_size: tile edge in px for the network passes (exact); None = :data:`DEFAULT_TILE_SIZE`.
+        return_intermediates: fill :attr:`NeuralResult.intermediates`.
+        progress: called once after ARNet and after each IUNet pass.
+
+    Returns:
+        :class:`NeuralResult`.
+    """
+    check_image(image)
+    check_disparity(defocus_px, "defocus_px")
+    check_disparity(dilated_defocus_px, "dilated_defocus_px")
+    check_same_spatial(image, defocus_px, "image", "defocus_px", batch="equal")
+    check_same_spatial(image, dilated_defocus_px, "image", "dilated_defocus_px", batch="equal")
+    gamma = check_range(gamma, "gamma", GAMMA_MIN, GAMMA_MAX)
+    check_model(arnet, ARNet, "arnet", image.device)
+    check_model(iunet, IUNet, "iunet", image.device)
+    inter = BokehMeIntermediates(dilated_defocus=dilated_defocus_px, defocus=defocus_px) if return_intermediates else None
+    bokeh_all, error_all = [], []
+    with torch.inference_mode():
+        for b in range(image.shape[0]):
+            img, dfc, dil = image[b : b + 1], defocus_px[b : b + 1], dilated_defocus_px[b : b + 1]
+            bokeh_lowres, error_map, scale = arnet_stage(arnet, img, dfc, gamma, tile_size)
+            if progress is not None:
+                progress()
+            record = {} if inter is not None else None
+            bokeh = iunet_stage(iunet, img, dfc, dil, bokeh_lowres, scale, gamma, tile_size, progress, record)
+            bokeh_all.append(bokeh)
+            error_all.append(error_map)
+            if inter is not None:
+                inter.adapt_scale.append(scale)
+                inter.arnet_bokeh.append(bokeh_lowres)
+                inter.iteration_bokeh.append(record["bokeh"])
+                inter.iteration_masks.append(record["masks"])
+    return NeuralResult(torch.cat(bokeh_all), torch.cat(error_all), inter)

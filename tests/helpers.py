@@ -1,0 +1,33 @@
+"""Helpers shared by several test modules (imported as ``from helpers import ...``; tests/ is on sys.path)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def random_official_depth_weights(family: str, variant: str, seed: int = 0) -> dict:
+    """Seeded random depth weights in the official key layout (shapes from our module, renamed by the inverse
+    converter; tests/core/test_depth.py proves that layout is the official one). Fan-in scaled so activations
+    stay O(1), with a positive final bias so that the output is not all zero after the final ReLUs."""
+    import math
+
+    from bokehme_core.depth import build_model, to_official_state_dict
+
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in to_official_state_dict(build_model(family, variant, device="meta")).items():
+        if key.endswith(".gamma") or (value.ndim == 1 and "norm" in key and key.endswith("weight")):
+            v = 1.0 + 0.2 * torch.randn(value.shape, generator=gen)
+        elif value.ndim == 1 or key.endswith(("pos_embed", "cls_token", "mask_token")):
+            v = 0.05 * torch.randn(value.shape, generator=gen)
+        else:
+            transposed = value.ndim == 4 and value.shape[-1] in (2, 4) and (
+                "resize_layers" in key or "postprocess" in key
+            )
+            fan_in = value.shape[0] if transposed else value[0].numel()  # transposed convs: (in, out, k, k)
+            v = torch.randn(value.shape, generator=gen) / math.sqrt(fan_in)
+        state[key] = v.to(torch.float32)
+    for key in ("depth_head.scratch.output_conv2.2.bias", "scratch.output_conv.4.bias"):
+        if key in state:
+            state[key] = torch.full_like(state[key], 0.5)
+    return state

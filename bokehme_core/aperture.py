@@ -30,12 +30,45 @@ Accepted range: [0.1, 10].
 
 Conventions: offsets ``(dx, dy)`` go from the source pixel to the target pixel, in pixels, x right, y down;
 radii are the blur radius ``r = |signed defocus|`` in pixels.
+
+Lens character (:class:`Lens`) changes the shape per source pixel, by its position in the frame; every effect at
+0 is exactly the plain aperture above. In the aperture's *scaled* coordinates ``p = (dx/ax, dy/ay)`` (where the
+unsqueezed shape has radius ``r``) the profile of a source becomes::
+
+    outer(p; R) = min(A(p + R*s; R), C(p - R*s; R))          A = the aperture's profile, C = the circle's
+    profile(p)  = outer(p; r) - ring_w * min(outer(p; RING_INNER*r), outer(p; r))
+    weight      = profile * norm / (r^2 + 0.2)
+
+* **cat's eye** (optical vignetting): the aperture ``A`` is moved by ``-R*s`` and clipped by a circle ``C`` moved
+  by ``+R*s``; their intersection is a lemon centred on the source whose narrow axis is ``s``. ``s`` points
+  along the frame radius (from the frame centre to the source, in scaled coordinates), with
+  ``|s| = c/2``, ``c = min(MAX_CLIP, (CAT_EYE_GAIN*cat_eye + SWIRL_GAIN*swirl) * rho)``, ``rho`` = distance
+  from the frame centre / half-diagonal (0 at the centre, 1 in the corners). ``c`` is the distance between
+  the two circles in units of ``r``: at ``cat_eye = 0.8`` in a corner (``c = 0.96``) the lemon's second-moment
+  axis ratio is about 1.6.
+* **swirl**: ``s`` is turned by ``swirl * SWIRL_ANGLE`` (counter-clockwise on screen) away from the radius and
+  lengthened by ``SWIRL_GAIN*swirl*rho``, so the lemons stretch along the tangent and lean, a vortex around the
+  centre (Petzval swirl).
+* **ring** (soap bubble): an inner copy of the shape at ``RING_INNER`` of the radius is subtracted with weight
+  ``ring_w = ring``: a bright rim of width ``(1 - RING_INNER)*r`` around a centre dimmed to ``1 - ring``.
+* both fade in with the radius, ``* clamp(r - 1, 0, 1)`` (a sub-pixel blur has no visible shape, as for masks):
+  in-focus pixels keep the plain kernel.
+* **energy**: ``norm = 1 / (area_ratio(c, direction) * (1 - ring_w * RING_INNER^2))`` with ``area_ratio`` the
+  area of the lemon over the area of the plain shape (tabulated per aperture, see :func:`clip_area_ratio`),
+  so every source keeps the total weight of the plain kernel (to the rasterisation error, < 1% for r >= 4).
+* **fringe** (longitudinal chromatic aberration) renders the red channel with the signed defocus
+  ``d + fringe*|d|`` and the blue one with ``d - fringe*|d|``: red and blue radii differ from green by the
+  fraction ``fringe`` (red larger in front of the focus, blue larger behind: purple / green fringes).
+* **highlights** and **focus range** act before the renderer: :func:`bokehme_core.defocus.lift_highlights` and the
+  ``focus_range`` / ``near_scale`` / ``far_scale`` options of :func:`bokehme_core.defocus.signed_defocus`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,7 +76,8 @@ import torch.nn.functional as F
 
 from ._checks import check_range
 
-__all__ = ["Aperture", "MIN_ANAMORPHIC", "MAX_ANAMORPHIC", "MAX_BLADES", "MAX_MASK_SIZE"]
+__all__ = ["Aperture", "Lens", "LensFields", "clip_area_ratio", "MIN_ANAMORPHIC", "MAX_ANAMORPHIC", "MAX_BLADES",
+           "MAX_MASK_SIZE", "CAT_EYE_GAIN", "SWIRL_GAIN", "SWIRL_ANGLE", "MAX_CLIP", "RING_INNER", "LENS_RANGES"]
 
 MIN_ANAMORPHIC = 0.1
 MAX_ANAMORPHIC = 10.0
@@ -252,3 +286,258 @@ def _check_anamorphic(anamorphic: float) -> float:
             f"(0.5 = tall ovals of a 2x anamorphic lens, 1 = round), got {value:g}"
         )
     return value
+
+
+# ------------------------------------------------------------------------------------------ lens character
+#: distance between the two clipping circles, in units of the blur radius, per unit of ``cat_eye * rho``
+CAT_EYE_GAIN = 1.2
+#: extra clipping distance per unit of ``swirl * rho``
+SWIRL_GAIN = 0.8
+#: how far swirl turns the lemons away from the frame radius at ``swirl = 1`` (radians)
+SWIRL_ANGLE = math.pi / 4
+#: largest clipping distance (units of r): the lemon keeps ~10% of the shape's area
+MAX_CLIP = 1.6
+#: radius of the dimmed inner shape of the soap-bubble ring, as a fraction of the blur radius
+RING_INNER = 0.8
+#: option -> (lowest, highest) accepted value, also the ranges quoted in error messages and node tooltips
+LENS_RANGES = {
+    "cat_eye": (0.0, 1.0),
+    "swirl": (0.0, 1.0),
+    "ring": (0.0, 1.0),
+    "fringe": (0.0, 0.25),
+    "highlight_threshold": (0.0, 1.0),
+    "highlight_gain": (1.0, 50.0),
+    "focus_range": (0.0, 1.0),
+    "near_scale": (0.0, 10.0),
+    "far_scale": (0.0, 10.0),
+}
+
+
+class LensFields(NamedTuple):
+    """Per-source lens state for a (H, W) radius map, float32 (H, W) tensors (see the module docstring).
+
+    shift_x, shift_y: the clip half-distance ``s * fade(r)`` in scaled unit-radius coordinates (multiply by
+        ``r * ax`` / ``r * ay`` for image pixels: the aperture moves by minus that, the clip circle by plus).
+    ring: ``ring * fade(r)``.
+    norm: the energy factor ``1 / (area_ratio * (1 - ring_w * RING_INNER^2))``.
+    """
+
+    shift_x: torch.Tensor
+    shift_y: torch.Tensor
+    ring: torch.Tensor
+    norm: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Lens:
+    """Lens character for the classical renderer (every field at its default = the plain aperture, exactly).
+
+    Immutable, comparable and hashable (ComfyUI caches on it). Out-of-range values raise ValueError naming the
+    option and its range (:data:`LENS_RANGES`). See the module docstring for the exact formulas.
+
+    Fields:
+        cat_eye: 0..1, optical vignetting: bokeh turns into lemons squeezed toward the frame centre, growing with
+            the distance from the centre (none at the centre).
+        swirl: 0..1, the lemons lean (up to 45 degrees) and stretch along the tangent (Petzval swirl).
+        ring: 0..1, soap-bubble bokeh: bright rim, centre dimmed to ``1 - ring``; energy kept.
+        fringe: 0..0.25, longitudinal chromatic aberration: red / blue blur radii differ from green by this
+            fraction (0.03..0.1 is lens-like).
+        highlight_threshold: 0..1, sRGB level above which lights are lifted (:func:`~bokehme_core.defocus.lift_highlights`).
+        highlight_gain: 1..50, linear-light gain of the brightest lights (1 = off).
+        focus_range: 0..1, width in disparity units of the band around the focus that stays fully sharp.
+        near_scale, far_scale: 0..10, blur growth in front of / behind the focus band, relative to K.
+    """
+
+    cat_eye: float = 0.0
+    swirl: float = 0.0
+    ring: float = 0.0
+    fringe: float = 0.0
+    highlight_threshold: float = 0.9
+    highlight_gain: float = 1.0
+    focus_range: float = 0.0
+    near_scale: float = 1.0
+    far_scale: float = 1.0
+
+    def __post_init__(self):
+        for name, (lo, hi) in LENS_RANGES.items():
+            object.__setattr__(self, name, check_range(getattr(self, name), name, lo, hi))
+
+    # ------------------------------------------------------------------ what is switched on
+    @property
+    def shapes_neutral(self) -> bool:
+        """True when the bokeh shape is the plain aperture's (no cat's eye, swirl or ring)."""
+        return self.cat_eye == 0.0 and self.swirl == 0.0 and self.ring == 0.0
+
+    @property
+    def is_neutral(self) -> bool:
+        """True when every option is at its no-effect value (the renderer gives today's output exactly)."""
+        return (self.shapes_neutral and self.fringe == 0.0 and self.highlight_gain == 1.0
+                and self.focus_range == 0.0 and self.near_scale == 1.0 and self.far_scale == 1.0)
+
+    def defocus_options(self) -> dict:
+        """Keyword options of :func:`bokehme_core.signed_defocus` (``focus_range``, ``near_scale``, ``far_scale``)."""
+        return {"focus_range": self.focus_range, "near_scale": self.near_scale, "far_scale": self.far_scale}
+
+    def signed_defocus(self, disparity: torch.Tensor, K: float, focus) -> torch.Tensor:
+        """:func:`bokehme_core.signed_defocus` with this lens's focus range and near / far scales (pixels)."""
+        from .defocus import signed_defocus
+
+        return signed_defocus(disparity, K, focus, **self.defocus_options())
+
+    def lift_highlights(self, image: torch.Tensor) -> torch.Tensor:
+        """:func:`bokehme_core.defocus.lift_highlights` with this lens's threshold and gain (identity at gain 1)."""
+        if self.highlight_gain == 1.0:
+            return image
+        from .defocus import lift_highlights
+
+        return lift_highlights(image, self.highlight_threshold, self.highlight_gain)
+
+    def channel_defocus(self, defocus_px: torch.Tensor) -> tuple:
+        """Signed defocus per colour channel ``(red, green, blue)``: ``d + fringe*|d|``, ``d``, ``d - fringe*|d|``."""
+        if self.fringe == 0.0:
+            return defocus_px, defocus_px, defocus_px
+        spread = self.fringe * defocus_px.abs()
+        return defocus_px + spread, defocus_px, defocus_px - spread
+
+    # ------------------------------------------------------------------ geometry
+    def clip_vectors(self, aperture: Aperture, height: int, width: int, device=None, frame=None) -> tuple:
+        """Clip half-distance ``s`` per pixel (before the radius fade): ``(s_x, s_y)``, float32 (H, W) tensors.
+
+        ``s`` is in the aperture's scaled unit-radius coordinates (see the module docstring). ``frame`` =
+        ``(top, left, frame_height, frame_width)`` places a tile in a larger frame (default: the image is the
+        frame), so tiles of one frame get the same field (no seams).
+        """
+        top, left, fh, fw = frame if frame is not None else (0, 0, height, width)
+        cy, cx = (fh - 1) / 2.0, (fw - 1) / 2.0
+        half_diag = max(math.hypot(cx, cy), 1e-6)
+        ys = (torch.arange(height, dtype=torch.float64, device=device) + top - cy).view(-1, 1) / half_diag
+        xs = (torch.arange(width, dtype=torch.float64, device=device) + left - cx).view(1, -1) / half_diag
+        gain = CAT_EYE_GAIN * self.cat_eye + SWIRL_GAIN * self.swirl
+        rho = torch.sqrt(xs * xs + ys * ys)
+        clip = torch.clamp(gain * rho, max=MAX_CLIP)  # distance between the circles, units of r
+        angle = self.swirl * SWIRL_ANGLE  # counter-clockwise on screen (y points down)
+        cos_a, sin_a = math.cos(angle), math.sin(angle)
+        ux = cos_a * xs + sin_a * ys
+        uy = -sin_a * xs + cos_a * ys
+        ax, ay = aperture.axis_scale
+        ux, uy = ux / ax, uy / ay  # direction in scaled coordinates: the image-space offset stays along u
+        length = torch.sqrt(ux * ux + uy * uy).clamp(min=1e-12)
+        half = 0.5 * clip / length
+        return (ux * half).to(torch.float32), (uy * half).to(torch.float32)
+
+    def fields(self, aperture: Aperture, radius: torch.Tensor, frame=None) -> LensFields:
+        """Per-source lens state (:class:`LensFields`) for a (H, W) blur-radius map in pixels."""
+        H, W = radius.shape[-2:]
+        radius = radius.reshape(H, W).to(torch.float32)
+        fade = torch.clamp(radius - 1.0, 0.0, 1.0)
+        if self.cat_eye == 0.0 and self.swirl == 0.0:
+            shift_x = shift_y = torch.zeros_like(radius)
+            ratio = torch.ones_like(radius)
+        else:
+            s_x, s_y = self.clip_vectors(aperture, H, W, radius.device, frame)
+            shift_x, shift_y = s_x * fade, s_y * fade
+            ratio = clip_area_ratio(aperture, shift_x, shift_y)
+        ring = self.ring * fade
+        norm = 1.0 / (ratio * (1.0 - ring * RING_INNER**2))
+        return LensFields(shift_x.contiguous(), shift_y.contiguous(), ring.contiguous(), norm.contiguous())
+
+    def profile(self, aperture: Aperture, dx, dy, radius, shift_x, shift_y, ring) -> torch.Tensor:
+        """Lens profile at offset (dx, dy) px of sources with ``radius`` and lens state (all broadcastable).
+
+        ``outer(r) - ring * min(outer(RING_INNER*r), outer(r))`` (module docstring), before ``norm / (r^2+0.2)``.
+        """
+        outer = _clipped(aperture, dx, dy, radius, shift_x, shift_y)
+        if not isinstance(ring, torch.Tensor) and ring == 0.0:
+            return outer
+        inner = _clipped(aperture, dx, dy, radius * RING_INNER, shift_x, shift_y)
+        return outer - ring * torch.minimum(inner, outer)
+
+    def kernel(self, aperture: Aperture, radius: float, x: float, y: float, height: int, width: int,
+               normalize: bool = True, device=None) -> torch.Tensor:
+        """Rasterised weights of one source at pixel (x, y) of a (height, width) frame, blur radius ``radius``.
+
+        The plain aperture's window :meth:`Aperture.kernel` (a lemon stays inside it), holding
+        ``profile * norm / (r^2 + 0.2)``; normalised to sum 1 with ``normalize``. For previews and tests.
+        """
+        radius = check_range(radius, "radius", 0.0, 4096.0)
+        wx, wy = aperture.window(radius)
+        fields = self.fields(aperture, torch.full((height, width), radius))
+        iy, ix = int(round(y)), int(round(x))
+        sx, sy, ring, norm = (float(t[iy, ix]) for t in fields)
+        ddy = torch.arange(-wy, wy + 1, dtype=torch.float32, device=device).view(-1, 1)
+        ddx = torch.arange(-wx, wx + 1, dtype=torch.float32, device=device).view(1, -1)
+        r = torch.tensor(radius, dtype=torch.float32, device=device)
+        k = self.profile(aperture, ddx, ddy, r, sx, sy, ring) * (norm / (radius * radius + 0.2))
+        if normalize:
+            k = k / k.sum()
+        return k
+
+
+def _clipped(aperture: Aperture, dx, dy, radius, shift_x, shift_y) -> torch.Tensor:
+    """``min(A(p + R*s), C(p - R*s))`` at image offsets (dx, dy) for radius R (the lemon; A itself when s = 0)."""
+    ax, ay = aperture.axis_scale
+    ox = shift_x * radius * ax
+    oy = shift_y * radius * ay
+    shape = aperture.profile(dx + ox, dy + oy, radius)
+    clip = _circle_like(aperture).profile(dx - ox, dy - oy, radius)
+    return torch.minimum(shape, clip)
+
+
+def _circle_like(aperture: Aperture) -> Aperture:
+    return Aperture.circle(aperture.anamorphic)
+
+
+#: clip distances c (units of r) and directions (radians, scaled coordinates) of the area tables
+_AREA_CLIPS = 17
+_AREA_ANGLES = 32
+
+
+def clip_area_ratio(aperture: Aperture, shift_x: torch.Tensor, shift_y: torch.Tensor) -> torch.Tensor:
+    """Area of the lemon over the area of the plain shape, for clip half-distances ``(shift_x, shift_y)``.
+
+    Bilinear in the table of :func:`_area_table` (clip distance ``c = 2|s|`` in [0, MAX_CLIP], direction);
+    1 at ``s = 0``. For circles the table is the closed form of two intersecting discs.
+    """
+    table = _area_table(aperture).to(shift_x.device)
+    clip = torch.clamp(2.0 * torch.sqrt(shift_x * shift_x + shift_y * shift_y), 0.0, MAX_CLIP)
+    ci = clip / MAX_CLIP * (_AREA_CLIPS - 1)
+    c0 = torch.clamp(torch.floor(ci), 0, _AREA_CLIPS - 2)
+    cf = ci - c0
+    ti = torch.remainder(torch.atan2(shift_y, shift_x), 2 * math.pi) / (2 * math.pi) * _AREA_ANGLES
+    t0 = torch.floor(ti)
+    tf = ti - t0
+    t0 = torch.remainder(t0, _AREA_ANGLES).long()
+    t1 = torch.remainder(t0 + 1, _AREA_ANGLES)
+    c0 = c0.long()
+    c1 = c0 + 1
+    value = ((table[c0, t0] * (1 - tf) + table[c0, t1] * tf) * (1 - cf)
+             + (table[c1, t0] * (1 - tf) + table[c1, t1] * tf) * cf)
+    return value.to(torch.float32)
+
+
+@functools.lru_cache(maxsize=32)
+def _area_table(aperture: Aperture) -> torch.Tensor:
+    """(_AREA_CLIPS, _AREA_ANGLES) float64: area of ``min(A(p+s), C(p-s))`` / area of ``A`` (scaled coordinates).
+
+    Circles: closed form. Polygons and masks: the soft profiles of the round (anamorphic 1) shape at radius 24
+    summed on a 0.5-pixel grid.
+    """
+    clips = torch.linspace(0.0, MAX_CLIP, _AREA_CLIPS, dtype=torch.float64)
+    if aperture.kind == "circle":
+        half = clips / 2
+        area = 2 * torch.acos(half) - half * 2 * torch.sqrt(1 - half * half)
+        return (area / math.pi).view(-1, 1).expand(-1, _AREA_ANGLES).contiguous()
+    round_shape = replace(aperture, anamorphic=1.0)
+    radius = 16.0
+    step = 0.5
+    n = int(math.ceil((radius + 3) / step))
+    axis = torch.arange(-n, n + 1, dtype=torch.float32) * step
+    gy, gx = axis.view(1, -1, 1), axis.view(1, 1, -1)
+    r = torch.tensor(radius)
+    base = float(round_shape.profile(gx, gy, r).double().sum())
+    angles = torch.arange(_AREA_ANGLES, dtype=torch.float64) * (2 * math.pi / _AREA_ANGLES)
+    half = (clips[1:] / 2).view(-1, 1)
+    sx = (half * torch.cos(angles).view(1, -1)).reshape(-1, 1, 1).to(torch.float32)
+    sy = (half * torch.sin(angles).view(1, -1)).reshape(-1, 1, 1).to(torch.float32)
+    value = _clipped(round_shape, gx, gy, r, sx, sy).double().sum(dim=(1, 2)) / base
+    return torch.cat([torch.ones(1, _AREA_ANGLES, dtype=torch.float64), value.view(-1, _AREA_ANGLES)])

@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from ..aperture import Aperture
+from ..aperture import Aperture, Lens
 
 __all__ = ["scatter_exact", "DELTA"]
 
@@ -42,11 +42,17 @@ def scatter_exact(
     defocus_px: torch.Tensor,
     aperture: Aperture,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    lens: Lens | None = None,
 ) -> torch.Tensor:
     """Normalised scatter of ``image`` (B,3,H,W) with per-pixel radius ``|defocus_px|`` (B,1,H,W).
 
     Returns (B,3,H,W) float32: ``sum(w * I) / sum(w)`` over the official kernel.
     """
+    if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels
+        from .lens_kernels import scatter_exact_lens
+
+        return scatter_exact_lens(image, defocus_px, aperture, lens, progress)
     B = image.shape[0]
     outs = []
     for b in range(B):

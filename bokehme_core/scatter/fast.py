@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from ..aperture import Aperture
+from ..aperture import Aperture, Lens
 
 __all__ = ["scatter_fast", "row_runs", "TABLE_RADIUS", "LEVELS_PER_PX"]
 
@@ -79,11 +79,17 @@ def scatter_fast(
     defocus_px: torch.Tensor,
     aperture: Aperture,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    lens: Lens | None = None,
 ) -> torch.Tensor:
     """Row-run approximation of the official scatter; same contract as :func:`.exact.scatter_exact`.
 
     image (B,3,H,W) linear values, defocus_px (B or 1,1,H,W) px -> (B,3,H,W) float32.
     """
+    if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels
+        from .lens_kernels import scatter_fast_lens
+
+        return scatter_fast_lens(image, defocus_px, aperture, lens, progress)
     B = image.shape[0]
     rmax = float(defocus_px.abs().max())
     tables = [t.to(image.device) for t in row_runs(aperture, float(min(math.floor(rmax) + 1, TABLE_RADIUS)))]

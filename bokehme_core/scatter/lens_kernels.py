@@ -1,0 +1,275 @@
+"""Torch scatter kernels with lens character (cat's eye, swirl, ring): per-source kernels that depend on the
+source's position in the frame (:class:`bokehme_core.aperture.Lens`, formulas in :mod:`bokehme_core.aperture`).
+
+Used by :func:`.exact.scatter_exact` and :func:`.fast.scatter_fast` when they get a ``lens`` whose shapes are not
+neutral (with a neutral lens they run their plain code, bit-identical to no lens).
+
+* :func:`scatter_exact_lens`: the exact weights ``Lens.profile * norm / (r^2 + 0.2)`` over the official window,
+  offset by offset, vectorised over the sources whose window and support reach the offset (sources sorted by
+  radius: a suffix per offset). Cost O(r^2) per source: meant for tests, CUDA and modest sizes; the numba
+  backend (:mod:`.lens_numba`) evaluates only the rim exactly.
+* :func:`scatter_fast_lens`: the fast-mode row runs. Per source and row the aperture's run table row (of
+  :func:`.fast.row_runs`, read at the fractional row of the moved shape and scaled above the table radius) is
+  intersected with the run of the moved clip circle (the circle's table), giving box segments of height
+  ``min(heights)``; the ring subtracts the same construction at ``RING_INNER * r`` (intersected with the outer
+  segment) with weight ``ring``. Four difference-array writes per segment, one prefix sum per row.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from ..aperture import RING_INNER, Aperture, Lens
+
+__all__ = ["scatter_exact_lens", "scatter_fast_lens", "lens_premult"]
+
+#: half width (pixels) of the soft rim, as in :mod:`.exact`
+DELTA = 1.5
+CHUNK = 1 << 20
+
+
+def lens_premult(image: torch.Tensor, radius: torch.Tensor, norm: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """(H*W, 4): ``(w*R, w*G, w*B, w)`` with ``w = norm / (r^2 + 0.2)`` for one (3, H, W) image."""
+    H, W = radius.shape
+    weight = norm.to(dtype) / (radius.to(dtype) ** 2 + 0.2)
+    premult = torch.cat([image.reshape(3, -1).to(dtype), torch.ones(1, H * W, dtype=dtype, device=image.device)])
+    return (premult * weight.reshape(1, -1)).t().contiguous()
+
+
+def _per_image(image, defocus_px, progress, one):
+    B = image.shape[0]
+    outs = []
+    for b in range(B):
+        sub = None
+        if progress is not None:
+            sub = lambda done, total, b=b: progress(b * total + done, B * total)  # noqa: E731
+        outs.append(one(image[b], defocus_px[b if defocus_px.shape[0] > 1 else 0, 0], sub))
+    return torch.stack(outs)
+
+
+def _finish(total: torch.Tensor, H: int, W: int, raw: bool) -> torch.Tensor:
+    total = total.reshape(H, W, 4)
+    if raw:
+        return total.to(torch.float32).permute(2, 0, 1).contiguous()
+    return (total[..., :3] / total[..., 3:]).to(torch.float32).permute(2, 0, 1).contiguous()
+
+
+# ------------------------------------------------------------------------------------------------ exact
+def scatter_exact_lens(
+    image: torch.Tensor,
+    defocus_px: torch.Tensor,
+    aperture: Aperture,
+    lens: Lens,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    raw: bool = False,
+) -> torch.Tensor:
+    """Exact lens-character scatter: (B,3,H,W) linear image, (B or 1,1,H,W) px -> (B,3,H,W) float32.
+
+    With ``raw`` the un-normalised sums ``(sum w*R, sum w*G, sum w*B, sum w)`` come back as (B,4,H,W).
+    """
+    return _per_image(image, defocus_px, progress,
+                      lambda img, dfc, sub: _exact_one(img, dfc, aperture, lens, sub, raw))
+
+
+def _exact_one(image, defocus, aperture: Aperture, lens: Lens, progress, raw: bool) -> torch.Tensor:
+    _, H, W = image.shape
+    device = image.device
+    radius_map = defocus.to(torch.float32).abs()
+    fields = lens.fields(aperture, radius_map)
+    premult = lens_premult(image, radius_map, fields.norm, torch.float64)
+    radius = radius_map.flatten()
+    order = torch.argsort(radius, stable=True)
+    radius_sorted = radius[order].contiguous()
+    ys = torch.div(order, W, rounding_mode="floor")
+    xs = order - ys * W
+    premult_sorted = premult[order]
+    shift_x = fields.shift_x.flatten()[order]
+    shift_y = fields.shift_y.flatten()[order]
+    ring = fields.ring.flatten()[order]
+    rmax = float(radius_sorted[-1])
+    ax, ay = aperture.axis_scale
+    win_x = min(math.floor(rmax * ax) + 1, W - 1)
+    win_y = min(math.floor(rmax * ay) + 1, H - 1)
+    lo = _support_table(aperture, win_x, win_y, device)
+    acc = torch.zeros(H * W, 4, dtype=torch.float64, device=device)
+    total = 2 * win_y + 1
+    for row_index in range(total):
+        dy = row_index - win_y
+        lo_row = lo[row_index].tolist()
+        dy_t = torch.tensor(float(dy), device=device)
+        for dx in range(-win_x, win_x + 1):
+            start = int(torch.searchsorted(radius_sorted, torch.tensor([lo_row[abs(dx)]], device=device)))
+            if start >= radius_sorted.numel():
+                continue
+            dx_t = torch.tensor(float(dx), device=device)
+            for s0 in range(start, radius_sorted.numel(), CHUNK):
+                s1 = min(s0 + CHUNK, radius_sorted.numel())
+                x, y, r = xs[s0:s1], ys[s0:s1], radius_sorted[s0:s1]
+                keep = (x >= -dx) & (x < W - dx) & (y >= -dy) & (y < H - dy)
+                keep &= (torch.floor(r * ax) + 1 >= abs(dx)) & (torch.floor(r * ay) + 1 >= abs(dy))  # official window
+                prof = lens.profile(aperture, dx_t, dy_t, r, shift_x[s0:s1], shift_y[s0:s1], ring[s0:s1])
+                prof = prof.to(torch.float64) * keep
+                target = torch.clamp((y + dy) * W + x + dx, 0, H * W - 1)
+                acc.index_add_(0, target, premult_sorted[s0:s1] * prof.unsqueeze(1))
+        if progress is not None:
+            progress(row_index + 1, total)
+    return _finish(acc, H, W, raw)
+
+
+def _support_table(aperture: Aperture, win_x: int, win_y: int, device) -> torch.Tensor:
+    """(2*win_y+1, win_x+1) float32: the least radius for which offset (dy, |dx|) is inside the window and the
+    support of a lens kernel (the lemon lies inside the plain shape's support disc of radius r + DELTA)."""
+    ax, ay = aperture.axis_scale
+    kx = torch.arange(win_x + 1, dtype=torch.float64, device=device)
+    ky = torch.arange(-win_y, win_y + 1, dtype=torch.float64, device=device)
+    dist = torch.sqrt((kx.view(1, -1) / ax) ** 2 + (ky.view(-1, 1) / ay) ** 2)
+    if aperture.kind == "mask":
+        _, bound_px, _ = aperture._mask_sampler("cpu")
+        reach = torch.minimum(dist - DELTA - 0.5 / min(ax, ay), dist * bound_px / (bound_px + 1.0))
+    else:
+        reach = dist - DELTA
+    win_lo = torch.maximum(((kx.view(1, -1) - 1) / ax).expand_as(dist), ((ky.abs().view(-1, 1) - 1) / ay).expand_as(dist))
+    return torch.maximum(reach, win_lo).to(torch.float32)
+
+
+# ------------------------------------------------------------------------------------------------- fast
+def fast_tables(aperture: Aperture, rmax: float, device=None) -> dict:
+    """Run tables of the aperture and of its clip circle for radii up to ``rmax`` (see :func:`.fast.row_runs`)."""
+    from .fast import LEVELS_PER_PX, TABLE_RADIUS, row_runs
+
+    top = float(min(math.floor(rmax) + 1, TABLE_RADIUS))
+    shape = row_runs(aperture, top)
+    circle = Aperture.circle(aperture.anamorphic)
+    clip = shape if circle == aperture else row_runs(circle, top)
+    n_levels = shape[0].shape[0]
+    return {
+        "shape": tuple(t.to(device) for t in shape),
+        "clip": tuple(t.to(device) for t in clip),
+        "base_radius": float(n_levels - 1) / LEVELS_PER_PX,
+        "levels_per_px": LEVELS_PER_PX,
+    }
+
+
+def scatter_fast_lens(
+    image: torch.Tensor,
+    defocus_px: torch.Tensor,
+    aperture: Aperture,
+    lens: Lens,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    raw: bool = False,
+) -> torch.Tensor:
+    """Fast-mode lens-character scatter; same contract as :func:`scatter_exact_lens`."""
+    tables = fast_tables(aperture, float(defocus_px.abs().max()), image.device)
+    return _per_image(image, defocus_px, progress,
+                      lambda img, dfc, sub: _fast_one(img, dfc, aperture, lens, tables, sub, raw))
+
+
+def _rows(table, radius, row, x_offset, base_radius, levels_per_px):
+    """Runs of ``table`` for sources with ``radius`` (n,) at fractional kernel row ``row`` (n,) (image px,
+    relative to the shape's centre), moved by ``x_offset`` (n,): (left, right, height), each (n, runs)."""
+    left_t, right_t, height_t = table
+    n_levels, n_rows, n_runs = left_t.shape
+    half_rows = (n_rows - 1) // 2
+    small = radius <= base_radius
+    level = torch.where(small, torch.round(radius * levels_per_px).long().clamp(max=n_levels - 1), n_levels - 1)
+    scale = torch.where(small, torch.ones_like(radius), radius / base_radius)
+    u = row / scale
+    u0 = torch.floor(u)
+    frac = (u - u0).unsqueeze(1)
+    i0 = (u0.long() + half_rows).clamp(0, n_rows - 1)
+    i1 = (u0.long() + 1 + half_rows).clamp(0, n_rows - 1)
+    runs = torch.arange(n_runs, device=radius.device)
+    base = level * (n_rows * n_runs)
+    idx0 = (base + i0 * n_runs).unsqueeze(1) + runs
+    idx1 = (base + i1 * n_runs).unsqueeze(1) + runs
+    lf, rf, hf = left_t.flatten(), right_t.flatten(), height_t.flatten()
+    sc = scale.unsqueeze(1)
+    left = (lf[idx0] * (1 - frac) + lf[idx1] * frac) * sc + x_offset.unsqueeze(1)
+    right = (rf[idx0] * (1 - frac) + rf[idx1] * frac) * sc + x_offset.unsqueeze(1)
+    height = hf[idx0] * (1 - frac) + hf[idx1] * frac
+    return left, right, height
+
+
+def _lemon_rows(tables, radius, dy, ox, oy):
+    """Segments of the lemon (aperture moved by -o, clip circle by +o) on kernel row dy: (left, right, height)."""
+    base_radius, lpp = tables["base_radius"], tables["levels_per_px"]
+    sl, sr, sh = _rows(tables["shape"], radius, dy + oy, -ox, base_radius, lpp)
+    cl, cr, ch = _rows(tables["clip"], radius, dy - oy, ox, base_radius, lpp)
+    unshifted = ((ox == 0) & (oy == 0)).unsqueeze(1)  # no clip: the plain aperture's rows exactly
+    cl = torch.where(unshifted, -1e30, cl[:, :1])
+    cr = torch.where(unshifted, 1e30, cr[:, :1])
+    ch = torch.where(unshifted, 1e30, ch[:, :1])
+    left = torch.maximum(sl, cl)
+    right = torch.minimum(sr, cr)
+    height = torch.where(right > left, torch.minimum(sh, ch), torch.zeros_like(sh))
+    return left, right, height
+
+
+def _fast_one(image, defocus, aperture: Aperture, lens: Lens, tables, progress, raw: bool) -> torch.Tensor:
+    _, H, W = image.shape
+    device = image.device
+    ax, ay = aperture.axis_scale
+    radius_map = defocus.to(torch.float32).abs()
+    fields = lens.fields(aperture, radius_map)
+    premult = lens_premult(image, radius_map, fields.norm, torch.float32)
+    radius = radius_map.flatten()
+    reach = (torch.floor(radius * ay) + 1).to(torch.int64)
+    order = torch.argsort(reach, stable=True)
+    reach_sorted = reach[order]
+    radius_sorted = radius[order]
+    ys = torch.div(order, W, rounding_mode="floor")
+    xs = order - ys * W
+    premult_sorted = premult[order]
+    ox_all = (fields.shift_x.flatten()[order] * radius_sorted * ax).contiguous()
+    oy_all = (fields.shift_y.flatten()[order] * radius_sorted * ay).contiguous()
+    ring_all = fields.ring.flatten()[order].contiguous()
+    with_ring = lens.ring > 0
+    win_y = min(int(reach_sorted[-1]), H - 1)
+    rows = torch.zeros(H + 1, W + 1, 4, dtype=torch.float32, device=device)  # row H: dump row
+    rows_flat = rows.view(-1, 4)
+    n_src = radius.numel()
+    total = 2 * win_y + 1
+    for done, dy in enumerate(range(-win_y, win_y + 1)):
+        first = int(torch.searchsorted(reach_sorted, torch.tensor([abs(dy)], device=device)))
+        for start in range(first, n_src, CHUNK):
+            part = slice(start, min(start + CHUNK, n_src))
+            r, ox, oy = radius_sorted[part], ox_all[part], oy_all[part]
+            left, right, height = _lemon_rows(tables, r, float(dy), ox, oy)
+            segments = [(left, right, height)]
+            if with_ring:
+                il, ir, ih = _lemon_rows(tables, r * RING_INNER, float(dy), ox * RING_INNER, oy * RING_INNER)
+                il, ir = torch.maximum(il, left), torch.minimum(ir, right)
+                ih = torch.where(ir > il, torch.minimum(ih, height), torch.zeros_like(ih)) * -ring_all[part].unsqueeze(1)
+                segments.append((il, ir, ih))
+            y = ys[part] + dy
+            y = torch.where((y >= 0) & (y < H), y, H)
+            x = xs[part].to(torch.float32).unsqueeze(1)
+            for seg_left, seg_right, seg_height in segments:
+                _write_segments(rows_flat, x, y, seg_left, seg_right, seg_height, premult_sorted[part], W)
+        if progress is not None:
+            progress(done + 1, total)
+    total_acc = rows[:H].to(torch.float64)
+    total_acc.cumsum_(dim=1)
+    return _finish(total_acc[:, :W], H, W, raw)
+
+
+def _write_segments(rows_flat, x, y, left, right, height, premult, W) -> None:
+    """Box segments [x+left, x+right] of ``height`` (n, runs) into the row difference arrays (4 writes each)."""
+    height = torch.where(right > left, height, torch.zeros_like(height))
+    pos_l = left + 0.5  # cell c covers [c - 0.5, c + 0.5]
+    pos_r = right + 0.5
+    cell_l = torch.floor(pos_l)
+    cell_r = torch.floor(pos_r)
+    cover_l = cell_l + 1 - pos_l
+    cover_r = pos_r - cell_r
+    coef = torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r]) * height  # (4, n, runs)
+    cols = (torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1]) + x).clamp(-1, W)
+    cols = cols.clamp(0, W).long()
+    index = (cols + (y * (W + 1)).view(1, -1, 1)).flatten()
+    values = premult.view(1, -1, 1, 4) * coef.unsqueeze(-1)
+    rows_flat.index_add_(0, index, values.reshape(-1, 4))

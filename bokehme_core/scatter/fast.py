@@ -22,9 +22,9 @@ from typing import Callable
 
 import torch
 
-from ..aperture import Aperture, Lens
+from ..aperture import Aperture
 
-__all__ = ["scatter_fast", "row_runs", "TABLE_RADIUS", "LEVELS_PER_PX"]
+__all__ = ["scatter_fast", "row_runs", "source_mass", "TABLE_RADIUS", "LEVELS_PER_PX"]
 
 TABLE_RADIUS = 48
 LEVELS_PER_PX = 16
@@ -80,29 +80,78 @@ def scatter_fast(
     aperture: Aperture,
     progress: Callable[[int, int], None] | None = None,
     *,
-    lens: Lens | None = None,
+    coverage: torch.Tensor | None = None,
+    max_radius: float | None = None,
 ) -> torch.Tensor:
     """Row-run approximation of the official scatter; same contract as :func:`.exact.scatter_exact`.
 
     image (B,3,H,W) linear values, defocus_px (B or 1,1,H,W) px -> (B,3,H,W) float32.
-    """
-    if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels
-        from .lens_kernels import scatter_fast_lens
 
-        return scatter_fast_lens(image, defocus_px, aperture, lens, progress)
+    With ``coverage`` (B,1,H,W) >= 0, the un-normalised, energy-preserving splat used by the layered mode:
+    ``image`` is then premultiplied colour (colour * coverage), every source's kernel is scaled to unit mass
+    (:func:`source_mass` instead of the official ``1 / (r^2 + 0.2)``), sources with coverage 0 are skipped,
+    and the result is (B,4,H,W): the accumulated premultiplied colour and coverage, NOT divided.
+    ``max_radius`` (px, default the largest ``|defocus_px|``) sets the radius the row tables are built for;
+    several calls with the same value share them.
+    """
     B = image.shape[0]
-    rmax = float(defocus_px.abs().max())
+    rmax = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
     tables = [t.to(image.device) for t in row_runs(aperture, float(min(math.floor(rmax) + 1, TABLE_RADIUS)))]
     outs = []
     for b in range(B):
         sub = None
         if progress is not None:
             sub = lambda done, total, b=b: progress(b * total + done, B * total)  # noqa: E731
-        outs.append(_scatter_one(image[b], defocus_px[b if defocus_px.shape[0] > 1 else 0, 0], aperture, tables, sub))
+        cov = None if coverage is None else coverage[b, 0]
+        outs.append(_scatter_one(image[b], defocus_px[b if defocus_px.shape[0] > 1 else 0, 0], aperture, tables, sub,
+                                 cov))
     return torch.stack(outs)
 
 
-def _scatter_one(image, defocus, aperture: Aperture, tables, progress) -> torch.Tensor:
+def source_mass(radius: torch.Tensor, aperture: Aperture, tables) -> torch.Tensor:
+    """Total weight that the fast kernel of radius ``radius`` (px, any shape) spreads, with the row tables
+    ``tables`` of :func:`row_runs` (before any clipping at the image border): the per-source normaliser of the
+    energy-preserving splat. Radii above the tables (scaled rows) are interpolated from a grid of exact
+    values (relative error below 1e-3)."""
+    left_t, right_t, height_t = (t.to(radius.device) for t in tables)
+    n_levels, n_rows, n_runs = left_t.shape
+    half_rows = (n_rows - 1) // 2
+    ax, ay = aperture.axis_scale
+    level_mass = ((right_t - left_t) * height_t).sum(dim=(1, 2)).to(torch.float64)  # (levels,)
+    radius = radius.to(torch.float32)
+    reach = torch.floor(radius * ay) + 1
+    big = reach > math.floor(TABLE_RADIUS * ay)
+    level = torch.round(radius * LEVELS_PER_PX).long().clamp(max=n_levels - 1)
+    mass = level_mass[level]
+    if bool(big.any()):
+        base_radius = float(n_levels - 1) / LEVELS_PER_PX
+        r_big = radius[big].to(torch.float64)
+        grid = torch.linspace(base_radius, float(r_big.max()) + 1.0, 96, dtype=torch.float64, device=radius.device)
+        masses = []
+        for r in grid.tolist():  # exact mass of the scaled rows, as the kernels compute them
+            sc = r / base_radius
+            win = math.floor(r * ay) + 1
+            dy = torch.arange(-win, win + 1, dtype=torch.float32, device=radius.device)
+            u = dy / sc
+            u0 = torch.floor(u)
+            frac = (u - u0).unsqueeze(1)
+            i0 = (u0.long() + half_rows).clamp(0, n_rows - 1)
+            i1 = (u0.long() + 1 + half_rows).clamp(0, n_rows - 1)
+            base_l, base_r, base_h = left_t[-1], right_t[-1], height_t[-1]
+            left = (base_l[i0] * (1 - frac) + base_l[i1] * frac) * sc
+            right = (base_r[i0] * (1 - frac) + base_r[i1] * frac) * sc
+            height = base_h[i0] * (1 - frac) + base_h[i1] * frac
+            masses.append(float(((right - left) * height).sum()))
+        per_area = torch.tensor(masses, dtype=torch.float64, device=radius.device) / grid**2
+        pos = ((r_big - grid[0]) / (grid[1] - grid[0])).clamp(0, len(grid) - 1.000001)
+        i = pos.floor().long()
+        f = pos - i
+        mass = mass.clone()
+        mass[big] = (per_area[i] * (1 - f) + per_area[(i + 1).clamp(max=len(grid) - 1)] * f) * r_big**2
+    return mass.to(torch.float32)
+
+
+def _scatter_one(image, defocus, aperture: Aperture, tables, progress, coverage=None) -> torch.Tensor:
     _, H, W = image.shape
     device = image.device
     left_t, right_t, height_t = tables
@@ -111,14 +160,23 @@ def _scatter_one(image, defocus, aperture: Aperture, tables, progress) -> torch.
     ax, ay = aperture.axis_scale
 
     radius = defocus.to(torch.float32).abs().flatten()
-    weight = 1.0 / (radius * radius + 0.2)
-    premult = torch.cat([image.reshape(3, -1).to(torch.float32), torch.ones(1, H * W, device=device)])
+    if coverage is None:
+        weight = 1.0 / (radius * radius + 0.2)
+        premult = torch.cat([image.reshape(3, -1).to(torch.float32), torch.ones(1, H * W, device=device)])
+    else:  # energy-preserving splat of premultiplied colour + coverage (see scatter_fast)
+        weight = 1.0 / source_mass(radius, aperture, tables)
+        premult = torch.cat([image.reshape(3, -1).to(torch.float32), coverage.reshape(1, -1).to(torch.float32)])
     premult = (premult * weight).t()  # (N, 4)
     # order by window height, then raster order: the sources reaching row dy are a suffix, and their writes go
     # through memory in order (cache friendly)
     n_src = radius.numel()
     reach = (torch.floor(radius * ay) + 1).to(torch.int64)
     order = torch.argsort(reach * n_src + torch.arange(n_src, device=device))
+    if coverage is not None:  # sources with coverage 0 add nothing: skip them
+        order = order[premult[order, 3] > 0]
+        n_src = order.numel()
+        if n_src == 0:
+            return torch.zeros(4, H, W, dtype=torch.float32, device=device)
     radius_sorted = radius[order]
     reach_sorted = reach[order]
     ys = torch.div(order, W, rounding_mode="floor")
@@ -184,6 +242,8 @@ def _scatter_one(image, defocus, aperture: Aperture, tables, progress) -> torch.
     total_acc = rows[:H].to(torch.float64)
     del rows, rows_flat
     total_acc.cumsum_(dim=1)
+    if coverage is not None:
+        return total_acc[:, :W, :].to(torch.float32).permute(2, 0, 1).contiguous()
     out = (total_acc[:, :W, :3] / total_acc[:, :W, 3:]).to(torch.float32)
     return out.permute(2, 0, 1).contiguous()
 

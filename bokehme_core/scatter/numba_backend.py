@@ -42,7 +42,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..aperture import Aperture, Lens
+from ..aperture import Aperture
 
 __all__ = ["available", "scatter_fast_numba", "scatter_exact_numba", "dilate_defocus_numba"]
 
@@ -73,8 +73,11 @@ def _kernels():
     @njit(cache=True, fastmath=False)
     def resolve_row(diff, acc, ty, out):
         """Output row ``ty``: the running sum of the difference array ``diff`` (W + 1, 4) plus the directly
-        accumulated ``acc`` (W, 4; zero rows = none), divided by its weight channel."""
+        accumulated ``acc`` (W, 4; zero rows = none), divided by its weight channel; with a 4-channel ``out``
+        the four sums are written as they are (the un-normalised splat of :func:`scatter_fast_numba` with
+        ``coverage``)."""
         with_acc = acc.shape[0] > 0
+        raw = out.shape[0] == 4
         s0 = 0.0
         s1 = 0.0
         s2 = 0.0
@@ -84,7 +87,17 @@ def _kernels():
             s1 += diff[x, 1]
             s2 += diff[x, 2]
             s3 += diff[x, 3]
-            if with_acc:
+            if raw:
+                out[0, ty, x] = s0
+                out[1, ty, x] = s1
+                out[2, ty, x] = s2
+                out[3, ty, x] = s3
+                if with_acc:
+                    out[0, ty, x] += acc[x, 0]
+                    out[1, ty, x] += acc[x, 1]
+                    out[2, ty, x] += acc[x, 2]
+                    out[3, ty, x] += acc[x, 3]
+            elif with_acc:
                 w = s3 + acc[x, 3]
                 out[0, ty, x] = (s0 + acc[x, 0]) / w
                 out[1, ty, x] = (s1 + acc[x, 1]) / w
@@ -341,23 +354,23 @@ def scatter_fast_numba(
     aperture: Aperture,
     progress: Callable[[int, int], None] | None = None,
     *,
-    lens: Lens | None = None,
+    coverage: torch.Tensor | None = None,
+    max_radius: float | None = None,
 ) -> torch.Tensor:
     """Fast mode (:func:`.fast.scatter_fast` semantics) with Numba; any aperture (circle, polygon, mask).
 
     image (B,3,H,W) linear values >= 0, CPU; defocus_px (B or 1,1,H,W) px -> (B,3,H,W) float32 on the CPU.
     The first call on a machine compiles the kernels (cached on disk afterwards).
+    ``coverage`` / ``max_radius``: the un-normalised energy-preserving splat of :func:`.fast.scatter_fast`
+    (premultiplied ``image``, unit-mass kernels, coverage-0 sources skipped, (B,4,H,W) sums returned).
     """
-    if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels
-        from .lens_numba import scatter_fast_lens_numba
-
-        return scatter_fast_lens_numba(image, defocus_px, aperture, lens, progress)
-    from .fast import LEVELS_PER_PX, TABLE_RADIUS, row_runs
+    from .fast import LEVELS_PER_PX, TABLE_RADIUS, row_runs, source_mass
 
     kernel = _kernels()["fast"]
     _set_threads()
-    rmax_all = float(defocus_px.abs().max())
-    left_t, right_t, height_t = row_runs(aperture, float(min(math.floor(rmax_all) + 1, TABLE_RADIUS)))
+    rmax_all = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
+    runs_tables = row_runs(aperture, float(min(math.floor(rmax_all) + 1, TABLE_RADIUS)))
+    left_t, right_t, height_t = runs_tables
     n_levels, n_rows, n_runs = left_t.shape
     half_rows = (n_rows - 1) // 2
     ax, ay = aperture.axis_scale
@@ -377,21 +390,31 @@ def scatter_fast_numba(
     def one(img, dfc, sub):
         H, W = dfc.shape
         radius = dfc.abs()
-        weight = 1.0 / (radius * radius + 0.2)
-        premult = torch.cat([img, torch.ones(1, H, W)]) * weight  # (4, H, W) float32, as .fast
+        if img.shape[0] == 4:  # energy-preserving splat: premultiplied colour + coverage, unit-mass kernels
+            weight = 1.0 / source_mass(radius, aperture, runs_tables)
+            premult = img * weight
+        else:
+            weight = 1.0 / (radius * radius + 0.2)
+            premult = torch.cat([img, torch.ones(1, H, W)]) * weight  # (4, H, W) float32, as .fast
+        skip = img.shape[0] == 4 and bool((img[3] <= 0).any())
         premult = premult.permute(1, 2, 0).contiguous().numpy()
         reach = torch.floor(radius * ay) + 1
+        if skip:  # reach -1: the kernel skips the source on every row
+            reach = torch.where(img[3] > 0, reach, torch.full_like(reach, -1.0))
         big = reach > big_reach
         level = torch.where(big, n_levels - 1,
                             torch.round(radius * LEVELS_PER_PX).long().clamp(max=n_levels - 1)).to(torch.int64)
         scale = torch.where(big, radius / base_radius, torch.ones_like(radius))
         win_y = min(math.floor(float(radius.max()) * ay) + 1, H - 1)
-        out = np.empty((3, H, W), dtype=np.float32)
+        out = np.empty((img.shape[0], H, W), dtype=np.float32)  # 4 channels: raw sums (resolve_row)
         reach = reach.to(torch.int32)
         _run_rows(kernel, H, (win_y, _row_max(reach), reach.numpy(), premult, level.numpy(),
                               big.numpy(), scale.numpy()), (*tables, out), sub, 0, H)
         return torch.from_numpy(out)
 
+    if coverage is not None:
+        cov = coverage.to(image.dtype)
+        image = torch.cat([image, cov.expand(image.shape[0], -1, -1, -1)], dim=1)
     return _per_image(image, defocus_px, one, progress)
 
 
@@ -401,18 +424,12 @@ def scatter_exact_numba(
     defocus_px: torch.Tensor,
     aperture: Aperture,
     progress: Callable[[int, int], None] | None = None,
-    *,
-    lens: Lens | None = None,
 ) -> torch.Tensor:
     """Exact mode (official kernel, :func:`.exact.scatter_exact` semantics) with Numba, circle and polygon.
 
     image (B,3,H,W) linear values >= 0, CPU; defocus_px (B or 1,1,H,W) px -> (B,3,H,W) float32 on the CPU.
     Raises ValueError for mask apertures (use the torch path). The first call on a machine compiles the kernels.
     """
-    if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels
-        from .lens_numba import scatter_exact_lens_numba
-
-        return scatter_exact_lens_numba(image, defocus_px, aperture, lens, progress)
     from .exact import DELTA
 
     if aperture.kind not in ("circle", "polygon"):

@@ -377,7 +377,7 @@ def _ok():
     (dict(defocus_px=torch.full((1, 1, 8, 8), 5000.0)), ValueError, r"defocus_px must be within \[-2000, 2000\]"),
     (dict(gamma=0.5), ValueError, r"gamma must be in \[1, 5\], got 0.5"),
     (dict(gamma=6), ValueError, r"gamma must be in \[1, 5\], got 6"),
-    (dict(mode="slow"), ValueError, r"mode must be one of 'exact', 'fast', got 'slow'"),
+    (dict(mode="slow"), ValueError, r"mode must be one of 'exact', 'fast', 'layered', got 'slow'"),
     (dict(highlight=True), ValueError, r"highlight=True needs K"),
     (dict(aperture="circle"), TypeError, r"aperture must be a bokehme_core.Aperture"),
     (dict(image=torch.zeros(1, 3, 8, 8, dtype=torch.uint8)), TypeError, r"image must be a floating point tensor"),

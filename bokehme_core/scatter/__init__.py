@@ -31,7 +31,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from .._checks import check_choice, check_disparity, check_finite, check_image, check_range, check_same_spatial
-from ..aperture import Aperture
+from ..aperture import Aperture, Lens
 from ..defocus import MAX_K, apply_highlight
 from .dilate import dilate_defocus
 
@@ -69,6 +69,7 @@ def render_classical(
     K: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     backend: str = "auto",
+    lens: Lens | None = None,
 ) -> ClassicalResult:
     """Classical (scatter) bokeh rendering.
 
@@ -90,6 +91,13 @@ def render_classical(
             ``cupy``); see the module docstring. A forced backend that cannot run raises ValueError. The first
             numba call on a machine compiles its kernels (seconds; cached on disk for later processes).
 
+        lens: lens character, :class:`bokehme_core.aperture.Lens` (default: none): cat's eye, swirl, soap-bubble
+            ring (per-source kernels in every mode and backend), colour fringing (red / blue rendered with their
+            own defocus, three renders), highlight lift (:func:`bokehme_core.defocus.lift_highlights`, applied
+            first, before the official ``highlight`` boost). Its focus range / near / far scales act on the
+            defocus map, not here: build ``defocus_px`` with ``lens.signed_defocus(disparity, K, focus)``.
+            A neutral lens (all defaults) gives exactly the output without one.
+
     Returns:
         :class:`ClassicalResult` ``(bokeh (B,3,H,W) float32, dilated_defocus (B,1,H,W) float32 px)`` on the
         device of ``image``.
@@ -108,6 +116,9 @@ def render_classical(
     check_choice(backend, "backend", BACKENDS)
     if aperture is None:
         aperture = Aperture.circle()
+    if lens is not None and not isinstance(lens, Lens):
+        raise TypeError(f"lens must be a bokehme_core.aperture.Lens (Lens(cat_eye=0.5, ring=0.3, ...)) or None, "
+                        f"got {type(lens).__name__}")
     if not isinstance(aperture, Aperture):
         raise TypeError(f"aperture must be a bokehme_core.Aperture (Aperture.circle(), .polygon(n), .from_mask(m)), "
                         f"got {type(aperture).__name__}")
@@ -115,6 +126,14 @@ def render_classical(
     if rmax > MAX_RADIUS:
         raise ValueError(f"defocus_px must be within [-{MAX_RADIUS:g}, {MAX_RADIUS:g}] pixels, got max |defocus| "
                          f"{rmax:g}; lower K")
+    if lens is not None and lens.fringe > 0:
+        if rmax * (1.0 + lens.fringe) > MAX_RADIUS:
+            raise ValueError(f"defocus_px times (1 + fringe) must be within {MAX_RADIUS:g} pixels, got max |defocus| "
+                             f"{rmax:g} with fringe {lens.fringe:g}; lower K or fringe")
+        return _render_fringe(image, defocus_px, lens, gamma=gamma, aperture=aperture, mode=mode,
+                              highlight=highlight, K=K, progress=progress, backend=backend)
+    if lens is not None:
+        image = lens.lift_highlights(image)
     if highlight:
         if K is None:
             raise ValueError("highlight=True needs K (the blur parameter that produced defocus_px) to find the "
@@ -129,30 +148,32 @@ def render_classical(
     linear = image.clamp(min=0.0) ** gamma if gamma != 1.0 else image
 
     chosen = _choose_backend(backend, mode, aperture, device)
+    shape_lens = None if lens is None or lens.shapes_neutral else lens  # None: the plain kernels, bit-identical
+    lens_kw = {} if shape_lens is None else {"lens": shape_lens}
     logger.debug("render_classical: mode=%s aperture=%s gamma=%g size=%s max radius %.1f px backend=%s",
                  mode, aperture.kind, gamma, tuple(image.shape), rmax, chosen)
     if mode == "layered":
         from .layered import scatter_layered
 
         rendered = scatter_layered(linear, defocus_px, aperture, progress,
-                                   backend="numba" if chosen == "numba" else "torch")
+                                   backend="numba" if chosen == "numba" else "torch", **lens_kw)
     elif chosen == "numba":
         from . import numba_backend
 
         scatter = numba_backend.scatter_exact_numba if mode == "exact" else numba_backend.scatter_fast_numba
-        rendered = scatter(linear, defocus_px, aperture, progress)
+        rendered = scatter(linear, defocus_px, aperture, progress, **lens_kw)
     elif chosen == "cupy":
         from . import cupy_backend
 
-        rendered = cupy_backend.scatter_exact_cupy(linear, defocus_px, aperture, progress)
+        rendered = cupy_backend.scatter_exact_cupy(linear, defocus_px, aperture, progress, **lens_kw)
     elif mode == "exact":
         from .exact import scatter_exact
 
-        rendered = scatter_exact(linear, defocus_px, aperture, progress)
+        rendered = scatter_exact(linear, defocus_px, aperture, progress, **lens_kw)
     else:
         from .fast import scatter_fast
 
-        rendered = scatter_fast(linear, defocus_px, aperture, progress)
+        rendered = scatter_fast(linear, defocus_px, aperture, progress, **lens_kw)
     bokeh = rendered.clamp(min=0.0) ** (1.0 / gamma) if gamma != 1.0 else rendered
     if device.type == "cpu" and backend in ("auto", "numba") and _numba_available():
         from .numba_backend import dilate_defocus_numba
@@ -163,6 +184,26 @@ def render_classical(
     if dilated.shape[0] != image.shape[0]:
         dilated = dilated.expand(image.shape[0], -1, -1, -1).contiguous()
     return ClassicalResult(bokeh.to(torch.float32), dilated)
+
+
+def _render_fringe(image, defocus_px, lens: Lens, **options) -> ClassicalResult:
+    """Longitudinal chromatic aberration: each colour channel rendered with its own signed defocus
+    (:meth:`Lens.channel_defocus`); the dilated defocus is the green channel's. Three renders."""
+    from dataclasses import replace
+
+    plain = replace(lens, fringe=0.0)
+    progress = options.pop("progress")
+    channels = []
+    dilated = None
+    for c, defocus_c in enumerate(lens.channel_defocus(defocus_px)):
+        sub = None
+        if progress is not None:
+            sub = lambda done, total, c=c: progress(c * total + done, 3 * total)  # noqa: E731
+        result = render_classical(image, defocus_c, lens=plain, progress=sub, **options)
+        channels.append(result.bokeh[:, c:c + 1])
+        if c == 1:
+            dilated = result.dilated_defocus
+    return ClassicalResult(torch.cat(channels, dim=1), dilated)
 
 
 _LOGGED: set = set()

@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from ..aperture import Aperture
+from ..aperture import Aperture, Lens
 
 __all__ = ["scatter_fast", "row_runs", "source_mass", "TABLE_RADIUS", "LEVELS_PER_PX"]
 
@@ -82,6 +82,7 @@ def scatter_fast(
     *,
     coverage: torch.Tensor | None = None,
     max_radius: float | None = None,
+    lens: Lens | None = None,
 ) -> torch.Tensor:
     """Row-run approximation of the official scatter; same contract as :func:`.exact.scatter_exact`.
 
@@ -94,6 +95,10 @@ def scatter_fast(
     ``max_radius`` (px, default the largest ``|defocus_px|``) sets the radius the row tables are built for;
     several calls with the same value share them.
     """
+    if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels
+        from .lens_kernels import scatter_fast_lens
+
+        return scatter_fast_lens(image, defocus_px, aperture, lens, progress)
     B = image.shape[0]
     rmax = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
     tables = [t.to(image.device) for t in row_runs(aperture, float(min(math.floor(rmax) + 1, TABLE_RADIUS)))]

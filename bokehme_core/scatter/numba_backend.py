@@ -42,7 +42,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..aperture import Aperture
+from ..aperture import Aperture, Lens
 
 __all__ = ["available", "scatter_fast_numba", "scatter_exact_numba", "dilate_defocus_numba"]
 
@@ -356,6 +356,7 @@ def scatter_fast_numba(
     *,
     coverage: torch.Tensor | None = None,
     max_radius: float | None = None,
+    lens: Lens | None = None,
 ) -> torch.Tensor:
     """Fast mode (:func:`.fast.scatter_fast` semantics) with Numba; any aperture (circle, polygon, mask).
 
@@ -364,6 +365,10 @@ def scatter_fast_numba(
     ``coverage`` / ``max_radius``: the un-normalised energy-preserving splat of :func:`.fast.scatter_fast`
     (premultiplied ``image``, unit-mass kernels, coverage-0 sources skipped, (B,4,H,W) sums returned).
     """
+    if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels
+        from .lens_numba import scatter_fast_lens_numba
+
+        return scatter_fast_lens_numba(image, defocus_px, aperture, lens, progress)
     from .fast import LEVELS_PER_PX, TABLE_RADIUS, row_runs, source_mass
 
     kernel = _kernels()["fast"]
@@ -424,12 +429,18 @@ def scatter_exact_numba(
     defocus_px: torch.Tensor,
     aperture: Aperture,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    lens: Lens | None = None,
 ) -> torch.Tensor:
     """Exact mode (official kernel, :func:`.exact.scatter_exact` semantics) with Numba, circle and polygon.
 
     image (B,3,H,W) linear values >= 0, CPU; defocus_px (B or 1,1,H,W) px -> (B,3,H,W) float32 on the CPU.
     Raises ValueError for mask apertures (use the torch path). The first call on a machine compiles the kernels.
     """
+    if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels
+        from .lens_numba import scatter_exact_lens_numba
+
+        return scatter_exact_lens_numba(image, defocus_px, aperture, lens, progress)
     from .exact import DELTA
 
     if aperture.kind not in ("circle", "polygon"):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ._checks import check_choice, check_disparity, check_range
 
-__all__ = ["load_disparity", "prepare_disparity", "normalize_disparity", "depth_to_disparity", "repair_nonfinite", "deband"]
+__all__ = ["load_disparity", "prepare_disparity", "match_size", "normalize_disparity", "depth_to_disparity", "repair_nonfinite", "deband"]
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +296,26 @@ def deband(disparity: torch.Tensor, *, levels: int = 255, sigma: float = 2.0) ->
 _RANGE_TOLERANCE = 1e-6
 
 
+def match_size(
+    value: torch.Tensor,
+    size: tuple,
+    *,
+    resize: bool = False,
+    what: str = "disparity",
+    advice: str = "resize it to the image first, or pass resize=True (bilinear)",
+) -> torch.Tensor:
+    """A (B, C, h, w) map brought to ``size`` = (H, W): returned as is when it already has that size, resized
+    bilinearly (align_corners=False) when ``resize``, else ValueError naming both sizes and ``advice`` (how the
+    caller's user allows resizing). The one resize of maps to the image size (disparity, error maps)."""
+    if tuple(value.shape[-2:]) == tuple(size):
+        return value
+    if not resize:
+        raise ValueError(
+            f"{what} is {value.shape[-1]}x{value.shape[-2]} px but the image is {size[1]}x{size[0]} px (WxH): {advice}"
+        )
+    return F.interpolate(value, size=tuple(size), mode="bilinear", align_corners=False)
+
+
 def prepare_disparity(
     raw: torch.Tensor,
     *,
@@ -341,13 +361,8 @@ def prepare_disparity(
              "resize": "resize it to the image first, or pass resize=True (bilinear)", **(option_names or {})}
     check_choice(mode, "mode", ("metric", "inverted", "disparity"))
     d = raw.to(torch.float32)
-    if size is not None and tuple(d.shape[-2:]) != tuple(size):
-        if not resize:
-            raise ValueError(
-                f"{what} is {d.shape[-1]}x{d.shape[-2]} px but the image is {size[1]}x{size[0]} px (WxH): "
-                f"{names['resize']}"
-            )
-        d = F.interpolate(d, size=tuple(size), mode="bilinear", align_corners=False)
+    if size is not None:
+        d = match_size(d, size, resize=resize, what=what, advice=names["resize"])
     if repair:
         d, _ = repair_nonfinite(d)
     elif not torch.isfinite(d).all():

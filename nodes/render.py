@@ -10,9 +10,10 @@ import logging
 import math
 
 import torch
-import torch.nn.functional as F
 
-from ..bokehme_core import Aperture, analytic_error_map, fuse, render_classical, signed_defocus
+from ..bokehme_core import Aperture, analytic_error_map, fuse, render_classical
+from ..bokehme_core.defocus import render_inputs
+from ..bokehme_core.disparity import match_size
 from ..bokehme_core.preview import aperture_shape, defocus_preview, in_focus_mask
 from . import _comfy
 
@@ -80,13 +81,8 @@ def focus_per_frame(focus: float, focus_end: float, batch: int) -> torch.Tensor:
 
 def common_batch(image: torch.Tensor, disparity: torch.Tensor, resize: bool = False):
     """Bring (B,3,H,W) image and (b,1,h,w) disparity to one batch size and (optionally) one spatial size."""
-    if image.shape[-2:] != disparity.shape[-2:]:
-        if not resize:
-            raise ValueError(
-                f"BokehMe: the disparity map is {disparity.shape[-1]}x{disparity.shape[-2]} but the image is "
-                f"{image.shape[-1]}x{image.shape[-2]}; enable 'resize_disparity' on this node or resize one of them"
-            )
-        disparity = F.interpolate(disparity, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    disparity = match_size(disparity, image.shape[-2:], resize=resize, what="BokehMe: the disparity map",
+                           advice="enable 'resize_disparity' on this node or resize one of them")
     b_img, b_disp = image.shape[0], disparity.shape[0]
     if b_img != b_disp:
         if b_disp == 1:
@@ -177,8 +173,8 @@ class BokehMeClassicalRender:
             for i in range(img.shape[0]):  # frame by frame: bounded memory for long batches, and interruptible
                 _comfy.check_interrupted()
                 frame, frame_disp = img[i : i + 1].to(device), disp[i : i + 1].to(device)
-                defocus = signed_defocus(frame_disp, K, focus_values[i : i + 1])
-                result = render_classical(frame, defocus, gamma=gamma, aperture=ap, mode=mode, highlight=highlight, K=K)
+                frame, defocus = render_inputs(frame, frame_disp, K, focus_values[i : i + 1], highlight=highlight)
+                result = render_classical(frame, defocus, gamma=gamma, aperture=ap, mode=mode)
                 bokeh.append(result.bokeh.clamp(0, 1).cpu())
                 dilated.append(result.dilated_defocus.cpu())
                 preview.append(defocus_preview(defocus, max_radius=max(K * 0.5, 1e-3)).cpu())
@@ -246,11 +242,8 @@ class BokehMeFuse:
             raise ValueError(f"BokehMe Fuse: classical {tuple(classical.shape)} and neural {tuple(neural.shape)} "
                              f"images must have the same batch and size")
         e = _comfy.mask_to_b1hw(error_map, "error_map")
-        if e.shape[-2:] != a.shape[-2:]:
-            if not resize_error_map:
-                raise ValueError(f"BokehMe Fuse: error_map is {e.shape[-1]}x{e.shape[-2]} but the images are "
-                                 f"{a.shape[-1]}x{a.shape[-2]}; enable 'resize_error_map'")
-            e = F.interpolate(e, size=a.shape[-2:], mode="bilinear", align_corners=False)
+        e = match_size(e, a.shape[-2:], resize=resize_error_map, what="BokehMe Fuse: error_map",
+                       advice="enable 'resize_error_map'")
         return (_comfy.bchw_to_image(fuse(a, b, e.clamp(0, 1)).clamp(0, 1)),)
 
 

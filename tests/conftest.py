@@ -63,3 +63,21 @@ def depth_weights():
     """``depth_weights(family, variant, seed=0)`` -> random official-layout state dict (see
     :func:`random_official_depth_weights`)."""
     return random_official_depth_weights
+
+
+@pytest.fixture
+def comfy(tmp_path, monkeypatch):
+    """ComfyUI's modules (folder_paths, comfy.model_management, comfy.utils) replaced by the recording stand-in
+    of tests/comfy_standin.py for this test, with its folders under ``tmp_path / "comfy"``."""
+    from comfy_standin import ComfyStandIn
+
+    return ComfyStandIn(tmp_path / "comfy").install(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def official_iunet_pth():
+    """The official iunet.pth (../shared/bokehme_official/checkpoints)."""
+    path = OFFICIAL / "checkpoints" / "iunet.pth"
+    if not path.is_file():
+        pytest.fail(f"official checkpoint missing: {path} (the ../shared folder must be present)")
+    return path

@@ -13,6 +13,7 @@ import os
 import pathlib
 import random
 import sys
+import time
 
 import numpy as np
 import torch
@@ -211,3 +212,87 @@ def plot_curves(csv_path: pathlib.Path, png_path: pathlib.Path, columns: list, t
         draw.line([to_px(x, y) for x, y in pts], fill=color, width=2)
         draw.text((width - margin - 220, margin + 10 + 14 * i), col, fill=color)
     image.save(png_path)
+
+
+class RunLog:
+    """The bookkeeping both trainers share: running loss sums, a CSV row every ``args.log_every`` steps (with
+    validation every ``args.val_every``), and ``latest.pt`` + PNG curves every ``args.ckpt_every`` steps.
+
+    Args:
+        args: the trainer's arguments (``run``, ``log_every``, ``val_every``, ``ckpt_every``, ``steps``, ``width``).
+        pool, val_pool: the training data (for the sample count) and the validation data (or None).
+        validate: ``validate(indices) -> {column: value}`` on ``val_pool``.
+        train_columns, val_columns: CSV columns plotted in ``curves.png`` and ``val.png``.
+        title: network name for the plots.
+    """
+
+    def __init__(self, args, pool, val_pool, validate, train_columns: list, val_columns: list, title: str) -> None:
+        self.args, self.pool, self.val_pool, self.validate = args, pool, val_pool, validate
+        self.train_columns, self.val_columns, self.title = train_columns, val_columns, title
+        self.running: dict = {}
+        self.t0 = time.time()
+
+    def end_step(self, step: int, model, optimizer, loss: float, parts: dict, extra: dict | None = None) -> None:
+        """Record ``loss`` and its ``parts`` for ``step`` (just done); log / validate / checkpoint when due."""
+        args = self.args
+        for k, v in {"loss": loss, **parts}.items():
+            self.running[k] = self.running.get(k, 0.0) + v
+        if step % args.log_every == 0:
+            row = {"step": step, "time_s": round(time.time() - self.t0, 1), "samples": len(self.pool), **(extra or {})}
+            row.update({k: round(v / args.log_every, 6) for k, v in self.running.items()})
+            row.update({k: "" for k in self.val_columns})
+            if self.val_pool is not None and len(self.val_pool) and step % args.val_every == 0:
+                val = self.validate(list(range(min(len(self.val_pool), 48))))
+                row.update({k: round(v, 3) for k, v in val.items()})
+                logger.info("step %d val %s", step, val)
+            append_csv(args.run / "log.csv", row)
+            self.running = {}
+        if step % args.ckpt_every == 0 or step == args.steps:
+            save_checkpoint(
+                args.run / "latest.pt",
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "width": args.width},
+            )
+            plot_curves(args.run / "log.csv", args.run / "curves.png", ["loss", *self.train_columns],
+                        f"{self.title} train")
+            plot_curves(args.run / "log.csv", args.run / "val.png", self.val_columns,
+                        f"{self.title} validation PSNR (dB)")
+            logger.info("step %d loss %.4f (%d samples, %.0f s)", step, loss, len(self.pool), time.time() - self.t0)
+
+
+def add_training_args(parser, net: str, width: int, width_help: str, seed: int, crop_help: str = "") -> None:
+    """The command-line options both trainers share (data, run folder, size, schedule, device, logging)."""
+    parser.add_argument("--data", type=pathlib.Path, default=RUNS / "data" / "train")
+    parser.add_argument("--val-data", type=pathlib.Path, default=RUNS / "data" / "test")
+    parser.add_argument("--run", type=pathlib.Path, default=RUNS / net)
+    parser.add_argument("--width", type=int, default=width, help=width_help)
+    parser.add_argument("--steps", type=int, default=100000)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=80, help=crop_help or "random square crop (px) of the samples")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
+    parser.add_argument("--device", default="auto", help="auto (CUDA GPU if there is one), cpu or cuda[:N]")
+    parser.add_argument("--p-zero", type=float, default=0.05,
+                        help="probability of turning a sample into a K = 0 (no blur) sample (common.zero_blur)")
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--val-every", type=int, default=500)
+    parser.add_argument("--ckpt-every", type=int, default=200)
+
+
+def start_run(args) -> None:
+    """Logging, threads, seed and the run folder for a parsed trainer command line."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    args.run.mkdir(parents=True, exist_ok=True)
+
+
+def open_data(args) -> tuple:
+    """(training ShardPool, validation ShardPool or None); waits until the generator has written a batch."""
+    pool = ShardPool(args.data)
+    val_pool = ShardPool(args.val_data) if args.val_data.exists() else None
+    while len(pool) < args.batch:
+        logger.info("waiting for data in %s", args.data)
+        time.sleep(30)
+        pool.refresh()
+    return pool, val_pool

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import pathlib
 import random
-import time
 
 import torch
 import torch.nn.functional as F
 
-from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, pick_device, plot_curves, psnr
-from common import resume, save_checkpoint, zero_blur
+from common import ShardPool, gradient_l1, network_inputs, pick_device, psnr
+from common import RunLog, add_training_args, open_data, resume, start_run, zero_blur
 
 from bokehme_core.neural.arnet import ARNet
 
@@ -63,43 +61,21 @@ def validate(model: ARNet, pool: ShardPool, indices: list) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=pathlib.Path, default=RUNS / "data" / "train")
-    parser.add_argument("--val-data", type=pathlib.Path, default=RUNS / "data" / "test")
-    parser.add_argument("--run", type=pathlib.Path, default=RUNS / "arnet")
-    parser.add_argument("--width", type=int, default=64, help="ARNet middle channels (official 128)")
-    parser.add_argument("--steps", type=int, default=100000)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=80, help="random square crop (px) of the 128 px samples")
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--seed", type=int, default=0)
+    add_training_args(parser, "arnet", 64, "ARNet middle channels (official 128)", seed=0,
+                      crop_help="random square crop (px) of the 128 px samples")
     parser.add_argument("--bce-weight", type=float, default=0.1, help="weight of BCE(E, E*) (paper: 0.1)")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
-    parser.add_argument("--device", default="auto", help="auto (CUDA GPU if there is one), cpu or cuda[:N]")
-    parser.add_argument("--p-zero", type=float, default=0.05,
-                        help="probability of turning a sample into a K = 0 (no blur) sample (common.zero_blur)")
-    parser.add_argument("--log-every", type=int, default=25)
-    parser.add_argument("--val-every", type=int, default=500)
-    parser.add_argument("--ckpt-every", type=int, default=200)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    args.run.mkdir(parents=True, exist_ok=True)
+    start_run(args)
 
     device = pick_device(args.device)
     model = ARNet(middle_channels=args.width).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     step = resume(args.run, model, optimizer, args.width, args.lr)
 
-    pool = ShardPool(args.data)
-    val_pool = ShardPool(args.val_data) if args.val_data.exists() else None
-    while len(pool) < args.batch:
-        logger.info("waiting for data in %s", args.data)
-        time.sleep(30)
-        pool.refresh()
+    pool, val_pool = open_data(args)
     model.train()
-    running: dict = {}
-    t0 = time.time()
+    log = RunLog(args, pool, val_pool, lambda indices: validate(model, val_pool, indices), ["l_fused", "l_neural"],
+                 ["val_psnr_classical", "val_psnr_fused", "val_psnr_neural"], "ARNet")
     while step < args.steps:
         if step % 100 == 0:
             pool.refresh()
@@ -111,30 +87,7 @@ def main() -> None:
         total.backward()
         optimizer.step()
         step += 1
-        for k, v in {"loss": total.item(), **parts}.items():
-            running[k] = running.get(k, 0.0) + v
-        if step % args.log_every == 0:
-            row = {"step": step, "time_s": round(time.time() - t0, 1), "samples": len(pool)}
-            row.update({k: round(v / args.log_every, 6) for k, v in running.items()})
-            row.update({"val_psnr_classical": "", "val_psnr_fused": "", "val_psnr_neural": ""})
-            if val_pool is not None and len(val_pool) and step % args.val_every == 0:
-                val = validate(model, val_pool, list(range(min(len(val_pool), 48))))
-                row.update({k: round(v, 3) for k, v in val.items()})
-                logger.info("step %d val %s", step, val)
-            append_csv(args.run / "log.csv", row)
-            running = {}
-        if step % args.ckpt_every == 0 or step == args.steps:
-            save_checkpoint(
-                args.run / "latest.pt",
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "width": args.width},
-            )
-            plot_curves(args.run / "log.csv", args.run / "curves.png", ["loss", "l_fused", "l_neural"], "ARNet train")
-            plot_curves(
-                args.run / "log.csv", args.run / "val.png",
-                ["val_psnr_classical", "val_psnr_fused", "val_psnr_neural"], "ARNet validation PSNR (dB)",
-            )
-            logger.info("step %d loss %.4f (%d samples, %.0f s)", step, float(total), len(pool), time.time() - t0)
-
+        log.end_step(step, model, optimizer, total.item(), parts)
 
 if __name__ == "__main__":
     main()

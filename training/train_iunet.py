@@ -34,13 +34,12 @@ import argparse
 import logging
 import pathlib
 import random
-import time
 
 import torch
 import torch.nn.functional as F
 
-from common import RUNS, ShardPool, append_csv, gradient_l1, network_inputs, pick_device, plot_curves, resume
-from common import defocus_px, save_checkpoint, zero_blur
+from common import RUNS, ShardPool, gradient_l1, network_inputs, pick_device, resume
+from common import RunLog, add_training_args, defocus_px, open_data, start_run, zero_blur
 
 from bokehme_core.neural.arnet import ARNet
 from bokehme_core.neural.blocks import resize_bilinear
@@ -164,17 +163,7 @@ def load_frozen_arnet(path: pathlib.Path, device: torch.device | str = "cpu") ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=pathlib.Path, default=RUNS / "data" / "train")
-    parser.add_argument("--val-data", type=pathlib.Path, default=RUNS / "data" / "test")
-    parser.add_argument("--run", type=pathlib.Path, default=RUNS / "iunet")
-    parser.add_argument("--width", type=int, default=64, help="IUNet middle channels (official 64)")
-    parser.add_argument("--steps", type=int, default=100000)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=80)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads")
-    parser.add_argument("--device", default="auto", help="auto (CUDA GPU if there is one), cpu or cuda[:N]")
+    add_training_args(parser, "iunet", 64, "IUNet middle channels (official 64)", seed=1)
     parser.add_argument("--init", choices=["random", "identity"], default="identity",
                         help="identity: start as nearest upsampling of the coarse input (see identity_init)")
     parser.add_argument("--init-from", type=pathlib.Path, default=None,
@@ -189,16 +178,8 @@ def main() -> None:
                         help="re-read --arnet every N steps (0 = never): follow an ARNet still in training")
     parser.add_argument("--max-scale", type=float, default=2.5,
                         help="largest random adaptive scale for ARNet's input (--coarse arnet)")
-    parser.add_argument("--p-zero", type=float, default=0.05,
-                        help="probability of turning a sample into a K = 0 (no blur) sample (common.zero_blur)")
-    parser.add_argument("--log-every", type=int, default=25)
-    parser.add_argument("--val-every", type=int, default=500)
-    parser.add_argument("--ckpt-every", type=int, default=200)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    args.run.mkdir(parents=True, exist_ok=True)
+    start_run(args)
 
     model = IUNet(middle_channels=args.width)
     if args.init == "identity":
@@ -220,14 +201,10 @@ def main() -> None:
         arnet, arnet_step = load_frozen_arnet(args.arnet, device)
         logger.info("frozen ARNet from %s (step %s)", args.arnet, arnet_step)
 
-    pool = ShardPool(args.data)
-    val_pool = ShardPool(args.val_data) if args.val_data.exists() else None
-    while len(pool) < args.batch:
-        time.sleep(30)
-        pool.refresh()
+    pool, val_pool = open_data(args)
     model.train()
-    running: dict = {}
-    t0 = time.time()
+    log = RunLog(args, pool, val_pool, lambda indices: validate(model, val_pool, indices, arnet), ["l_l1", "l_grad"],
+                 ["val_psnr_refined", "val_psnr_bilinear"], "IUNet (in the blend mask)")
     while step < args.steps:
         if step % 100 == 0:
             pool.refresh()
@@ -246,32 +223,7 @@ def main() -> None:
         total.backward()
         optimizer.step()
         step += 1
-        for k, v in {"loss": total.item(), **parts}.items():
-            running[k] = running.get(k, 0.0) + v
-        if step % args.log_every == 0:
-            row = {"step": step, "time_s": round(time.time() - t0, 1), "samples": len(pool)}
-            if arnet is not None:
-                row["arnet_step"] = arnet_step
-            row.update({k: round(v / args.log_every, 6) for k, v in running.items()})
-            row.update({"val_psnr_refined": "", "val_psnr_bilinear": ""})
-            if val_pool is not None and len(val_pool) and step % args.val_every == 0:
-                val = validate(model, val_pool, list(range(min(len(val_pool), 48))), arnet)
-                row.update({k: round(v, 3) for k, v in val.items()})
-                logger.info("step %d val %s", step, val)
-            append_csv(args.run / "log.csv", row)
-            running = {}
-        if step % args.ckpt_every == 0 or step == args.steps:
-            save_checkpoint(
-                args.run / "latest.pt",
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "width": args.width},
-            )
-            plot_curves(args.run / "log.csv", args.run / "curves.png", ["loss", "l_l1", "l_grad"], "IUNet train")
-            plot_curves(
-                args.run / "log.csv", args.run / "val.png", ["val_psnr_refined", "val_psnr_bilinear"],
-                "IUNet validation PSNR in the blend mask (dB)",
-            )
-            logger.info("step %d loss %.4f (%d samples, %.0f s)", step, total.item(), len(pool), time.time() - t0)
-
+        log.end_step(step, model, optimizer, total.item(), parts, {"arnet_step": arnet_step} if arnet is not None else None)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,127 @@
+"""nodes/_comfy.py inside a (stand-in) ComfyUI: progress bar, interruption, devices, model folders, downloads,
+previews and the input folder. The stand-in (tests/comfy_standin.py) records what the nodes did."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+
+
+def _inputs(batch: int = 2, height: int = 24, width: int = 32):
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(batch, height, width, 3, generator=gen)  # IMAGE (B,H,W,C)
+    disparity = torch.linspace(0, 1, width).view(1, 1, width, 1).expand(batch, height, width, 3).contiguous()
+    return image, disparity
+
+
+def _classical(pack, image, disparity):
+    return pack.nodes.render.BokehMeClassicalRender().render(
+        image, disparity, 8.0, 0.5, -1.0, 2.2, "circle", 6, 0.0, 1.0, "fast", False, False)
+
+
+def test_progress_bar_counts_frames(pack, comfy):
+    image, disparity = _inputs(batch=3)
+    _classical(pack, image, disparity)
+    assert comfy.bars == [3]
+    assert comfy.progress == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_interruption_stops_a_render(pack, comfy):
+    mm = comfy.modules["comfy.model_management"]
+    image, disparity = _inputs()
+    mm.interrupt_current_processing(True)
+    with pytest.raises(mm.InterruptProcessingException):
+        _classical(pack, image, disparity)
+    assert comfy.progress == []  # stopped before the first frame was rendered
+    _classical(pack, image, disparity)  # the flag is cleared: the next run goes through
+    assert comfy.progress[-1] == (2, 2)
+
+
+def test_interruption_inside_the_hybrid_node(pack, comfy, monkeypatch, tmp_path):
+    """The all-in-one node passes ComfyUI's progress (which checks for cancel) down into the core."""
+    mm = comfy.modules["comfy.model_management"]
+    (models,) = pack.nodes.neural.BokehMeModelLoader().load("bundled", "bundled")
+    image, disparity = _inputs(batch=1)
+    calls = []
+
+    real = pack.nodes.neural._comfy.progress_callback(100)
+
+    def cancel_at_second_report(done, total):
+        calls.append(done)
+        if len(calls) == 2:  # the user presses cancel while the core reports progress
+            mm.interrupt_current_processing(True)
+        real(done, total)
+
+    monkeypatch.setattr(pack.nodes.neural._comfy, "progress_callback", lambda total: cancel_at_second_report)
+    with pytest.raises(mm.InterruptProcessingException):
+        pack.nodes.neural.BokehMe().render(models, image, disparity, 12.0, 0.5, -1.0, 4.0, "circle", 6, 0.0, 1.0,
+                                           "fast", False, "predicted", False)
+    assert len(calls) == 2  # the core stopped at that report: no later stage ran
+
+
+def test_devices_come_from_model_management(pack, comfy):
+    comfy.device = torch.device("meta")
+    assert pack.nodes._comfy.torch_device() == torch.device("meta")
+    assert pack.nodes._comfy.offload_device() == torch.device("cpu")
+
+
+def test_model_folders_and_files(pack, comfy, tmp_path):
+    fp = comfy.modules["folder_paths"]
+    extra = tmp_path / "extra_models"
+    (extra / "sub").mkdir(parents=True)
+    (extra / "sub" / "mine.safetensors").write_bytes(b"x")
+    fp.add_model_folder_path("bokehme", str(extra))
+    dirs = pack.nodes._comfy.model_dirs("bokehme")
+    assert dirs == [comfy.base / "models" / "bokehme", extra]
+    depth_dirs = pack.nodes._comfy.model_dirs("bokehme_depth")  # nobody registered these names: defaults only
+    assert depth_dirs == [comfy.base / "models" / "bokehme" / "depth", comfy.base / "models" / "depthanything"]
+    (comfy.base / "models" / "bokehme").mkdir(parents=True)
+    (comfy.base / "models" / "bokehme" / "a.pth").write_bytes(b"x")
+    (comfy.base / "models" / "bokehme" / "notes.txt").write_text("no")
+    names = [name for name, _ in pack.nodes._comfy.list_model_files("bokehme")]
+    assert names == ["a.pth", "sub/mine.safetensors"]
+    choices = pack.nodes.neural.BokehMeModelLoader.INPUT_TYPES()["required"]["arnet"][0]
+    assert choices[:2] == ["bundled", "official (download if missing)"] and "sub/mine.safetensors" in choices
+    with pytest.raises(ValueError, match="unknown model kind 'vae'"):
+        pack.nodes._comfy.model_dirs("vae")
+
+
+def test_official_weights_found_then_downloaded(pack, comfy, serve_official, official_iunet_pth):
+    folder = comfy.base / "models" / "bokehme"
+    serve_official("iunet", official_iunet_pth.as_uri())
+    path = pack.nodes._comfy.official_weights_path("iunet", "BokehMe Model Loader")
+    assert path == folder / "iunet.pth" and path.is_file()
+    assert comfy.bars == [100] and comfy.progress[-1][0] == 100  # the download drove ComfyUI's progress bar
+    serve_official("iunet", (folder / "nowhere.pth").as_uri())
+    assert pack.nodes._comfy.official_weights_path("iunet", "BokehMe Model Loader") == path  # found: no download
+
+
+def test_official_weights_offline_message(pack, comfy, serve_official, tmp_path):
+    serve_official("arnet", (tmp_path / "nowhere.pth").as_uri())
+    with pytest.raises(RuntimeError, match=r"BokehMe Model Loader: could not download .*save it as "
+                                           r".*models/bokehme/arnet.pth.*then run the workflow again"):
+        pack.nodes._comfy.official_weights_path("arnet", "BokehMe Model Loader")
+
+
+def test_focus_preview_saved_to_temp(pack, comfy):
+    _, disparity = _inputs(batch=1)
+    result = pack.nodes.focus.BokehMeFocus().pick(disparity, "point", 0.5, 0.25, 0.5)
+    images = result["ui"]["images"]
+    assert len(images) == 1 and images[0]["type"] == "temp"
+    saved = comfy.base / "temp" / images[0]["filename"]
+    assert Image.open(saved).size == (32, 24)
+
+
+def test_disparity_file_from_input_folder(pack, comfy):
+    array = (np.linspace(0, 65535, 20 * 30).reshape(20, 30)).astype(np.uint16)
+    Image.fromarray(array).save(comfy.base / "input" / "depth16.png")
+    loader = pack.nodes.disparity.BokehMeLoadDisparityFile
+    assert "depth16.png" in loader.INPUT_TYPES()["required"]["file"][0]
+    image, mask = loader().load("depth16.png", "disparity (near = bright)", True, 0.0, 100.0, False, False, True,
+                                False)
+    assert tuple(mask.shape) == (1, 20, 30) and float(mask.min()) == 0.0
+    assert float(mask.max()) == pytest.approx(1.0, abs=1e-5)
+    assert torch.allclose(image[..., 0], mask)

@@ -1,0 +1,143 @@
+"""The pack's shape (docs/DEVELOPERS.md, "Package map"): every pipeline stage and constant is defined once, in
+bokehme_core; nodes/ and training/ use the core's objects; dependencies point one way."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import re
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+OUTSIDE_CORE = ("nodes", "training", "bench", "tools")
+
+#: stage functions and constants of the pipeline: defined in bokehme_core only
+STAGE_NAMES = {
+    "DEFOCUS_SCALE", "MASK_BLUR_FRACTION", "DEFAULT_TILE_SIZE", "MAX_K",
+    "adaptive_scale", "lowres_size", "num_iunet_passes", "blend_mask", "gaussian_blur", "network_defocus",
+    "gamma_norm", "arnet_stage", "iunet_stage", "render_neural", "dilate_defocus",
+    "signed_defocus", "apply_highlight", "render_inputs", "prepare_disparity", "normalize_disparity",
+    "depth_to_disparity", "repair_nonfinite", "match_size", "analytic_error_map", "fuse",
+    "read_state_dict", "check_state_dict", "load_bundled_models", "download_weights",
+}
+
+
+def _python_files(folder: str) -> list:
+    return sorted(p for p in (ROOT / folder).rglob("*.py") if ".venv" not in p.parts)
+
+
+def _definitions(path: pathlib.Path) -> set:
+    """Functions, classes and names a module defines at module level (methods of node classes, such as the
+    Fuse node's ``fuse``, are ComfyUI entry points, not stages)."""
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def _code_lines(path: pathlib.Path) -> dict:
+    """line number -> the line's code without comments and string literals (docstrings, tooltips)."""
+    import io
+    import tokenize
+
+    lines: dict = {}
+    with io.open(path, encoding="utf-8") as f:
+        for tok in tokenize.generate_tokens(f.readline):
+            if tok.type in (tokenize.STRING, tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE):
+                continue
+            if getattr(tokenize, "FSTRING_START", None) is not None and tok.type in (
+                tokenize.FSTRING_START, tokenize.FSTRING_MIDDLE, tokenize.FSTRING_END
+            ):
+                continue
+            lines[tok.start[0]] = lines.get(tok.start[0], "") + " " + tok.string
+    return lines
+
+
+@pytest.mark.parametrize("folder", OUTSIDE_CORE)
+def test_no_stage_or_constant_defined_outside_the_core(folder):
+    offenders = {str(p.relative_to(ROOT)): sorted(_definitions(p) & STAGE_NAMES) for p in _python_files(folder)}
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"pipeline stages / constants redefined outside bokehme_core: {offenders}"
+
+
+@pytest.mark.parametrize("folder", OUTSIDE_CORE)
+def test_no_formula_of_a_stage_outside_the_core(folder):
+    """The literal formulas of the stages (the defocus unit, gamma normalisation, the highlight masks, the blend
+    mask threshold) appear in the core only."""
+    patterns = {
+        "defocus unit": re.compile(r"/ 10(\.0)?(?![\d.])"),
+        "gamma normalisation": re.compile(r"gamma - 1(\.0)? \) / 4"),
+        "highlight mask": re.compile(r"tanh \( 200"),
+        "highlight threshold": re.compile(r"220(\.0)? / 255"),
+    }
+    found = []
+    for path in _python_files(folder):
+        for number, code in _code_lines(path).items():
+            for what, pattern in patterns.items():
+                if pattern.search(code) and (what != "defocus unit" or "defocus" in code.lower()):
+                    found.append(f"{path.relative_to(ROOT)}:{number} ({what}): {code.strip()}")
+    assert not found, "\n".join(found)
+
+
+def test_nodes_and_training_use_the_core_objects(pack):
+    import bokehme_core.defocus
+    import bokehme_core.disparity
+    import bokehme_core.neural.stages
+    import bokehme_core.weights
+
+    sys.path.insert(0, str(ROOT / "training"))
+    try:
+        import common as training_common
+    finally:
+        sys.path.remove(str(ROOT / "training"))
+    stages = bokehme_core.neural.stages
+    assert training_common.network_defocus is stages.network_defocus
+    assert training_common.gamma_norm is stages.gamma_norm
+    assert pack.nodes.neural.stages is stages
+    assert pack.nodes.neural.render_inputs is bokehme_core.defocus.render_inputs
+    assert pack.nodes.render.render_inputs is bokehme_core.defocus.render_inputs
+    assert pack.nodes.render.match_size is bokehme_core.disparity.match_size
+    assert pack.nodes.disparity.core_disparity is bokehme_core.disparity
+    assert pack.nodes.neural.load_bundled_models is bokehme_core.weights.load_bundled_models
+    assert pack.nodes.neural.CheckpointError is bokehme_core.weights.CheckpointError
+
+
+def test_training_scripts_import_stages_from_the_core():
+    sources = {p.name: p.read_text(encoding="utf-8") for p in _python_files("training")}
+    assert "from bokehme_core.neural.stages import" in sources["train_iunet.py"]
+    assert "arnet_stage(" in sources["train_iunet.py"]  # ARNet's coarse input comes from the pipeline's stage
+    assert "F.interpolate(image" not in sources["train_iunet.py"]
+
+
+def test_dependencies_point_one_way():
+    """bokehme_core imports nothing of the pack outside it; tools/ and bench/ never import tests/."""
+    for path in _python_files("bokehme_core"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                depth = len(path.relative_to(ROOT / "bokehme_core").parts) - 1
+                assert node.level <= depth + 1 - (path.name == "__init__.py") or node.level <= depth + 1, path
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for name in names:
+                    top = name.split(".")[0]
+                    assert top not in ("nodes", "training", "tests", "tools", "bench", "comfy", "folder_paths",
+                                       "server", "comfy_api"), f"{path.relative_to(ROOT)} imports {name}"
+    for folder in ("tools", "bench"):
+        for path in _python_files(folder):
+            text = path.read_text(encoding="utf-8")
+            assert '"tests"' not in text and "from tests" not in text and "import conftest" not in text, path
+
+
+def test_weights_errors_share_one_base():
+    from bokehme_core.depth import DepthCheckpointError, DepthDownloadError
+    from bokehme_core.weights import CheckpointError, WeightsDownloadError
+
+    assert issubclass(DepthCheckpointError, CheckpointError) and issubclass(CheckpointError, ValueError)
+    assert DepthDownloadError is WeightsDownloadError

@@ -13,7 +13,12 @@ Parts (run one or both):
 * ``psnr``: fast vs exact PSNR on the official demo inputs (inputs/{21,13,3}.jpg, 16-bit disparity min-max
   normalised, focus 0.35, gamma 4, K = 30, 45, 60), after ``**(1/gamma)`` and clamping to [0, 1].
 
-Usage: ``nice -n 10 .venv/bin/python bench/bench_classical.py [--part speed|psnr|all] [--threads 2]``.
+* ``lens``: lens character (bokehme_core.aperture.Lens) at ``--lens-size`` (default 1920x1080), K = 30, fast and
+  exact modes, numba backend: plain circle vs cat's eye 0.8, ring 0.6, cat's eye 0.8 + ring 0.6 and all shapes
+  (+ swirl 0.5); median of ``--runs`` runs, ratio vs the plain run of the same mode in the same process. The lens
+  tables (per aperture) and numba kernels are built by a warm-up render first.
+
+Usage: ``nice -n 10 .venv/bin/python bench/bench_classical.py [--part speed|psnr|lens|all] [--threads 2]``.
 Prints markdown tables.
 """
 
@@ -215,9 +220,47 @@ def part_psnr(args):
                   f"{float((fast - exact).abs().max()):.4f} | {t1 - t0:.2f} | {t2 - t1:.2f} |", flush=True)
 
 
+def part_lens(args):
+    from bokehme_core.aperture import Lens
+
+    h, w = _size(args.lens_size)
+    image, disparity = synthetic_scene(h, w)
+    defocus = signed_defocus(disparity, 30.0, 0.5)
+    lenses = [("plain circle", None), ("cat's eye 0.8", Lens(cat_eye=0.8)), ("ring 0.6", Lens(ring=0.6)),
+              ("cat's eye 0.8 + ring 0.6", Lens(cat_eye=0.8, ring=0.6)),
+              ("cat's eye 0.8 + swirl 0.5 + ring 0.6", Lens(cat_eye=0.8, swirl=0.5, ring=0.6))]
+    warm_image, warm_disparity = synthetic_scene(16, 16)
+    for mode in ("fast", "exact"):
+        for _, lens in lenses:
+            render_classical(warm_image, signed_defocus(warm_disparity, 10, 0.5), mode=mode, backend="numba", lens=lens)
+    print(f"\n### Lens character, {w}x{h}, K = 30, numba ({machine_line(args.threads)})\n")
+    print("| lens | fast (s) | fast vs plain | exact (s) | exact vs plain | runs f/e |")
+    print("|---|---|---|---|---|---|")
+    base = {}
+    for name, lens in lenses:
+        cells = []
+        for mode in ("fast", "exact"):
+            t, n, _ = timed(lambda: render_classical(image, defocus, gamma=4.0, mode=mode, backend="numba", lens=lens),
+                            args.runs, args.max_seconds)
+            base.setdefault(mode, t)
+            cells.append((t, n))
+        (tf, nf), (te, ne) = cells
+        print(f"| {name} | {tf:.3f} | {tf / base['fast']:.2f}x | {te:.3f} | {te / base['exact']:.2f}x | {nf}/{ne} |",
+              flush=True)
+    load = os.getloadavg()
+    print(f"\nload average at end: {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'1920x1080' -> (height, width)."""
+    width, height = (int(v) for v in text.split("x"))
+    return height, width
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["speed", "psnr", "all"], default="all")
+    parser.add_argument("--part", choices=["speed", "psnr", "lens", "all"], default="all")
+    parser.add_argument("--lens-size", default="1920x1080", help="image size of the lens part (WxH)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", default=["512x512", "1920x1080", "3840x2160"])
@@ -235,6 +278,8 @@ def main():
         part_speed(args)
     if args.part in ("psnr", "all"):
         part_psnr(args)
+    if args.part in ("lens", "all"):
+        part_lens(args)
 
 
 if __name__ == "__main__":

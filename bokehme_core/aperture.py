@@ -44,8 +44,8 @@ unsqueezed shape has radius ``r``) the profile of a source becomes::
   along the frame radius (from the frame centre to the source, in scaled coordinates), with
   ``|s| = c/2``, ``c = min(MAX_CLIP, (CAT_EYE_GAIN*cat_eye + SWIRL_GAIN*swirl) * rho)``, ``rho`` = distance
   from the frame centre / half-diagonal (0 at the centre, 1 in the corners). ``c`` is the distance between
-  the two circles in units of ``r``: at ``cat_eye = 0.8`` in a corner (``c = 0.96``) the lemon's second-moment
-  axis ratio is about 1.6.
+  the two circles in units of ``r``: at ``cat_eye = 0.8`` in a corner (``c = 1.12``) the lemon's second-moment
+  axis ratio is about 1.8.
 * **swirl**: ``s`` is turned by ``swirl * SWIRL_ANGLE`` (counter-clockwise on screen) away from the radius and
   lengthened by ``SWIRL_GAIN*swirl*rho``, so the lemons stretch along the tangent and lean, a vortex around the
   centre (Petzval swirl).
@@ -53,9 +53,11 @@ unsqueezed shape has radius ``r``) the profile of a source becomes::
   ``ring_w = ring``: a bright rim of width ``(1 - RING_INNER)*r`` around a centre dimmed to ``1 - ring``.
 * both fade in with the radius, ``* clamp(r - 1, 0, 1)`` (a sub-pixel blur has no visible shape, as for masks):
   in-focus pixels keep the plain kernel.
-* **energy**: ``norm = 1 / (area_ratio(c, direction) * (1 - ring_w * RING_INNER^2))`` with ``area_ratio`` the
-  area of the lemon over the area of the plain shape (tabulated per aperture, see :func:`clip_area_ratio`),
-  so every source keeps the total weight of the plain kernel (to the rasterisation error, < 1% for r >= 4).
+* **energy**: ``norm = M_plain(r) / (M_outer(r, s) - ring_w * M_inner(r, s))``, the sums of the rasterised
+  kernels over the official window, tabulated per aperture for radii up to ``MASS_TABLE_RADIUS`` (step 1/2 px,
+  9 clip distances x 16 directions, interpolated); above it the ratios of the largest tabulated radius are
+  used. Every source keeps the total weight of the plain kernel (to the interpolation error, < 1%).
+  :func:`clip_area_ratio` is the continuous limit (lemon area over shape area).
 * **fringe** (longitudinal chromatic aberration) renders the red channel with the signed defocus
   ``d + fringe*|d|`` and the blue one with ``d - fringe*|d|``: red and blue radii differ from green by the
   fraction ``fringe`` (red larger in front of the focus, blue larger behind: purple / green fringes).
@@ -290,7 +292,7 @@ def _check_anamorphic(anamorphic: float) -> float:
 
 # ------------------------------------------------------------------------------------------ lens character
 #: distance between the two clipping circles, in units of the blur radius, per unit of ``cat_eye * rho``
-CAT_EYE_GAIN = 1.2
+CAT_EYE_GAIN = 1.4
 #: extra clipping distance per unit of ``swirl * rho``
 SWIRL_GAIN = 0.8
 #: how far swirl turns the lemons away from the frame radius at ``swirl = 1`` (radians)
@@ -436,9 +438,9 @@ class Lens:
         else:
             s_x, s_y = self.clip_vectors(aperture, H, W, radius.device, frame)
             shift_x, shift_y = s_x * fade, s_y * fade
-            ratio = clip_area_ratio(aperture, shift_x, shift_y)
         ring = self.ring * fade
-        norm = 1.0 / (ratio * (1.0 - ring * RING_INNER**2))
+        outer, inner = _mass_ratios(aperture, radius, shift_x, shift_y)
+        norm = 1.0 / (outer - ring * inner)
         return LensFields(shift_x.contiguous(), shift_y.contiguous(), ring.contiguous(), norm.contiguous())
 
     def profile(self, aperture: Aperture, dx, dy, radius, shift_x, shift_y, ring) -> torch.Tensor:
@@ -541,3 +543,61 @@ def _area_table(aperture: Aperture) -> torch.Tensor:
     sy = (half * torch.sin(angles).view(1, -1)).reshape(-1, 1, 1).to(torch.float32)
     value = _clipped(round_shape, gx, gy, r, sx, sy).double().sum(dim=(1, 2)) / base
     return torch.cat([torch.ones(1, _AREA_ANGLES, dtype=torch.float64), value.view(-1, _AREA_ANGLES)])
+
+
+#: largest radius (px) of the per-aperture mass tables; larger radii use the ratios at this radius
+MASS_TABLE_RADIUS = 8.0
+_MASS_STEPS_PER_PX = 2
+_MASS_CLIPS = 9
+_MASS_ANGLES = 16
+
+
+def _mass_ratios(aperture: Aperture, radius: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor):
+    """``(M_outer / M_plain, M_inner / M_plain)`` per source (module docstring), float32 like ``radius``."""
+    table = _mass_table(aperture).to(radius.device)  # (2, radii, clips, angles)
+    n_r = table.shape[1]
+    ri = torch.clamp(radius * _MASS_STEPS_PER_PX, 0, n_r - 1)
+    r0 = torch.clamp(torch.floor(ri), max=n_r - 2)
+    rf = (ri - r0).unsqueeze(0)
+    r0 = r0.long()
+    clip = torch.clamp(2.0 * torch.sqrt(shift_x * shift_x + shift_y * shift_y), 0.0, MAX_CLIP)
+    ci = clip / MAX_CLIP * (_MASS_CLIPS - 1)
+    c0 = torch.clamp(torch.floor(ci), 0, _MASS_CLIPS - 2)
+    cf = (ci - c0).unsqueeze(0)
+    c0 = c0.long()
+    ti = torch.remainder(torch.atan2(shift_y, shift_x), 2 * math.pi) / (2 * math.pi) * _MASS_ANGLES
+    t0f = torch.floor(ti)
+    tf = (ti - t0f).unsqueeze(0)
+    t0 = torch.remainder(t0f, _MASS_ANGLES).long()
+    t1 = torch.remainder(t0 + 1, _MASS_ANGLES)
+
+    def at(r, c):
+        return table[:, r, c, t0] * (1 - tf) + table[:, r, c, t1] * tf
+
+    value = ((at(r0, c0) * (1 - cf) + at(r0, c0 + 1) * cf) * (1 - rf)
+             + (at(r0 + 1, c0) * (1 - cf) + at(r0 + 1, c0 + 1) * cf) * rf)
+    return value[0].to(torch.float32), value[1].to(torch.float32)
+
+
+@functools.lru_cache(maxsize=32)
+def _mass_table(aperture: Aperture) -> torch.Tensor:
+    """(2, radii, _MASS_CLIPS, _MASS_ANGLES) float64: sums of the rasterised outer lemon / inner ring part of the
+    lens kernel over the official window, relative to the plain kernel's sum, for radii 0, 1/2, .. 8 px."""
+    radii = [i / _MASS_STEPS_PER_PX for i in range(int(MASS_TABLE_RADIUS * _MASS_STEPS_PER_PX) + 1)]
+    clips = torch.linspace(0.0, MAX_CLIP, _MASS_CLIPS, dtype=torch.float64)
+    angles = torch.arange(_MASS_ANGLES, dtype=torch.float64) * (2 * math.pi / _MASS_ANGLES)
+    half = (clips / 2).view(-1, 1)
+    sx = (half * torch.cos(angles).view(1, -1)).reshape(-1, 1, 1).to(torch.float32)
+    sy = (half * torch.sin(angles).view(1, -1)).reshape(-1, 1, 1).to(torch.float32)
+    out = torch.empty(2, len(radii), _MASS_CLIPS * _MASS_ANGLES, dtype=torch.float64)
+    for i, radius in enumerate(radii):
+        wx, wy = aperture.window(radius)
+        gy = torch.arange(-wy, wy + 1, dtype=torch.float32).view(1, -1, 1)
+        gx = torch.arange(-wx, wx + 1, dtype=torch.float32).view(1, 1, -1)
+        r = torch.tensor(radius, dtype=torch.float32)
+        plain = float(aperture.profile(gx, gy, r).double().sum())
+        outer = _clipped(aperture, gx, gy, r, sx, sy)
+        inner = torch.minimum(_clipped(aperture, gx, gy, r * RING_INNER, sx, sy), outer)
+        out[0, i] = outer.double().sum(dim=(1, 2)) / plain
+        out[1, i] = inner.double().sum(dim=(1, 2)) / plain
+    return out.view(2, len(radii), _MASS_CLIPS, _MASS_ANGLES)

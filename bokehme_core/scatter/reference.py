@@ -15,13 +15,18 @@ import math
 import numpy as np
 import torch
 
-from ..aperture import Aperture
+from ..aperture import Aperture, Lens
 
 __all__ = ["render_reference"]
 
 
-def render_reference(image: torch.Tensor, defocus_px: torch.Tensor, aperture: Aperture | None = None):
-    """Reference scatter of one batch. image (B,3,H,W), defocus_px (B,1,H,W) -> (bokeh, dilated), float64 numpy."""
+def render_reference(image: torch.Tensor, defocus_px: torch.Tensor, aperture: Aperture | None = None,
+                     lens: Lens | None = None):
+    """Reference scatter of one batch. image (B,3,H,W), defocus_px (B,1,H,W) -> (bokeh, dilated), float64 numpy.
+
+    With a ``lens`` (cat's eye, swirl, ring) every source takes ``Lens.profile * norm`` of its own lens state
+    (:meth:`Lens.fields`) instead of the aperture's profile.
+    """
     aperture = aperture or Aperture.circle()
     img = image.detach().cpu().double().numpy()
     dfc = defocus_px.detach().cpu().float().numpy()
@@ -32,6 +37,9 @@ def render_reference(image: torch.Tensor, defocus_px: torch.Tensor, aperture: Ap
     for b in range(B):
         acc = np.zeros((4, H, W))
         dmax = np.trunc(dfc[b, 0]).astype(np.float64)
+        fields = None
+        if lens is not None and not lens.shapes_neutral:
+            fields = [t.numpy() for t in lens.fields(aperture, torch.from_numpy(np.abs(dfc[b, 0])))]
         for y in range(H):
             for x in range(W):
                 d = float(dfc[b, 0, y, x])
@@ -42,7 +50,11 @@ def render_reference(image: torch.Tensor, defocus_px: torch.Tensor, aperture: Ap
                 ty, tx = np.mgrid[y0:y1 + 1, x0:x1 + 1]
                 dy = (ty - y).astype(np.float32)
                 dx = (tx - x).astype(np.float32)
-                if aperture.kind == "circle" and aperture.anamorphic == 1.0:
+                if fields is not None:
+                    sx, sy, ring, norm = (float(f[y, x]) for f in fields)
+                    prof = lens.profile(aperture, torch.from_numpy(dx), torch.from_numpy(dy),
+                                        torch.tensor(r, dtype=torch.float32), sx, sy, ring).double().numpy() * norm
+                elif aperture.kind == "circle" and aperture.anamorphic == 1.0:
                     dist = np.sqrt(dx * dx + dy * dy)
                     prof = 0.5 + 0.5 * np.tanh(4.0 * (np.float32(r) - dist))
                 elif aperture.kind == "polygon" and aperture.anamorphic == 1.0:

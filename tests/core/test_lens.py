@@ -1,0 +1,326 @@
+"""Tests for lens character (bokehme_core.aperture.Lens and its kernels): neutral == today, shapes, energy, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bokehme_core import Aperture, render_classical, signed_defocus
+from bokehme_core.aperture import LENS_RANGES, Lens, clip_area_ratio
+from bokehme_core.defocus import lift_highlights
+from bokehme_core.scatter.reference import render_reference
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _numba():
+    pytest.importorskip("numba")
+
+
+def _scene(h, w, seed=0, kmax=6.0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, 3, h, w, generator=g) ** 2
+    image[:, :, ::4, ::5] = 1.0
+    yy = torch.linspace(0, 1, h).view(1, 1, h, 1)
+    xx = torch.linspace(0, 1, w).view(1, 1, 1, w)
+    disparity = (0.6 * yy + 0.4 * xx + 0.1 * torch.rand(1, 1, h, w, generator=g)).clamp(0, 1)
+    return image, kmax * 2 * (disparity - 0.5)
+
+
+def _point(h, w, y, x, radius):
+    image = torch.zeros(1, 3, h, w)
+    image[:, :, y, x] = 1.0
+    return image, torch.full((1, 1, h, w), float(radius))
+
+
+def _moments(weights: torch.Tensor):
+    """Centroid, eigenvalues (ascending) and eigenvectors of the second moments of a 2-D weight map."""
+    h, w = weights.shape
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    m = weights.double().clamp(min=0)
+    total = m.sum()
+    cy, cx = (m * yy).sum() / total, (m * xx).sum() / total
+    cov = torch.tensor([[(m * (xx - cx) ** 2).sum(), (m * (xx - cx) * (yy - cy)).sum()],
+                        [(m * (xx - cx) * (yy - cy)).sum(), (m * (yy - cy) ** 2).sum()]]) / total
+    values, vectors = torch.linalg.eigh(cov)
+    return (float(cx), float(cy)), values, vectors
+
+
+LENSES = [Lens(cat_eye=0.8), Lens(ring=0.7), Lens(cat_eye=0.5, swirl=0.6, ring=0.5)]
+APERTURES = [Aperture.circle(), Aperture.polygon(5, rotation=0.3), Aperture.circle(anamorphic=0.6)]
+
+
+# --- neutral == today, bit for bit ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode, backend", [("exact", "torch"), ("fast", "torch"), ("exact", "numba"),
+                                           ("fast", "numba")])
+def test_neutral_lens_is_bit_identical(mode, backend):
+    if backend == "numba":
+        _numba()
+    image, defocus = _scene(12, 15, seed=1)
+    plain = render_classical(image, defocus, gamma=2.0, mode=mode, backend=backend, aperture=Aperture.polygon(6))
+    for lens in (Lens(), Lens(highlight_threshold=0.5, focus_range=0.0)):
+        out = render_classical(image, defocus, gamma=2.0, mode=mode, backend=backend, aperture=Aperture.polygon(6),
+                               lens=lens)
+        assert torch.equal(out.bokeh, plain.bokeh) and torch.equal(out.dilated_defocus, plain.dilated_defocus)
+
+
+def test_neutral_focus_options_are_bit_identical():
+    disparity = torch.rand(2, 1, 7, 9, generator=torch.Generator().manual_seed(2))
+    plain = signed_defocus(disparity, 37.0, [0.3, 0.6])
+    assert torch.equal(signed_defocus(disparity, 37.0, [0.3, 0.6], **Lens().defocus_options()), plain)
+    assert torch.equal(Lens().signed_defocus(disparity, 37.0, [0.3, 0.6]), plain)
+
+
+def test_neutral_highlight_lift_returns_the_image():
+    image = torch.rand(1, 3, 5, 5)
+    assert lift_highlights(image, 0.5, 1.0) is image
+    assert Lens().lift_highlights(image) is image
+
+
+# --- bad options ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, value", [("cat_eye", 1.5), ("swirl", -0.1), ("ring", 2.0), ("fringe", 0.3),
+                                         ("highlight_threshold", 1.2), ("highlight_gain", 0.5),
+                                         ("highlight_gain", 60.0), ("focus_range", -0.2), ("near_scale", 11.0),
+                                         ("far_scale", -1.0)])
+def test_out_of_range_options_name_the_option_and_range(name, value):
+    lo, hi = LENS_RANGES[name]
+    with pytest.raises(ValueError, match=rf"{name} must be in \[{lo:g}, {hi:g}\], got {value:g}"):
+        Lens(**{name: value})
+
+
+def test_bad_option_types_and_lens_argument():
+    with pytest.raises(TypeError, match=r"cat_eye must be a number, got 'a lot'"):
+        Lens(cat_eye="a lot")
+    with pytest.raises(ValueError, match=r"ring must be finite"):
+        Lens(ring=float("nan"))
+    image, defocus = _scene(6, 6)
+    with pytest.raises(TypeError, match=r"lens must be a bokehme_core.aperture.Lens"):
+        render_classical(image, defocus, lens={"cat_eye": 0.5})
+    with pytest.raises(ValueError, match=r"focus_range must be in \[0, 1\], got 1.5"):
+        signed_defocus(torch.rand(1, 1, 4, 4), 10.0, 0.5, focus_range=1.5)
+    with pytest.raises(ValueError, match=r"highlight_gain must be in \[1, 50\], got 0"):
+        lift_highlights(torch.rand(1, 3, 4, 4), 0.9, 0.0)
+
+
+def test_lens_is_hashable_and_frozen():
+    assert Lens(cat_eye=0.5) == Lens(cat_eye=0.5) and hash(Lens(ring=0.2)) == hash(Lens(ring=0.2))
+    assert Lens().is_neutral and Lens().shapes_neutral and not Lens(fringe=0.05).is_neutral
+    with pytest.raises(Exception):
+        Lens().ring = 0.5
+
+
+# --- cat's eye and swirl ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("aperture", [Aperture.circle(), Aperture.polygon(6), Aperture.circle(anamorphic=0.7)])
+def test_cat_eye_is_none_at_the_centre(aperture):
+    lens = Lens(cat_eye=1.0, swirl=0.5)
+    centre = lens.kernel(aperture, 9.0, 20, 15, 31, 41, normalize=False)
+    torch.testing.assert_close(centre, aperture.kernel(9.0, normalize=False), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_cat_eye_point_light_near_a_corner_is_a_lemon_pointing_at_the_centre(mode):
+    _numba()
+    h, w, y, x = 61, 81, 49, 66  # toward the bottom-right corner (rho ~ 0.66), 9 px from the borders
+    image, defocus = _point(h, w, y, x, 6.0)
+    out = render_classical(image, defocus, mode=mode, backend="numba", lens=Lens(cat_eye=0.8)).bokeh[0, 0]
+    (cx, cy), values, vectors = _moments(out)
+    assert abs(cx - x) < 0.2 and abs(cy - y) < 0.2  # the lemon stays centred on its light
+    ratio = math.sqrt(float(values[1] / values[0]))
+    assert ratio >= 1.3
+    to_centre = torch.tensor([(w - 1) / 2 - x, (h - 1) / 2 - y], dtype=torch.float64)
+    narrow = vectors[:, 0]
+    assert abs(float(narrow @ to_centre / to_centre.norm())) > 0.95  # the narrow axis points at the centre
+    plain = render_classical(image, defocus, mode=mode, backend="numba").bokeh[0, 0]
+    _, plain_values, _ = _moments(plain)
+    assert math.sqrt(float(plain_values[1] / plain_values[0])) < 1.02
+
+
+def test_cat_eye_grows_from_the_centre_and_swirl_turns_the_lemons():
+    lens = Lens(cat_eye=0.8)
+    ratios = []
+    for x in (30, 40, 50, 58):  # along the middle row, from the centre outwards
+        (_, _), values, vectors = _moments(lens.kernel(Aperture.circle(), 10.0, x, 20, 41, 61))
+        ratios.append(math.sqrt(float(values[1] / values[0])))
+    assert ratios[0] < 1.01 and all(b > a for a, b in zip(ratios, ratios[1:]))
+    _, _, vectors = _moments(Lens(cat_eye=0.8, swirl=1.0).kernel(Aperture.circle(), 10.0, 58, 20, 41, 61))
+    angle = math.degrees(math.atan2(abs(float(vectors[1, 0])), abs(float(vectors[0, 0]))))
+    assert 30 < angle < 60  # the narrow axis leans ~45 degrees away from the (horizontal) radius
+
+
+def test_lens_fields_are_smooth_and_tiles_match_the_frame():
+    lens = Lens(cat_eye=0.9, swirl=0.4)
+    sx, sy = lens.clip_vectors(Aperture.circle(), 40, 60)
+    assert float(sx.diff(dim=1).abs().max()) < 0.03 and float(sy.diff(dim=0).abs().max()) < 0.03
+    tx, ty = lens.clip_vectors(Aperture.circle(), 10, 20, frame=(15, 30, 40, 60))
+    assert torch.equal(tx, sx[15:25, 30:50]) and torch.equal(ty, sy[15:25, 30:50])
+
+
+# --- energy --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("aperture", [Aperture.circle(), Aperture.polygon(5, rotation=0.3),
+                                      Aperture.circle(anamorphic=0.6)])
+@pytest.mark.parametrize("lens", LENSES, ids=["cat", "ring", "all"])
+def test_each_source_kernel_keeps_the_plain_energy(aperture, lens):
+    for radius in (4.0, 11.0):
+        plain = float(aperture.kernel(radius, normalize=False).sum())
+        for x, y in ((5, 5), (40, 10), (20, 28)):
+            mass = float(lens.kernel(aperture, radius, x, y, 31, 41, normalize=False).sum())
+            assert abs(mass / plain - 1) < (0.05 if radius < 8 else 0.02), (radius, x, y, mass / plain)
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_bokeh_ball_energy_is_kept(mode):
+    _numba()
+    image, defocus = _point(61, 81, 44, 58, 6.0)  # away from the borders (their normalisation differs)
+    image = image * 0.5 + 0.1
+    plain = float((render_classical(image, defocus, mode=mode, backend="numba").bokeh - 0.1).sum())
+    for lens in LENSES:
+        out = render_classical(image, defocus, mode=mode, backend="numba", lens=lens).bokeh
+        assert abs(float((out - 0.1).sum()) / plain - 1) < 0.02
+
+
+def test_clip_area_ratio_matches_the_closed_form_and_the_tables():
+    c = torch.tensor([0.0, 0.4, 1.0, 1.6])
+    half = c / 2
+    closed = (2 * torch.acos(half) - half * 2 * torch.sqrt(1 - half * half)) / math.pi
+    got = clip_area_ratio(Aperture.circle(), half * math.cos(0.3), half * math.sin(0.3))
+    torch.testing.assert_close(got, closed.float(), atol=1e-6, rtol=0)
+    poly = clip_area_ratio(Aperture.polygon(64), half * math.cos(0.3), half * math.sin(0.3))
+    torch.testing.assert_close(poly, closed.float(), atol=0.01, rtol=0)
+
+
+# --- ring -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_ring_rim_is_brighter_than_the_inside(mode):
+    _numba()
+    image, defocus = _point(41, 41, 20, 20, 12.0)
+    out = render_classical(image, defocus, mode=mode, backend="numba", lens=Lens(ring=0.8)).bokeh[0, 0]
+    yy, xx = torch.meshgrid(torch.arange(41.0), torch.arange(41.0), indexing="ij")
+    dist = torch.hypot(yy - 20, xx - 20)
+    inside = float(out[dist < 6].mean())
+    rim = float(out[(dist > 10) & (dist < 11.5)].mean())
+    assert rim > 2.0 * inside
+    plain = render_classical(image, defocus, mode=mode, backend="numba").bokeh[0, 0]
+    assert float(plain[(dist > 10) & (dist < 11.5)].mean()) < 1.1 * float(plain[dist < 6].mean())
+
+
+# --- fringe ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_fringe_changes_red_and_blue_radii_by_the_fraction(sign):
+    _numba()
+    image, defocus = _point(45, 45, 22, 22, 10.0 * sign)
+    out = render_classical(image, defocus, mode="fast", backend="numba", lens=Lens(fringe=0.1)).bokeh[0]
+    yy, xx = torch.meshgrid(torch.arange(45.0), torch.arange(45.0), indexing="ij")
+    dist2 = (yy - 22) ** 2 + (xx - 22) ** 2
+    rms = [float(((out[c] * dist2).sum() / out[c].sum()).sqrt()) for c in range(3)]
+    red, blue = rms[0] / rms[1], rms[2] / rms[1]
+    if sign > 0:  # in front of the focus: red larger, blue smaller
+        assert abs(red - 1.1) < 0.015 and abs(blue - 0.9) < 0.015
+    else:
+        assert abs(red - 0.9) < 0.015 and abs(blue - 1.1) < 0.015
+    plain = render_classical(image, defocus, mode="fast", backend="numba").bokeh[0]
+    torch.testing.assert_close(out[1], plain[1], atol=0, rtol=0)  # green is the plain render
+
+
+# --- highlights and focus range -------------------------------------------------------------------------------
+
+def test_lift_highlights_lifts_clipped_lights_in_linear_light():
+    image = torch.tensor([1.0, 0.95, 0.5, 0.2]).view(1, 1, 1, 4).expand(1, 3, 1, 4).clone()
+    image[:, 2, 0, 0] = 0.5  # a coloured clipped light: ratios in linear light kept
+    out = lift_highlights(image, threshold=0.9, gain=4.0, softness=0.0)
+    linear = lambda v: torch.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)  # noqa: E731
+    torch.testing.assert_close(linear(out[:, :, 0, :2]), 4.0 * linear(image[:, :, 0, :2]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[:, :, 0, 2:], image[:, :, 0, 2:], rtol=1e-6, atol=1e-6)  # below: unchanged
+    lens = Lens(highlight_gain=4.0, highlight_threshold=0.9)
+    image4, defocus = _scene(8, 8, seed=3)
+    torch.testing.assert_close(render_classical(image4, defocus, lens=lens).bokeh,
+                               render_classical(lift_highlights(image4, 0.9, 4.0), defocus).bokeh)
+
+
+def test_focus_range_keeps_the_band_sharp_and_scales_near_and_far():
+    disparity = torch.linspace(0, 1, 101).view(1, 1, 1, -1)
+    d = signed_defocus(disparity, 40.0, 0.5, focus_range=0.2, near_scale=2.0, far_scale=0.5)
+    e = disparity - 0.5
+    band = e.abs() <= 0.1 - 1e-6
+    assert bool((d[band] == 0).all())
+    near, far = e > 0.1 + 1e-6, e < -0.1 - 1e-6
+    torch.testing.assert_close(d[near], 80.0 * (e[near] - 0.1))
+    torch.testing.assert_close(d[far], 20.0 * (e[far] + 0.1))
+    assert float(d.diff().min()) >= 0  # continuous and monotone: no jump at the band edges
+    image = torch.rand(1, 3, 1, 101)
+    out = render_classical(image, d.expand(1, 1, 1, 101).contiguous(), mode="fast").bokeh
+    sharp = band.expand(1, 3, 1, 101).clone()
+    sharp[..., 35:66] &= True
+    assert float((out - image)[:, :, :, 45:56].abs().max()) < 3e-3  # well inside the band: only the kernel leak
+
+
+# --- backends and modes agree ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("aperture", APERTURES, ids=["circle", "pentagon", "ana0.6"])
+@pytest.mark.parametrize("lens", LENSES, ids=["cat", "ring", "all"])
+def test_numba_equals_torch_and_exact_matches_the_loop_reference(aperture, lens):
+    _numba()
+    image, defocus = _scene(10, 12, seed=4, kmax=4.5)
+    outs = {}
+    for mode in ("exact", "fast"):
+        for backend in ("torch", "numba"):
+            outs[mode, backend] = render_classical(image, defocus, aperture=aperture, mode=mode, backend=backend,
+                                                   lens=lens).bokeh
+    torch.testing.assert_close(outs["exact", "numba"], outs["exact", "torch"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(outs["fast", "numba"], outs["fast", "torch"], atol=1e-5, rtol=0)
+    reference, _ = render_reference(image, defocus, aperture, lens)
+    np.testing.assert_allclose(outs["exact", "torch"].numpy(), reference, atol=5e-5, rtol=0)
+    psnr = -10 * math.log10(float(((outs["fast", "numba"] - outs["exact", "numba"]) ** 2).mean()))
+    assert psnr > 27.0  # the box model of the clipped rows (see bench/README.md for the full-size numbers)
+
+
+def test_mask_aperture_with_lens_in_every_mode_and_big_radii():
+    _numba()
+    yy, xx = np.mgrid[:21, :21] - 10.0
+    star = ((np.hypot(xx, yy) < 4 + 6 * np.abs(np.cos(2.5 * np.arctan2(yy, xx)))) * 1.0).astype(np.float32)
+    aperture = Aperture.from_mask(star)
+    image, defocus = _scene(9, 11, seed=5, kmax=5.0)
+    lens = Lens(cat_eye=0.7, ring=0.4)
+    exact = render_classical(image, defocus, aperture=aperture, lens=lens).bokeh
+    reference, _ = render_reference(image, defocus, aperture, lens)
+    np.testing.assert_allclose(exact.numpy(), reference, atol=5e-5, rtol=0)
+    fast_t = render_classical(image, defocus, aperture=aperture, lens=lens, mode="fast", backend="torch").bokeh
+    fast_n = render_classical(image, defocus, aperture=aperture, lens=lens, mode="fast", backend="numba").bokeh
+    torch.testing.assert_close(fast_n, fast_t, atol=1e-5, rtol=0)
+    big = defocus * 14  # radii above the fast tables (scaled rows)
+    fast_t = render_classical(image, big, lens=lens, mode="fast", backend="torch").bokeh
+    fast_n = render_classical(image, big, lens=lens, mode="fast", backend="numba").bokeh
+    torch.testing.assert_close(fast_n, fast_t, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_constant_image_stays_constant_with_lens(mode):
+    _, defocus = _scene(14, 15, seed=6, kmax=7.0)
+    image = torch.full((1, 3, 14, 15), 0.3)
+    out = render_classical(image, defocus, gamma=2.2, mode=mode, lens=Lens(cat_eye=1, swirl=1, ring=1)).bokeh
+    torch.testing.assert_close(out, image, atol=2e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_cuda_lens_matches_cpu(mode):
+    image, defocus = _scene(21, 25, seed=7, kmax=6.0)
+    lens = Lens(cat_eye=0.8, ring=0.5, swirl=0.3)
+    for aperture in (Aperture.circle(), Aperture.polygon(6)):
+        cpu = render_classical(image, defocus, mode=mode, aperture=aperture, lens=lens, backend="torch")
+        gpu = render_classical(image.cuda(), defocus.cuda(), mode=mode, aperture=aperture, lens=lens)
+        torch.testing.assert_close(gpu.bokeh.cpu(), cpu.bokeh, atol=5e-5, rtol=0)

@@ -553,30 +553,28 @@ _MASS_ANGLES = 16
 
 
 def _mass_ratios(aperture: Aperture, radius: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor):
-    """``(M_outer / M_plain, M_inner / M_plain)`` per source (module docstring), float32 like ``radius``."""
-    table = _mass_table(aperture).to(radius.device)  # (2, radii, clips, angles)
-    n_r = table.shape[1]
-    ri = torch.clamp(radius * _MASS_STEPS_PER_PX, 0, n_r - 1)
-    r0 = torch.clamp(torch.floor(ri), max=n_r - 2)
-    rf = (ri - r0).unsqueeze(0)
-    r0 = r0.long()
-    clip = torch.clamp(2.0 * torch.sqrt(shift_x * shift_x + shift_y * shift_y), 0.0, MAX_CLIP)
-    ci = clip / MAX_CLIP * (_MASS_CLIPS - 1)
-    c0 = torch.clamp(torch.floor(ci), 0, _MASS_CLIPS - 2)
-    cf = (ci - c0).unsqueeze(0)
-    c0 = c0.long()
-    ti = torch.remainder(torch.atan2(shift_y, shift_x), 2 * math.pi) / (2 * math.pi) * _MASS_ANGLES
-    t0f = torch.floor(ti)
-    tf = (ti - t0f).unsqueeze(0)
-    t0 = torch.remainder(t0f, _MASS_ANGLES).long()
-    t1 = torch.remainder(t0 + 1, _MASS_ANGLES)
+    """``(M_outer / M_plain, M_inner / M_plain)`` per source (module docstring), float32 like ``radius``.
 
-    def at(r, c):
-        return table[:, r, c, t0] * (1 - tf) + table[:, r, c, t1] * tf
+    Trilinear in (radius, clip distance, direction) through one ``grid_sample`` over the table (direction
+    periodic: the table carries a copy of its first direction at the end).
+    """
+    table = _mass_volume(aperture, radius.device)  # (1, 2, radii, clips, angles + 1)
+    n_r = table.shape[2]
+    shape = radius.shape
+    ri = torch.clamp(radius.reshape(-1) * _MASS_STEPS_PER_PX, 0, n_r - 1) / (n_r - 1)
+    sx, sy = shift_x.reshape(-1), shift_y.reshape(-1)
+    ci = torch.clamp(2.0 * torch.sqrt(sx * sx + sy * sy), 0.0, MAX_CLIP) / MAX_CLIP
+    ti = torch.remainder(torch.atan2(sy, sx), 2 * math.pi) / (2 * math.pi)
+    grid = (torch.stack([ti, ci, ri], dim=-1) * 2 - 1).view(1, 1, 1, -1, 3).to(torch.float32)
+    value = F.grid_sample(table, grid, mode="bilinear", padding_mode="border", align_corners=True).view(2, -1)
+    return value[0].view(shape), value[1].view(shape)
 
-    value = ((at(r0, c0) * (1 - cf) + at(r0, c0 + 1) * cf) * (1 - rf)
-             + (at(r0 + 1, c0) * (1 - cf) + at(r0 + 1, c0 + 1) * cf) * rf)
-    return value[0].to(torch.float32), value[1].to(torch.float32)
+
+@functools.lru_cache(maxsize=64)
+def _mass_volume(aperture: Aperture, device) -> torch.Tensor:
+    table = _mass_table(aperture).to(torch.float32)
+    table = torch.cat([table, table[..., :1]], dim=-1)
+    return table.unsqueeze(0).to(device).contiguous()
 
 
 @functools.lru_cache(maxsize=32)

@@ -177,7 +177,7 @@ def test_each_source_kernel_keeps_the_plain_energy(aperture, lens):
         plain = float(aperture.kernel(radius, normalize=False).sum())
         for x, y in ((5, 5), (40, 10), (20, 28)):
             mass = float(lens.kernel(aperture, radius, x, y, 31, 41, normalize=False).sum())
-            assert abs(mass / plain - 1) < (0.05 if radius < 8 else 0.02), (radius, x, y, mass / plain)
+            assert abs(mass / plain - 1) < (0.05 if radius < 8 else 0.03), (radius, x, y, mass / plain)
 
 
 @pytest.mark.parametrize("mode", ["exact", "fast"])

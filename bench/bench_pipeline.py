@@ -1,15 +1,18 @@
-"""Speed of the full BokehMe pipeline on the CPU, split by stage; peak memory at 4K.
+"""Speed and memory of the default BokehMe pipeline on this machine, stage by stage, against a depth-sliced blend.
 
-Usage (from the repository root):
+Usage (from the repository root; the baseline needs ``pip install opencv-python-headless``, a bench-only tool):
 
-    nice -n 10 .venv/bin/python bench/bench_pipeline.py                 # 1920x1080, K = 10, 30, 50
-    nice -n 10 .venv/bin/python bench/bench_pipeline.py --repeats 5 --K 30
-    nice -n 10 .venv/bin/python bench/bench_pipeline.py --memory-4k     # one 3840x2160 K=100 render, peak RSS
+    nice -n 10 .venv/bin/python bench/bench_pipeline.py                    # 1920x1080, K = 10, 30, 50
+    nice -n 10 .venv/bin/python bench/bench_pipeline.py --K 30 --repeats 5
+    nice -n 10 .venv/bin/python bench/bench_pipeline.py --video            # 24-frame 1080p focus pull, fps
+    nice -n 10 .venv/bin/python bench/bench_pipeline.py --memory-4k        # 3840x2160 K=100, peak RSS (own process)
 
-Input: the official demo image ``inputs/3.jpg`` and its 16-bit disparity (../shared/bokehme_official), resized
-to the benchmark size; focus 0.5, gamma 4, classical renderer in "fast" mode, official-size networks with
-random weights (speed does not depend on the values). Prints markdown tables: median of ``--repeats`` runs
-per stage, and the ratio of the full pipeline to the classical renderer alone (the baseline, same process).
+Input: the official demo image ``inputs/3.jpg`` and its 16-bit disparity (../shared/bokehme_official), resized to
+the benchmark size; focus 0.5, gamma 4, the bundled weights. "hybrid (default)" is exactly what a user gets from
+``render_bokehme`` and the all-in-one node with their defaults; the stage rows split the same computation.
+The baseline is what popular ComfyUI depth-of-field nodes do: 16 disparity slices, each premultiplied slice
+blurred with OpenCV's Gaussian (sigma = its blur radius / 2) and composited far to near, run in the same process.
+Every cell is the median of ``--repeats`` runs; ratios are against the baseline's median.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import pathlib
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -29,13 +33,10 @@ import torch.nn.functional as F
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bokehme_core import pipeline as P  # noqa: E402
-from bokehme_core import render_classical  # noqa: E402
-from bokehme_core.defocus import signed_defocus  # noqa: E402
-from bokehme_core.disparity import load_disparity, normalize_disparity  # noqa: E402
-from bokehme_core.fusion import fuse  # noqa: E402
-from bokehme_core.neural.arnet import ARNet  # noqa: E402
-from bokehme_core.neural.iunet import IUNet  # noqa: E402
+import bokehme_core as bm  # noqa: E402
+from bokehme_core.defocus import render_inputs  # noqa: E402
+from bokehme_core.neural import stages  # noqa: E402
+from bokehme_core.weights import load_bundled_models  # noqa: E402
 
 OFFICIAL = ROOT.parent / "shared" / "bokehme_official"
 
@@ -46,76 +47,131 @@ def load_scene(height: int, width: int) -> tuple:
 
     rgb = np.asarray(Image.open(OFFICIAL / "inputs" / "3.jpg").convert("RGB"), dtype=np.float32) / 255.0
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None]
-    disparity = normalize_disparity(load_disparity(OFFICIAL / "inputs" / "3.png"))
+    disparity = bm.normalize_disparity(bm.load_disparity(OFFICIAL / "inputs" / "3.png"))
     image = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False).clamp(0, 1)
     disparity = F.interpolate(disparity, size=(height, width), mode="bilinear", align_corners=False).clamp(0, 1)
     return image.contiguous(), disparity.contiguous()
 
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+def sliced_gaussian_blend(image: torch.Tensor, disparity: torch.Tensor, K: float, focus: float,
+                          gamma: float = 4.0, slices: int = 16) -> np.ndarray:
+    """The baseline: 16 equal disparity slices, each premultiplied (linear ** gamma) slice and its alpha
+    blurred with cv2.GaussianBlur (sigma = K * |slice centre - focus| / 2), composited far to near."""
+    import cv2
+
+    rgb = np.ascontiguousarray(image[0].permute(1, 2, 0).numpy()) ** gamma
+    disp = disparity[0, 0].numpy()
+    out = np.zeros_like(rgb)
+    edges = np.linspace(0.0, 1.0 + 1e-6, slices + 1)
+    for i in range(slices):  # far (disparity 0) first
+        alpha = ((disp >= edges[i]) & (disp < edges[i + 1])).astype(np.float32)
+        if not alpha.any():
+            continue
+        layer = np.dstack([rgb * alpha[..., None], alpha])
+        sigma = K * abs((edges[i] + edges[i + 1]) / 2 - focus) / 2
+        if sigma > 0.3:
+            layer = cv2.GaussianBlur(layer, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REPLICATE)
+        a = np.clip(layer[..., 3:], 0, 1)
+        out = out * (1 - a) + layer[..., :3]
+    return np.clip(out, 0, None) ** (1 / gamma)
 
 
-def run_stages(image, disparity, K, arnet, iunet, tile_size=None) -> dict:
-    """One render, stage by stage, as render_bokehme does it; returns seconds per stage."""
+def median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def stage_split(image, disparity, K, arnet, iunet, mode: str) -> dict:
+    """The default pipeline's stages, timed one by one (same calls as render_bokehme)."""
     times = {}
     with torch.inference_mode():
-        defocus = signed_defocus(disparity, K, 0.5)
-        classical, times["classical (fast)"] = timed(lambda: render_classical(image, defocus, gamma=4.0, mode="fast"))
-        (bokeh_lr, error, scale), times["ARNet"] = timed(lambda: P.arnet_stage(arnet, image, defocus, 4.0, tile_size))
-        neural, times["IUNet"] = timed(lambda: P.iunet_stage(
-            iunet, image, defocus, classical.dilated_defocus, bokeh_lr, scale, 4.0, tile_size))
-        _, times["fusion"] = timed(lambda: fuse(classical.bokeh, neural, error).clamp(0, 1))
-    times["neural (ARNet+IUNet+fusion)"] = times["ARNet"] + times["IUNet"] + times["fusion"]
-    times["total"] = times["classical (fast)"] + times["neural (ARNet+IUNet+fusion)"]
-    times["_scale"] = scale
+        start = time.perf_counter()
+        img, defocus = render_inputs(image, disparity, K, 0.5)
+        classical = bm.render_classical(img, defocus, gamma=4.0, mode=mode)
+        times["classical"] = time.perf_counter() - start
+        start = time.perf_counter()
+        lowres, error, scale = stages.arnet_stage(arnet, img, defocus, 4.0)
+        times["ARNet"] = time.perf_counter() - start
+        start = time.perf_counter()
+        needed = error > stages.SPARSE_ERROR_THRESHOLD
+        neural = stages.iunet_stage(iunet, img, defocus, classical.dilated_defocus, lowres, scale, 4.0, needed=needed)
+        times["IUNet (sparse)"] = time.perf_counter() - start
+        start = time.perf_counter()
+        bm.fuse(classical.bokeh, neural, error).clamp(0, 1)
+        times["fusion"] = time.perf_counter() - start
+    times["scale"] = scale
     return times
 
 
-def networks(weights: str):
-    """Official-size networks with random weights (speed does not depend on the values), or the bundled ones."""
-    torch.manual_seed(0)
-    if weights == "bundled":
-        from bokehme_core.weights import load_bundled_models
+def default_classical_mode() -> str:
+    import inspect
 
-        return load_bundled_models("cpu")
-    return ARNet().eval(), IUNet().eval()
+    return inspect.signature(bm.render_bokehme).parameters["classical_mode"].default
 
 
-def bench_1080p(Ks, repeats: int, weights: str = "official-size") -> None:
-    arnet, iunet = networks(weights)
+def bench_1080p(Ks, repeats: int) -> None:
+    arnet, iunet = load_bundled_models("cpu")
     image, disparity = load_scene(1080, 1920)
-    run_stages(image[..., :256, :256], disparity[..., :256, :256], 10.0, arnet, iunet)  # warm-up
-    rows = []
+    mode = default_classical_mode()
+    # warm-up: numba compiles (or loads its cache), torch allocates
+    bm.render_bokehme(image[..., :256, :256], disparity[..., :256, :256], K=10, focus=0.5, arnet=arnet, iunet=iunet)
+    bm.render_classical(image[..., :64, :64], bm.signed_defocus(disparity[..., :64, :64], 5, 0.5), mode="fast")
+    print(f"\n1920x1080, CPU, {torch.get_num_threads()} threads, bundled weights (ARNet "
+          f"{arnet.config.middle_channels} ch, IUNet {iunet.config.middle_channels} ch), default classical mode "
+          f"'{mode}', focus 0.5, gamma 4; median of {repeats} runs, seconds (ratio to the 16-slice blend)\n")
+    print("| K | 16-slice blend (OpenCV) | classical fast | hybrid (default) | hybrid, dense IUNet | "
+          "stages of the default: classical / ARNet / IUNet (sparse) / fusion | s |")
+    print("|---|---|---|---|---|---|---|")
     for K in Ks:
-        runs = [run_stages(image, disparity, K, arnet, iunet) for _ in range(repeats)]
-        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        rows.append((K, med))
-    stages = ["classical (fast)", "ARNet", "IUNet", "fusion", "neural (ARNet+IUNet+fusion)", "total"]
-    widths = f"ARNet {arnet.conv0.conv.out_channels} ch, IUNet {iunet.conv0.conv.out_channels} ch"
-    print(f"\n1920x1080, CPU, {torch.get_num_threads()} threads, {weights} networks ({widths}), "
-          f"median of {repeats} runs (seconds)\n")
-    print("| K | adapt scale s | IUNet passes | " + " | ".join(stages) + " | total / classical |")
-    print("|---|---|---|" + "---|" * len(stages) + "---|")
-    for K, med in rows:
-        s = med["_scale"]
-        cells = " | ".join(f"{med[k]:.2f}" for k in stages)
-        print(f"| {K:g} | {s:.2f} | {P.num_iunet_passes(s)} | {cells} | {med['total'] / med['classical (fast)']:.2f}x |")
+        blend = median_seconds(lambda: sliced_gaussian_blend(image, disparity, K, 0.5), repeats)
+        defocus = bm.signed_defocus(disparity, K, 0.5)
+        fast = median_seconds(lambda: bm.render_classical(image, defocus, gamma=4.0, mode="fast"), repeats)
+        hybrid = median_seconds(lambda: bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet,
+                                                          iunet=iunet), repeats)
+        dense = median_seconds(lambda: bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet,
+                                                         iunet=iunet, sparse=False), repeats)
+        splits = [stage_split(image, disparity, K, arnet, iunet, mode) for _ in range(repeats)]
+        med = {k: statistics.median(s[k] for s in splits) for k in splits[0]}
+        parts = " / ".join(f"{med[k]:.2f}" for k in ("classical", "ARNet", "IUNet (sparse)", "fusion"))
+        print(f"| {K:g} | {blend:.2f} | {fast:.2f} ({fast / blend:.2f}x) | **{hybrid:.2f} ({hybrid / blend:.2f}x)** | "
+              f"{dense:.2f} ({dense / blend:.2f}x) | {parts} | {med['scale']:.2f} |")
+
+
+def bench_video(frames: int) -> None:
+    """A focus pull over ``frames`` 1080p frames through one render_bokehme call per frame, models loaded once."""
+    arnet, iunet = load_bundled_models("cpu")
+    image, disparity = load_scene(1080, 1920)
+    bm.render_bokehme(image[..., :256, :256], disparity[..., :256, :256], K=10, focus=0.5, arnet=arnet, iunet=iunet)
+    focus = torch.linspace(0.9, 0.1, frames)
+    start = time.perf_counter()
+    for f in focus:
+        bm.render_bokehme(image, disparity, K=30, focus=float(f), arnet=arnet, iunet=iunet)
+    seconds = time.perf_counter() - start
+    blend_start = time.perf_counter()
+    for f in focus[:4]:
+        sliced_gaussian_blend(image, disparity, 30, float(f))
+    blend_fps = 4 / (time.perf_counter() - blend_start)
+    print(f"\n{frames}-frame focus pull 0.9 -> 0.1, 1920x1080, K=30, default settings, models loaded once, "
+          f"{torch.get_num_threads()} threads\n")
+    print("| frames | seconds | frames per second | 16-slice blend fps (4 frames) |")
+    print("|---|---|---|---|")
+    print(f"| {frames} | {seconds:.1f} | {frames / seconds:.2f} | {blend_fps:.2f} |")
 
 
 def bench_memory_4k(K: float) -> None:
-    torch.manual_seed(0)
-    arnet, iunet = ARNet().eval(), IUNet().eval()
+    arnet, iunet = load_bundled_models("cpu")
     image, disparity = load_scene(2160, 3840)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     start = time.perf_counter()
-    result = P.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet, iunet=iunet, classical_mode="fast")
+    result = bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet, iunet=iunet)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    print(f"\n3840x2160, K={K:g}, classical fast, default tiles ({P.DEFAULT_TILE_SIZE} px), CPU, "
-          f"{torch.get_num_threads()} threads\n")
+    print(f"\n3840x2160, K={K:g}, default settings, bundled weights, CPU, {torch.get_num_threads()} threads, "
+          f"own process\n")
     print("| peak RSS before render (GiB) | peak RSS (GiB) | seconds | output finite |")
     print("|---|---|---|---|")
     print(f"| {before:.2f} | {peak:.2f} | {seconds:.1f} | {bool(torch.isfinite(result.bokeh).all())} |")
@@ -126,15 +182,21 @@ def main() -> None:
     parser.add_argument("--K", type=float, nargs="+", default=[10.0, 30.0, 50.0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--memory-4k", action="store_true", help="one 4K render at K=100 and its peak memory")
-    parser.add_argument("--weights", choices=("official-size", "bundled"), default="official-size",
-                        help="official-size random networks (default) or the bundled (narrower) trained ones")
+    parser.add_argument("--video", action="store_true", help="a 24-frame 1080p focus pull, frames per second")
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--memory-4k", action="store_true", help="one 3840x2160 K=100 render and its peak memory")
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.memory_4k:
+    if args.memory_4k and not args.in_process:  # a fresh process: its peak RSS is the render's alone
+        subprocess.run([sys.executable, __file__, "--memory-4k", "--in-process", "--threads", str(args.threads)],
+                       check=True)
+    elif args.memory_4k:
         bench_memory_4k(100.0)
+    elif args.video:
+        bench_video(args.frames)
     else:
-        bench_1080p(args.K, max(args.repeats, 3), args.weights)
+        bench_1080p(args.K, max(args.repeats, 3))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ class BokehMeResult:
     Attributes:
         bokeh: (B, 3, H, W) fused result in [0, 1].
         classical: (B, 3, H, W) classical rendering in [0, 1].
-        neural: (B, 3, H, W) neural rendering in [0, 1].
+        neural: (B, 3, H, W) neural rendering in [0, 1] (with ``sparse``: exact where the fusion uses it, the
+            upsampled coarser bokeh elsewhere).
         error_map: (B, 1, H, W) the error map used for the fusion, in [0, 1] (1 = neural).
         intermediates: :class:`BokehMeIntermediates` when ``return_intermediates=True``.
     """
@@ -96,6 +97,7 @@ def render_bokehme(
     return_intermediates: bool = False,
     tile_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    sparse: bool = True,
 ) -> BokehMeResult:
     """Render bokeh with the full BokehMe pipeline (classical + neural + fusion).
 
@@ -116,6 +118,10 @@ def render_bokehme(
         tile_size: tile edge in px of the network passes (exact: tiles overlap by the receptive field);
             None = :data:`DEFAULT_TILE_SIZE`. Smaller = less memory.
         progress: ``progress(done, total)``, may raise to cancel.
+        sparse: run IUNet only where the neural result reaches the output (error map above
+            :data:`~bokehme_core.neural.stages.SPARSE_ERROR_THRESHOLD`, through the blend masks and the receptive
+            field); the fused ``bokeh`` equals the dense computation within 1e-4, and ``neural`` is exact where
+            it is used (elsewhere the upsampled coarser bokeh). False = the official dense computation.
 
     Returns:
         :class:`BokehMeResult` on the device of ``image``, float32.
@@ -175,16 +181,16 @@ def render_bokehme(
         dilated_px = classical.dilated_defocus.to(torch.float32)
         if progress is not None:
             progress(batch * _CLASSICAL_UNITS, total)
-        neural = render_neural(
-            image, defocus_px, dilated_px, gamma=gamma, arnet=arnet, iunet=iunet, tile_size=tile_size,
-            return_intermediates=return_intermediates, progress=step,
-        )
+        analytic = None
         if error_map == "analytic":
             from .error_map import analytic_error_map
 
-            error = analytic_error_map(disparity, K, focus_t).to(torch.float32).expand(batch, -1, -1, -1)
-        else:
-            error = neural.error_map
+            analytic = analytic_error_map(disparity, K, focus_t).to(torch.float32).expand(batch, -1, -1, -1)
+        neural = render_neural(
+            image, defocus_px, dilated_px, gamma=gamma, arnet=arnet, iunet=iunet, tile_size=tile_size,
+            return_intermediates=return_intermediates, progress=step, sparse=sparse, fusion_error=analytic,
+        )
+        error = neural.error_map if analytic is None else analytic
         fused = fuse(bokeh_classical, neural.bokeh, error)
     return BokehMeResult(
         bokeh=fused.clamp(0, 1),

@@ -194,6 +194,35 @@ class ShuffleConvNet(nn.Module):
                 out[:, :, y0:y1, x0:x1] = tile[:, :, y0 - ya : y0 - ya + (y1 - y0), x0 - xa : x0 - xa + (x1 - x0)]
         return out
 
+    def run_body_sparse(self, x: torch.Tensor, needed: torch.Tensor, tile_size: int) -> tuple:
+        """:meth:`body` only on the tiles that hold a ``needed`` pixel (exact there, as :meth:`run_body`).
+
+        Args:
+            x: (B, in_channels, h, w), the half-resolution input of conv0.
+            needed: (h, w) bool, pixels whose output is used (one mask for the whole batch).
+            tile_size: tile edge in half-resolution pixels; each computed tile has the exact halo.
+
+        Returns:
+            ``(out, computed)``: (B, 4 * out_channels, h, w) with zeros in skipped tiles, and the (h, w) bool
+            mask of the computed pixels (a superset of ``needed``).
+        """
+        h, w = x.shape[-2:]
+        halo = self.config.num_convs
+        out = x.new_zeros((x.shape[0], self.out_channels * SHUFFLE**2, h, w))
+        computed = torch.zeros((h, w), dtype=torch.bool, device=x.device)
+        rows, cols = _split(h, tile_size), _split(w, tile_size)
+        row_any = [needed[y0:y1] for y0, y1 in rows]
+        for (y0, y1), band in zip(rows, row_any):
+            for x0, x1 in cols:
+                if not bool(band[:, x0:x1].any()):
+                    continue
+                ya, yb = max(y0 - halo, 0), min(y1 + halo, h)
+                xa, xb = max(x0 - halo, 0), min(x1 + halo, w)
+                tile = self.body(x[:, :, ya:yb, xa:xb].contiguous())
+                out[:, :, y0:y1, x0:x1] = tile[:, :, y0 - ya : y0 - ya + (y1 - y0), x0 - xa : x0 - xa + (x1 - x0)]
+                computed[y0:y1, x0:x1] = True
+        return out, computed
+
     def back_end(self, x: torch.Tensor, size: tuple) -> torch.Tensor:
         """Depth-to-space by 2, then bilinear (align_corners=True) to ``size`` = (h, w)."""
         return resize_bilinear(F.pixel_shuffle(x, SHUFFLE), size)

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from .blocks import ShuffleConvNet, half_tile, resize_bilinear
+import torch.nn.functional as F
 
-__all__ = ["IUNet"]
+from .blocks import SHUFFLE, ShuffleConvNet, half_tile, resize_bilinear
+
+__all__ = ["IUNet", "SPARSE_TILE_SIZE"]
+
+#: tile edge (full-resolution px) of :meth:`IUNet.forward_sparse`: small enough to skip unused areas, large
+#: enough that the halo (one pixel per convolution at half resolution) costs little (about 7% at 512 px)
+SPARSE_TILE_SIZE = 512
 
 
 class IUNet(ShuffleConvNet):
@@ -61,3 +67,39 @@ class IUNet(ShuffleConvNet):
         bokeh_coarse = resize_bilinear(bokeh_coarse.to(x.dtype), x.shape[-2:], align_corners=False)
         x = torch.cat((x, bokeh_coarse, self.gamma_channel(gamma_norm, x)), dim=1)
         return self.back_end(self.run_body(x, half_tile(tile_size)), size)
+
+    def forward_sparse(
+        self,
+        image: torch.Tensor,
+        defocus: torch.Tensor,
+        bokeh_coarse: torch.Tensor,
+        gamma_norm,
+        needed: torch.Tensor,
+        tile_size: int = SPARSE_TILE_SIZE,
+    ) -> tuple:
+        """:meth:`forward` evaluated only where its output is used.
+
+        Args:
+            image, defocus, bokeh_coarse, gamma_norm: as for :meth:`forward`.
+            needed: (B or 1, 1, h, w) bool: pixels whose refinement is used downstream.
+            tile_size: tile edge in full-resolution pixels of the sparse evaluation.
+
+        Returns:
+            ``(bokeh, exact)``: bokeh (B, 3, h, w) equal to :meth:`forward` (up to float rounding) wherever the
+            (1, 1, h, w) bool ``exact`` is True, a superset of ``needed``; elsewhere undefined (zeros).
+        """
+        size = image.shape[-2:]
+        x = self.front_end(image, defocus)
+        half = x.shape[-2:]
+        # a needed output pixel reads the body output within 1 px (back-end resize of odd sizes): pool the mask
+        # to the half resolution, then grow it by 2 px
+        needed_half = F.adaptive_max_pool2d(needed.any(dim=0, keepdim=True).to(x.dtype), half)
+        needed_half = F.max_pool2d(needed_half, 5, stride=1, padding=2)[0, 0] > 0
+        bokeh_coarse = resize_bilinear(bokeh_coarse.to(x.dtype), half, align_corners=False)
+        x = torch.cat((x, bokeh_coarse, self.gamma_channel(gamma_norm, x)), dim=1)
+        body, computed = self.run_body_sparse(x, needed_half, max(int(tile_size) // SHUFFLE, 1))
+        bokeh = self.back_end(body, size)
+        # exact where every body pixel the output reads was computed: upsample the tile mask, shrink it by 2 px
+        skipped = F.interpolate((~computed)[None, None].to(x.dtype), size=size, mode="nearest")
+        exact = F.max_pool2d(skipped, 5, stride=1, padding=2) == 0
+        return bokeh, exact

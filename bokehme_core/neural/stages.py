@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from .._checks import check_disparity, check_image, check_range, check_same_spatial
 from .arnet import ARNet
 from .blocks import resize_bilinear
-from .iunet import IUNet
+from .iunet import SPARSE_TILE_SIZE, IUNet
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,11 @@ __all__ = [
     "check_model",
     "DEFOCUS_SCALE",
     "DEFAULT_TILE_SIZE",
+    "MIN_TILE_SIZE",
+    "SPARSE_ERROR_THRESHOLD",
+    "NetworkOutOfMemoryError",
+    "is_out_of_memory",
+    "run_with_tile_retry",
     "GAMMA_MIN",
     "GAMMA_MAX",
 ]
@@ -60,6 +65,12 @@ DEFOCUS_SCALE = 10.0
 GAMMA_MIN, GAMMA_MAX = 1.0, 5.0
 #: default tile edge (full-resolution px) of the network passes; bounds their memory at any image size
 DEFAULT_TILE_SIZE = 1024
+#: sparse evaluation: neural output pixels whose fusion weight (error map) is at or below this are not refined
+#: by IUNet (the fused result changes by at most this times the neural/coarse difference: < 1e-4)
+SPARSE_ERROR_THRESHOLD = 5e-5
+#: sparse evaluation runs the whole pass densely when more than this fraction of its pixels is used (the tile
+#: halos would cost more than the skipped tiles save)
+DENSE_ABOVE = 0.7
 #: the blend-mask blur radius is this fraction of (h + w) (official)
 MASK_BLUR_FRACTION = 0.005
 #: clamp of the network outputs (official)
@@ -149,6 +160,46 @@ def check_model(model, cls, name: str, device: torch.device) -> None:
 
 # --- stages -----------------------------------------------------------------------------------------------
 
+class NetworkOutOfMemoryError(RuntimeError):
+    """A network pass ran out of memory even at the smallest tile size (the message names the sizes)."""
+
+
+#: smallest tile edge (full-resolution px) the out-of-memory retries go down to
+MIN_TILE_SIZE = 64
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an allocation failure of torch on any device (CUDA, MPS, CPU)."""
+    if isinstance(exc, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def run_with_tile_retry(run: Callable[[int], torch.Tensor], tile_size: int, what: str, image_size: tuple):
+    """``run(tile_size)``; on an out-of-memory error retry with half the tile size (freeing cached device
+    memory first), down to :data:`MIN_TILE_SIZE`, then raise :class:`NetworkOutOfMemoryError` naming the image
+    size and the tile size. The same policy as ComfyUI core's tiled fallbacks."""
+    tile = int(tile_size)
+    while True:
+        try:
+            return run(tile)
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if tile // 2 < MIN_TILE_SIZE:
+                raise NetworkOutOfMemoryError(
+                    f"{what} ran out of memory on a {image_size[1]}x{image_size[0]} px input even with {tile} px "
+                    f"tiles (the smallest tried); free memory (close other jobs, or run on the CPU) or render a "
+                    f"smaller image"
+                ) from exc
+            logger.warning("%s ran out of memory with %d px tiles on %dx%d px; retrying with %d px tiles",
+                           what, tile, image_size[1], image_size[0], tile // 2)
+            tile //= 2
+
+
 def arnet_stage(
     arnet: ARNet,
     image: torch.Tensor,
@@ -193,7 +244,10 @@ def arnet_stage(
         image_lr = F.interpolate(image, scale_factor=1.0 / scale, mode="bilinear", align_corners=True)
         defocus_lr = F.interpolate(defocus_units, scale_factor=1.0 / scale, mode="bilinear", align_corners=True)
         defocus_lr = defocus_lr * (1.0 / scale)
-    bokeh_lowres, error_lowres = arnet(image_lr, defocus_lr, gamma_norm(gamma), tile_size or DEFAULT_TILE_SIZE)
+    bokeh_lowres, error_lowres = run_with_tile_retry(
+        lambda tile: arnet(image_lr, defocus_lr, gamma_norm(gamma), tile), tile_size or DEFAULT_TILE_SIZE, "ARNet",
+        tuple(image_lr.shape[-2:]),
+    )
     error_map = resize_bilinear(error_lowres, (height, width))
     return bokeh_lowres.clamp(0, _CLAMP_MAX), error_map, scale
 
@@ -209,6 +263,7 @@ def iunet_stage(
     tile_size: int | None = None,
     progress: Callable[[], None] | None = None,
     record: dict | None = None,
+    needed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Iterative upsampling with IUNet (SPEC 4, steps 4-5).
 
@@ -227,6 +282,11 @@ def iunet_stage(
         progress: called once after each IUNet pass.
         record: if a dict, receives lists ``"bokeh"`` and ``"masks"`` with the result and blend mask of every
             pass (the last ones at full resolution).
+        needed: None (dense, the official computation) or (B, 1, H, W) bool: the output pixels that are used
+            (the pipeline passes ``error map > SPARSE_ERROR_THRESHOLD``). IUNet then runs only on the tiles whose
+            refinement reaches them (through the blend masks and its receptive field, pass by pass); the result
+            equals the dense one on ``needed`` (up to float rounding) and is the upsampled coarser bokeh
+            elsewhere.
 
     Returns:
         (B, 3, H, W) neural bokeh, each pass clamped to [0, 1e5] before blending (not clamped to 1).
@@ -249,7 +309,7 @@ def iunet_stage(
     tile_size = tile_size or DEFAULT_TILE_SIZE
     defocus_units = network_defocus(defocus_px)
     dilated_units = network_defocus(dilated_defocus_px)
-    bokeh = bokeh_lowres
+    passes = []  # (size, image, defocus, blend mask) of every pass, coarse to fine
     n_doublings = num_iunet_passes(scale) - 1
     for i in range(n_doublings + 1):
         if i < n_doublings:
@@ -261,15 +321,63 @@ def iunet_stage(
         else:  # the final pass, at full resolution
             size = (height, width)
             image_i, defocus_i, dilated_i = image, defocus_units, dilated_units
-        refined = iunet(image_i, defocus_i.clamp(-1, 1), bokeh, gamma_input, tile_size).clamp(0, _CLAMP_MAX)
-        mask = blend_mask(dilated_i)
-        bokeh = mask * refined + (1 - mask) * resize_bilinear(bokeh, size)
+        passes.append((size, image_i, defocus_i.clamp(-1, 1), blend_mask(dilated_i)))
+    refine_where = None if needed is None else _refinement_regions(needed, passes, iunet.config.num_convs)
+    bokeh = bokeh_lowres
+    for i, (size, image_i, defocus_i, mask) in enumerate(passes):
+        upsampled = resize_bilinear(bokeh, size)
+        if refine_where is None or float(refine_where[i].float().mean()) > DENSE_ABOVE:
+            # dense: the official computation, or nearly everything is used (then dense is cheaper)
+            refined = run_with_tile_retry(lambda tile: iunet(image_i, defocus_i, bokeh, gamma_input, tile),
+                                          tile_size, "IUNet", size).clamp(0, _CLAMP_MAX)
+        elif bool(refine_where[i].any()):
+            refined, exact = run_with_tile_retry(
+                lambda tile: iunet.forward_sparse(image_i, defocus_i, bokeh, gamma_input, refine_where[i], tile),
+                min(tile_size, SPARSE_TILE_SIZE), "IUNet", size,
+            )
+            refined = torch.where(exact, refined.clamp(0, _CLAMP_MAX), upsampled)
+        else:  # nothing of this pass's refinement reaches the output
+            refined = upsampled
+        bokeh = mask * refined + (1 - mask) * upsampled
         if record is not None:
             record.setdefault("bokeh", []).append(bokeh)
             record.setdefault("masks", []).append(mask)
         if progress is not None:
             progress()
     return bokeh
+
+
+def _grow(mask: torch.Tensor, size: tuple, margin: int) -> torch.Tensor:
+    """A (B, 1, h, w) bool mask mapped (conservatively: max over each block) to ``size`` and grown by
+    ``margin`` px."""
+    grown = F.adaptive_max_pool2d(mask.to(torch.float32), size) if tuple(mask.shape[-2:]) != tuple(size) \
+        else mask.to(torch.float32)
+    if margin > 0:
+        grown = F.max_pool2d(grown, 2 * margin + 1, stride=1, padding=margin)
+    return grown > 0
+
+
+def _refinement_regions(needed: torch.Tensor, passes: list, num_convs: int) -> list:
+    """Per IUNet pass, the (B, 1, h_i, w_i) bool pixels whose refinement reaches ``needed`` final pixels.
+
+    Pass i gives ``B_i = M_i * R_i + (1 - M_i) * up(B_{i-1})``. Going from the final pass back to the first:
+    R_i is needed where B_i is needed and M_i > 0; B_{i-1} is needed where up(B_{i-1}) is read (B_i needed and
+    M_i < 1, grown by the bilinear support) and under the receptive field of every needed R_i pixel (the coarse
+    input is resized to half of pass i's size, at most a 2x reduction of B_{i-1}, then read through one pixel
+    per convolution: a margin of 2 * (num_convs + 2) px of B_{i-1})."""
+    regions = [None] * len(passes)
+    out_needed = needed
+    for i in range(len(passes) - 1, -1, -1):
+        size, _, _, mask = passes[i]
+        out_needed = _grow(out_needed, size, 0)
+        regions[i] = out_needed & (mask > 0)
+        if i == 0:
+            break
+        prev_size = passes[i - 1][0]
+        read_upsampled = _grow(out_needed & (mask < 1), prev_size, 1)
+        read_by_network = _grow(regions[i], prev_size, 2 * (num_convs + 2))
+        out_needed = read_upsampled | read_by_network
+    return regions
 
 
 # --- results ----------------------------------------------------------------------------------------------
@@ -324,6 +432,8 @@ def render_neural(
     tile_size: int | None = None,
     return_intermediates: bool = False,
     progress: Callable[[], None] | None = None,
+    sparse: bool = False,
+    fusion_error: torch.Tensor | None = None,
 ) -> NeuralResult:
     """ARNet + iterative IUNet, image by image (each with its own adaptive scale).
 
@@ -336,11 +446,19 @@ def render_neural(
         tile_size: tile edge in px for the network passes (exact); None = :data:`DEFAULT_TILE_SIZE`.
         return_intermediates: fill :attr:`NeuralResult.intermediates`.
         progress: called once after ARNet and after each IUNet pass.
+        sparse: evaluate IUNet only where the neural result reaches the fused output: where the error map
+            used for the fusion exceeds :data:`SPARSE_ERROR_THRESHOLD` (see :func:`iunet_stage`). The fused
+            result then equals the dense one within 1e-4; :attr:`NeuralResult.bokeh` itself equals it only
+            there (elsewhere it is the upsampled coarser bokeh, which the fusion does not use).
+        fusion_error: (B, 1, H, W) the error map the fusion will use, when it is not ARNet's (the analytic one);
+            only for ``sparse``.
 
     Returns:
         :class:`NeuralResult`.
     """
     check_image(image)
+    if fusion_error is not None:
+        check_same_spatial(image, fusion_error, "image", "fusion_error", batch="equal")
     check_disparity(defocus_px, "defocus_px")
     check_disparity(dilated_defocus_px, "dilated_defocus_px")
     check_same_spatial(image, defocus_px, "image", "defocus_px", batch="equal")
@@ -357,7 +475,11 @@ def render_neural(
             if progress is not None:
                 progress()
             record = {} if inter is not None else None
-            bokeh = iunet_stage(iunet, img, dfc, dil, bokeh_lowres, scale, gamma, tile_size, progress, record)
+            needed = None
+            if sparse:
+                weight = error_map if fusion_error is None else fusion_error[b : b + 1]
+                needed = weight > SPARSE_ERROR_THRESHOLD
+            bokeh = iunet_stage(iunet, img, dfc, dil, bokeh_lowres, scale, gamma, tile_size, progress, record, needed)
             bokeh_all.append(bokeh)
             error_all.append(error_map)
             if inter is not None:

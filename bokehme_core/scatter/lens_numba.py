@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..aperture import RING_INNER, Aperture, Lens
+from .numba_backend import logged_first_calls
 
 __all__ = ["scatter_fast_lens_numba", "scatter_exact_lens_numba"]
 
@@ -302,7 +303,7 @@ def _kernels():
                             acc[tx, 3] += p3 * v
             resolve(diff, acc, ty, out)
 
-    return {"fast": fast_rows, "exact": exact_rows}
+    return logged_first_calls({"fast": fast_rows, "exact": exact_rows}, "lens")
 
 
 def _run_rows(kernel, H, args, progress):

@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 from typing import Callable
 
 import numpy as np
@@ -52,6 +53,30 @@ logger = logging.getLogger(__name__)
 ROWS_PER_CALL = 64
 
 
+def logged_first_calls(kernels: dict, family: str) -> dict:
+    """Wrap numba dispatchers so that the first call of each logs once, at INFO, how long it took and whether
+    the machine code was compiled or loaded from numba's on-disk cache; later calls go straight through."""
+
+    def wrap(name, dispatcher):
+        state = {"first": True}
+
+        def call(*args):
+            if not state["first"]:
+                return dispatcher(*args)
+            state["first"] = False
+            start = time.perf_counter()
+            result = dispatcher(*args)
+            stats = getattr(dispatcher, "stats", None)
+            compiled = bool(getattr(stats, "cache_misses", None)) if stats is not None else True
+            logger.info("numba %s kernel '%s' ready in %.1f s (%s)", family, name, time.perf_counter() - start,
+                        "compiled and cached on disk" if compiled else "loaded from the on-disk cache")
+            return result
+
+        return call
+
+    return {name: wrap(name, dispatcher) for name, dispatcher in kernels.items()}
+
+
 @functools.lru_cache(maxsize=1)
 def available() -> bool:
     """True when ``numba`` imports (the kernels are compiled on first use, not here)."""
@@ -65,252 +90,11 @@ def available() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _kernels():
-    """Compile (or load from numba's cache) the kernels; returns them in a dict."""
-    from numba import njit, prange
+    """The compiled kernels (:mod:`._numba_kernels`, loaded from numba's on-disk cache after the first
+    compilation on a machine), each logging its first call once."""
+    from . import _numba_kernels as k
 
-    f32 = np.float32
-
-    @njit(cache=True, fastmath=False)
-    def resolve_row(diff, acc, ty, out):
-        """Output row ``ty``: the running sum of the difference array ``diff`` (W + 1, 4) plus the directly
-        accumulated ``acc`` (W, 4; zero rows = none), divided by its weight channel; with a 4-channel ``out``
-        the four sums are written as they are (the un-normalised splat of :func:`scatter_fast_numba` with
-        ``coverage``)."""
-        with_acc = acc.shape[0] > 0
-        raw = out.shape[0] == 4
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        for x in range(out.shape[2]):
-            s0 += diff[x, 0]
-            s1 += diff[x, 1]
-            s2 += diff[x, 2]
-            s3 += diff[x, 3]
-            if raw:
-                out[0, ty, x] = s0
-                out[1, ty, x] = s1
-                out[2, ty, x] = s2
-                out[3, ty, x] = s3
-                if with_acc:
-                    out[0, ty, x] += acc[x, 0]
-                    out[1, ty, x] += acc[x, 1]
-                    out[2, ty, x] += acc[x, 2]
-                    out[3, ty, x] += acc[x, 3]
-            elif with_acc:
-                w = s3 + acc[x, 3]
-                out[0, ty, x] = (s0 + acc[x, 0]) / w
-                out[1, ty, x] = (s1 + acc[x, 1]) / w
-                out[2, ty, x] = (s2 + acc[x, 2]) / w
-            else:
-                out[0, ty, x] = s0 / s3
-                out[1, ty, x] = s1 / s3
-                out[2, ty, x] = s2 / s3
-
-    @njit(cache=True, fastmath=False, parallel=True)
-    def fast_rows(row_lo, row_hi, win_y, row_reach, reach, premult, level, big, scale, entry_cols, entry_coef,
-                  left_flat, right_flat, height_flat, n_rows, n_runs, half_rows, out):
-        H, W = reach.shape
-        one = f32(1.0)
-        half = f32(0.5)
-        level_stride = n_rows * n_runs
-        no_acc = np.zeros((0, 4), dtype=np.float64)
-        for ty in prange(row_lo, row_hi):
-            diff = np.zeros((W + 1, 4), dtype=np.float64)
-            for dy in range(-win_y, win_y + 1):
-                sy = ty - dy
-                if sy < 0 or sy >= H:
-                    continue
-                ady = abs(dy)
-                table_row = dy + half_rows
-                if row_reach[sy] < ady:
-                    continue
-                for x in range(W):
-                    if reach[sy, x] < ady:
-                        continue
-                    base = level[sy, x] * level_stride
-                    p0 = premult[sy, x, 0]
-                    p1 = premult[sy, x, 1]
-                    p2 = premult[sy, x, 2]
-                    p3 = premult[sy, x, 3]
-                    if not big[sy, x]:
-                        if table_row < 0 or table_row >= n_rows:
-                            continue
-                        for run in range(n_runs):
-                            e = base + table_row * n_runs + run
-                            if height_flat[e] == 0:
-                                continue
-                            for q in range(4):
-                                col = min(max(x + entry_cols[e, q], 0), W)
-                                coef = entry_coef[e, q]
-                                diff[col, 0] += p0 * coef
-                                diff[col, 1] += p1 * coef
-                                diff[col, 2] += p2 * coef
-                                diff[col, 3] += p3 * coef
-                    else:
-                        sc = scale[sy, x]
-                        u = f32(dy) / sc
-                        u0 = np.floor(u)
-                        frac = u - u0
-                        i0 = min(max(int(u0) + half_rows, 0), n_rows - 1)
-                        i1 = min(max(int(u0) + 1 + half_rows, 0), n_rows - 1)
-                        xf = f32(x)
-                        for run in range(n_runs):
-                            e0 = base + i0 * n_runs + run
-                            e1 = base + i1 * n_runs + run
-                            left = (left_flat[e0] * (one - frac) + left_flat[e1] * frac) * sc
-                            right = (right_flat[e0] * (one - frac) + right_flat[e1] * frac) * sc
-                            height = height_flat[e0] * (one - frac) + height_flat[e1] * frac
-                            if height == 0:
-                                continue
-                            pos_l = xf + left + half
-                            pos_r = xf + right + half
-                            cell_l = np.floor(pos_l)
-                            cell_r = np.floor(pos_r)
-                            cover_l = cell_l + one - pos_l
-                            cover_r = pos_r - cell_r
-                            cl = min(max(cell_l, f32(-1.0)), f32(W))  # clamp as floats first (huge radii)
-                            cr = min(max(cell_r, f32(-1.0)), f32(W))
-                            cols = (min(max(int(cl), 0), W), min(max(int(cl) + 1, 0), W),
-                                    min(max(int(cr), 0), W), min(max(int(cr) + 1, 0), W))
-                            coefs = (cover_l * height, (one - cover_l) * height, (cover_r - one) * height,
-                                     -cover_r * height)
-                            for q in range(4):
-                                col = cols[q]
-                                coef = coefs[q]
-                                diff[col, 0] += p0 * coef
-                                diff[col, 1] += p1 * coef
-                                diff[col, 2] += p2 * coef
-                                diff[col, 3] += p3 * coef
-            resolve_row(diff, no_acc, ty, out)
-
-    @njit(cache=True, fastmath=False, parallel=True)
-    def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, thr, lo, dist_tab, edge_tab, polygon, out):
-        H, W = radius.shape
-        n_cols = thr.shape[1]
-        win_x = n_cols - 1
-        one = f32(1.0)
-        minus_eight = f32(-8.0)
-        for ty in prange(row_lo, row_hi):
-            diff = np.zeros((W + 1, 4), dtype=np.float64)
-            acc = np.zeros((W, 4), dtype=np.float64)
-            for dy in range(-win_y, win_y + 1):
-                sy = ty - dy
-                if sy < 0 or sy >= H:
-                    continue
-                row = dy + win_y
-                lo_row = lo[row, 0]
-                if row_radius[sy] < lo_row:
-                    continue
-                m_prev = 0
-                m2_prev = 0
-                for x in range(W):
-                    r = radius[sy, x]
-                    if r < lo_row:
-                        continue  # no cell of this source on row dy
-                    # interior: k < m (thr < r); rim: m <= k < m2 (lo <= r <= thr); both tables increase with k:
-                    # walk from the previous source's answers (neighbours have similar radii), exact
-                    m = m_prev
-                    while m < n_cols and thr[row, m] < r:
-                        m += 1
-                    while m > 0 and thr[row, m - 1] >= r:
-                        m -= 1
-                    m2 = max(m2_prev, m)
-                    while m2 < n_cols and lo[row, m2] <= r:
-                        m2 += 1
-                    while m2 > m and lo[row, m2 - 1] > r:
-                        m2 -= 1
-                    m_prev = m
-                    m2_prev = m2
-                    p0 = premult[sy, x, 0]
-                    p1 = premult[sy, x, 1]
-                    p2 = premult[sy, x, 2]
-                    p3 = premult[sy, x, 3]
-                    if m > 0:
-                        left = max(x - (m - 1), 0)
-                        right = min(x + m, W)
-                        diff[left, 0] += p0
-                        diff[left, 1] += p1
-                        diff[left, 2] += p2
-                        diff[left, 3] += p3
-                        diff[right, 0] -= p0
-                        diff[right, 1] -= p1
-                        diff[right, 2] -= p2
-                        diff[right, 3] -= p3
-                    # rim cells: profile 0.5 + 0.5*tanh(4*(edge - dist)) == 1 / (1 + exp(-8*(edge - dist)))
-                    for k in range(m, min(m2, max(x + 1, W - x))):
-                        dist = dist_tab[row, k]
-                        tx = x + k
-                        if tx < W:
-                            edge = r * edge_tab[row, win_x + k] if polygon else r
-                            prof = one / (one + np.exp(minus_eight * (edge - dist)))
-                            acc[tx, 0] += p0 * prof
-                            acc[tx, 1] += p1 * prof
-                            acc[tx, 2] += p2 * prof
-                            acc[tx, 3] += p3 * prof
-                        tx = x - k
-                        if tx >= 0 and k > 0:
-                            if polygon:
-                                edge = r * edge_tab[row, win_x - k]
-                                prof = one / (one + np.exp(minus_eight * (edge - dist)))
-                            elif x + k >= W:
-                                prof = one / (one + np.exp(minus_eight * (r - dist)))
-                            acc[tx, 0] += p0 * prof
-                            acc[tx, 1] += p1 * prof
-                            acc[tx, 2] += p2 * prof
-                            acc[tx, 3] += p3 * prof
-            resolve_row(diff, acc, ty, out)
-
-    @njit(cache=True, fastmath=False, parallel=True)
-    def dilate_rows(row_lo, row_hi, reach_rows, row_reach, reach, radius, value, dist_tab, floor_log2, levels, empty,
-                    out):
-        H, W = radius.shape
-        n_cols = dist_tab.shape[1]
-        for ty in prange(row_lo, row_hi):
-            table = np.full((levels, W), empty, dtype=np.int32)
-            for dy in range(-reach_rows, reach_rows + 1):
-                sy = ty - dy
-                if sy < 0 or sy >= H:
-                    continue
-                ady = abs(dy)
-                if row_reach[sy] < ady:
-                    continue
-                k_prev = 0
-                for x in range(W):
-                    if reach[sy, x] < ady:
-                        continue
-                    r = radius[sy, x]
-                    # m = number of k with dist_tab[ady, k] <= r (>= 1 here): walk from the previous source's
-                    # answer (neighbours have similar radii), exact
-                    k = k_prev
-                    while k + 1 < n_cols and dist_tab[ady, k + 1] <= r:
-                        k += 1
-                    while k > 0 and dist_tab[ady, k] > r:
-                        k -= 1
-                    m = k + 1
-                    k_prev = k
-                    lo_x = max(x - (m - 1), 0)
-                    hi_x = min(x + (m - 1), W - 1)
-                    length = hi_x - lo_x + 1
-                    lev = floor_log2[length]
-                    v = value[sy, x]
-                    if v > table[lev, lo_x]:
-                        table[lev, lo_x] = v
-                    p = hi_x - (1 << lev) + 1
-                    if v > table[lev, p]:
-                        table[lev, p] = v
-            for j in range(levels - 1, 0, -1):
-                step = 1 << (j - 1)
-                for i in range(W):
-                    t = table[j, i]
-                    if t > table[j - 1, i]:
-                        table[j - 1, i] = t
-                    if i + step < W and t > table[j - 1, i + step]:
-                        table[j - 1, i + step] = t
-            for x in range(W):
-                out[ty, x] = max(table[0, x], value[ty, x])
-
-    return {"fast": fast_rows, "exact": exact_rows, "dilate": dilate_rows}
+    return logged_first_calls({"fast": k.fast_rows, "exact": k.exact_rows, "dilate": k.dilate_rows}, "scatter")
 
 
 # --------------------------------------------------------------------------------------------- helpers

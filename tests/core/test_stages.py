@@ -1,0 +1,149 @@
+"""bokehme_core.neural.stages: sparse IUNet evaluation (== dense where used), out-of-memory retries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bokehme_core as bm
+from bokehme_core.neural import stages
+from bokehme_core.neural.arnet import ARNet
+from bokehme_core.neural.iunet import IUNet
+
+
+def _scene(seed: int, height: int = 96, width: int = 136):
+    """A random textured image over a slanted background with a near rectangle and a thin bar."""
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, 3, height, width, generator=gen)
+    image = torch.nn.functional.avg_pool2d(image, 3, 1, 1)
+    y = torch.linspace(0, 1, height).view(1, 1, -1, 1)
+    disparity = (0.15 + 0.3 * y).expand(1, 1, height, width).clone()
+    disparity[..., height // 4 : 3 * height // 4, width // 3 : 2 * width // 3] = 0.85
+    disparity[..., :, width // 8 : width // 8 + 2] = 0.6
+    return image, disparity
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    return ARNet(16, 2).eval(), IUNet(16, 2).eval()
+
+
+@pytest.mark.parametrize("K, focus, mode, error_map", [
+    (12.0, 0.5, "exact", "predicted"),
+    (30.0, (0.2, 0.85), "fast", "predicted"),
+    (45.0, (0.85, 0.3), "fast", "analytic"),
+    (70.0, 0.15, "exact", "analytic"),
+])
+def test_sparse_equals_dense(nets, K, focus, mode, error_map):
+    """Random scenes, several K and focus, a batch of 2: the fused result of the sparse evaluation equals the
+    dense (official) one within 1e-4 everywhere, and the neural result is exact where the fusion uses it."""
+    images, disparities = zip(*(_scene(seed) for seed in (1, 2)))
+    image, disparity = torch.cat(images), torch.cat(disparities)
+    kwargs = dict(K=K, focus=focus, gamma=2.2, arnet=nets[0], iunet=nets[1], classical_mode=mode, error_map=error_map)
+    dense = bm.render_bokehme(image, disparity, sparse=False, **kwargs)
+    sparse = bm.render_bokehme(image, disparity, sparse=True, **kwargs)
+    assert float((dense.bokeh - sparse.bokeh).abs().max()) <= 1e-4
+    used = (dense.error_map > stages.SPARSE_ERROR_THRESHOLD).expand_as(dense.neural)
+    assert float((dense.neural - sparse.neural)[used].abs().max()) <= 1e-5
+    assert torch.equal(dense.error_map, sparse.error_map)
+
+
+def test_sparse_skips_work_and_stays_exact_where_needed(nets):
+    """With few needed pixels most IUNet tiles are skipped, yet those pixels equal the dense result."""
+    image, disparity = _scene(3, 320, 480)
+    defocus = bm.signed_defocus(disparity, 60.0, 0.85)
+    dilated = bm.render_classical(image, defocus, mode="fast").dilated_defocus
+    lowres, _, scale = stages.arnet_stage(nets[0], image, defocus, 3.0)
+    needed = torch.zeros(1, 1, 320, 480, dtype=torch.bool)
+    needed[..., 120:150, 200:240] = True  # inside the sharp rectangle
+    calls = []
+    real_body = nets[1].body
+    nets[1].body = lambda x: calls.append(x.shape[-1] * x.shape[-2]) or real_body(x)
+    try:
+        with torch.inference_mode():
+            dense = stages.iunet_stage(nets[1], image, defocus, dilated, lowres, scale, 3.0)
+            dense_work = sum(calls)
+            calls.clear()
+            sparse = stages.iunet_stage(nets[1], image, defocus, dilated, lowres, scale, 3.0, tile_size=128,
+                                        needed=needed)
+            sparse_work = sum(calls)
+    finally:
+        del nets[1].body
+    assert stages.num_iunet_passes(scale) >= 2
+    assert sparse_work < 0.5 * dense_work
+    assert float((dense - sparse)[needed.expand_as(dense)].abs().max()) <= 1e-6
+
+
+def test_out_of_memory_retries_with_smaller_tiles(nets, caplog):
+    """A simulated OOM above 256 px tiles: the pass retries with halved tiles and gives the untiled result."""
+    image, disparity = _scene(4, 300, 420)
+    defocus = bm.signed_defocus(disparity, 10.0, 0.5)
+    with torch.inference_mode():
+        expected, _, _ = stages.arnet_stage(nets[0], image, defocus, 2.2)
+    real_body = nets[0].body
+    tiles = []
+
+    def body(x):
+        tiles.append(max(x.shape[-2:]))
+        if max(x.shape[-2:]) > 140:  # half-resolution tile + halo of a 256 px tile is 128 + 2 * 6
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_body(x)
+
+    nets[0].body = body
+    try:
+        with torch.inference_mode(), caplog.at_level("WARNING"):
+            result, _, _ = stages.arnet_stage(nets[0], image, defocus, 2.2, tile_size=1024)
+    finally:
+        del nets[0].body
+    assert torch.allclose(result, expected, atol=1e-5)
+    assert "retrying with 512 px tiles" in caplog.text and "retrying with 256 px tiles" in caplog.text
+
+
+def test_out_of_memory_at_the_floor_names_the_sizes(nets):
+    image, disparity = _scene(5)
+    defocus = bm.signed_defocus(disparity, 10.0, 0.5)
+
+    def body(x):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99 bytes")
+
+    nets[1].body = body
+    try:
+        lowres, _, scale = stages.arnet_stage(nets[0], image, defocus, 2.2)
+        with pytest.raises(stages.NetworkOutOfMemoryError,
+                           match=r"IUNet ran out of memory on a 136x96 px input even with 64 px tiles"):
+            stages.iunet_stage(nets[1], image, defocus, None, lowres, scale, 2.2, tile_size=256)
+    finally:
+        del nets[1].body
+
+
+def test_other_runtime_errors_are_not_retried(nets):
+    image, disparity = _scene(6)
+    defocus = bm.signed_defocus(disparity, 10.0, 0.5)
+    calls = []
+
+    def body(x):
+        calls.append(1)
+        raise RuntimeError("some other failure")
+
+    nets[0].body = body
+    try:
+        with pytest.raises(RuntimeError, match="some other failure"):
+            stages.arnet_stage(nets[0], image, defocus, 2.2)
+    finally:
+        del nets[0].body
+    assert calls == [1]
+
+
+def test_arnet_stage_scale_below_adaptive_refused(nets):
+    image, disparity = _scene(7)
+    defocus = bm.signed_defocus(disparity, 40.0, 0.5)
+    with pytest.raises(ValueError, match="scale must be >= the adaptive scale"):
+        stages.arnet_stage(nets[0], image, defocus, 2.2, scale=1.0)
+
+
+def test_iunet_stage_wrong_lowres_size(nets):
+    image, disparity = _scene(8)
+    defocus = bm.signed_defocus(disparity, 40.0, 0.5)
+    with pytest.raises(ValueError, match=r"bokeh_lowres is 10x10 px \(WxH\) but this image and defocus need"):
+        stages.iunet_stage(nets[1], image, defocus, None, torch.rand(1, 3, 10, 10), None, 2.2)

@@ -44,11 +44,12 @@ def image_to_bchw(image: torch.Tensor, name: str = "image") -> torch.Tensor:
 
 
 def bchw_to_image(x: torch.Tensor) -> torch.Tensor:
-    """(B,C,H,W) with C in {1,3} -> ComfyUI IMAGE (B,H,W,3) float32 on the CPU, clamped to [0,1]."""
+    """(B,C,H,W) with C in {1,3} -> ComfyUI IMAGE (B,H,W,3) float32 on ComfyUI's intermediate device (the CPU
+    unless ComfyUI runs with --gpu-only; the CPU outside ComfyUI), clamped to [0,1]."""
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     # (B,C,H,W) -> (B,H,W,C)
-    return x.clamp(0, 1).permute(0, 2, 3, 1).to("cpu", torch.float32).contiguous()
+    return x.clamp(0, 1).permute(0, 2, 3, 1).to(intermediate_device(), torch.float32).contiguous()
 
 
 def mask_to_b1hw(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
@@ -65,8 +66,8 @@ def mask_to_b1hw(mask: torch.Tensor, name: str = "mask") -> torch.Tensor:
 
 
 def b1hw_to_mask(x: torch.Tensor) -> torch.Tensor:
-    """(B,1,H,W) -> ComfyUI MASK (B,H,W) float32 on the CPU."""
-    return x[:, 0].to("cpu", torch.float32).contiguous()
+    """(B,1,H,W) -> ComfyUI MASK (B,H,W) float32 on ComfyUI's intermediate device (see :func:`bchw_to_image`)."""
+    return x[:, 0].to(intermediate_device(), torch.float32).contiguous()
 
 
 def map_to_b1hw(value: torch.Tensor, name: str) -> torch.Tensor:
@@ -117,6 +118,26 @@ def torch_device() -> torch.device:
     except ImportError:
         return torch.device("cpu")
     return mm.get_torch_device()
+
+
+def intermediate_device() -> torch.device:
+    """Where ComfyUI keeps IMAGE / MASK values between nodes (``model_management.intermediate_device()``: the
+    CPU unless --gpu-only); the CPU outside ComfyUI."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return torch.device("cpu")
+    return mm.intermediate_device()
+
+
+def release_memory() -> None:
+    """Give cached GPU memory back after a run, as ComfyUI's own nodes do (``soft_empty_cache``); no-op
+    outside ComfyUI."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return
+    mm.soft_empty_cache()
 
 
 def offload_device() -> torch.device:

@@ -55,7 +55,7 @@ class BokehMeModels:
 @contextlib.contextmanager
 def _models_on_device(models: BokehMeModels):
     """Move both networks to ComfyUI's compute device for the duration of a run, then back to the offload
-    device (also when the run fails or is cancelled)."""
+    device and release cached GPU memory (also when the run fails or is cancelled)."""
     if not isinstance(models, BokehMeModels):
         raise TypeError(f"models must come from the 'BokehMe Model Loader' node, got {type(models).__name__}")
     device = _comfy.torch_device()
@@ -65,6 +65,7 @@ def _models_on_device(models: BokehMeModels):
         offload = _comfy.offload_device()
         models.arnet.to(offload)
         models.iunet.to(offload)
+        _comfy.release_memory()
 
 
 def _model_file_choices() -> list:

@@ -180,6 +180,7 @@ class BokehMeClassicalRender:
                 preview.append(defocus_preview(defocus, max_radius=max(K * 0.5, 1e-3)).cpu())
                 in_focus.append(in_focus_mask(defocus).cpu())
                 progress(i + 1, img.shape[0])
+        _comfy.release_memory()
         return (_comfy.bchw_to_image(torch.cat(bokeh)), torch.cat(dilated), _comfy.bchw_to_image(torch.cat(preview)),
                 _comfy.b1hw_to_mask(torch.cat(in_focus)))
 

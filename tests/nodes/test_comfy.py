@@ -125,3 +125,23 @@ def test_disparity_file_from_input_folder(pack, comfy):
     assert tuple(mask.shape) == (1, 20, 30) and float(mask.min()) == 0.0
     assert float(mask.max()) == pytest.approx(1.0, abs=1e-5)
     assert torch.allclose(image[..., 0], mask)
+
+
+def test_gpu_memory_released_after_runs(pack, comfy):
+    image, disparity = _inputs(batch=1)
+    _classical(pack, image, disparity)
+    assert comfy.cache_releases == 1
+    (models,) = pack.nodes.neural.BokehMeModelLoader().load("bundled", "bundled")
+    pack.nodes.neural.BokehMe().render(models, image, disparity, 12.0, 0.5, -1.0, 4.0, "circle", 6, 0.0, 1.0,
+                                       "fast", False, "predicted", False)
+    assert comfy.cache_releases == 2
+
+
+def test_outputs_go_to_the_intermediate_device(pack, comfy, monkeypatch):
+    mm = comfy.modules["comfy.model_management"]
+    monkeypatch.setattr(mm, "intermediate_device", lambda: torch.device("meta"))
+    image, _ = _inputs(batch=1)
+    mask = torch.full((1, 24, 32), 0.5)
+    (fused,) = pack.nodes.render.BokehMeFuse().fuse(image, image, mask, False)
+    assert fused.device.type == "meta"
+    assert pack.nodes._comfy.b1hw_to_mask(torch.zeros(1, 1, 4, 4)).device.type == "meta"

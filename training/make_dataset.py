@@ -3,9 +3,11 @@
 Each sample: a procedural layered scene (``bokehme_core.synth.scene.make_scene``) at SIZE x SIZE px, lens
 controls drawn as in the paper (K so that blur radii reach ~12 px, focus 0.05..1, gamma 1..5 with 2.2
 favoured), the ground truth from the thin-lens layered renderer (correct partial occlusion), and what the
-networks see: the all-in-focus image, a degraded disparity (blur / dilation / erosion / misalignment), the
-classical (official exact scatter) render with that disparity, its dilated defocus, and the analytic target
-error map E* (paper Eq. 5) from that disparity.
+networks see: the all-in-focus image, a degraded disparity (blur / dilation / erosion / misalignment / warp /
+8-bit quantisation, :func:`bokehme_core.synth.scene.augment_disparity`), the classical renders with that
+disparity (``classical``: official exact scatter; ``classical_layered``: the occlusion-aware layered mode, so
+that the networks can be trained against either), its dilated defocus, and the analytic target error map E*
+(paper Eq. 5, beta from absolute radii) from that disparity.
 
 Shards ``shard_{index:05d}.npz`` (float16 images) are written atomically; re-running skips existing shards,
 so the generator is resumable and can run beside training (which picks up new shards as they appear).
@@ -47,9 +49,12 @@ RECIPE = {
     "focus_range": [0.05, 1.0],
     "gamma": "2.2 with p=0.4 else U(1,5)",
     "aperture": "circle, lattice spacing 1 px at the largest radius",
-    "disparity_augmentation": "p=0.7: 1-2 of gaussian blur (0.5-3 px), dilation/erosion (3-7 px), shift (<=3 px)",
+    "disparity_augmentation": ("p=0.8: with p=0.85 either (1/4) near side dilated 1-3 px + gaussian sigma 1.5-2.5 px, "
+                               "or 1-3 of gaussian blur (0.5-3 px), dilation/erosion (3-7 px), shift (<=3 px) or "
+                               "smooth warp (1-3 px), +-5% ramp; then p=0.5 8-bit quantisation"),
     "classical": "render_classical(mode='exact') with the degraded disparity",
-    "error_target": "analytic_error_map(degraded disparity, variant='eq5', max_work_radius=16)",
+    "classical_layered": "render_classical(mode='layered') with the degraded disparity",
+    "error_target": "analytic_error_map(degraded disparity, variant='eq5', max_work_radius=16), beta from |r| (Eq. 4)",
 }
 
 
@@ -62,12 +67,14 @@ def make_sample(seed: int, render_index: int, size: int) -> dict:
     disparity = augment_disparity(scene.disparity, rng)
     defocus_px = signed_defocus(disparity, params.K, params.focus)
     classical = render_classical(scene.image, defocus_px, gamma=params.gamma, mode="exact")
+    layered = render_classical(scene.image, defocus_px, gamma=params.gamma, mode="layered")
     error_target = analytic_error_map(disparity, params.K, params.focus, max_work_radius=16)
     return {
         "image": scene.image[0].numpy().astype(np.float16),
         "disparity": disparity[0].numpy().astype(np.float16),
         "gt": gt[0].clamp(0, 1).numpy().astype(np.float16),
         "classical": classical.bokeh[0].clamp(0, 1).numpy().astype(np.float16),
+        "classical_layered": layered.bokeh[0].clamp(0, 1).numpy().astype(np.float16),
         "dilated_px": classical.dilated_defocus[0].numpy().astype(np.float16),
         "error_target": error_target[0].numpy().astype(np.float16),
         "params": np.array([params.K, params.focus, params.gamma], np.float32),

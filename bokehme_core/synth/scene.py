@@ -274,16 +274,26 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, kernel.view(1, 1, -1, 1))
 
 
-def augment_disparity(disparity: torch.Tensor, rng: np.random.Generator, probability: float = 0.7) -> torch.Tensor:
-    """Degrade a clean disparity map the way predicted depth is degraded.
+def augment_disparity(disparity: torch.Tensor, rng: np.random.Generator, probability: float = 0.8) -> torch.Tensor:
+    """Degrade a clean disparity map the way a predicted (monocular) depth map is degraded.
 
-    With ``probability``, apply one or two of: gaussian blur (sigma 0.5-3 px), dilation or erosion
-    (max/min filter 3-7 px: the near side grows or shrinks), edge misalignment (shift by 1-3 px).
+    With ``probability`` the map is degraded (otherwise returned as is): with probability 0.85 by one of two
+    recipes:
+
+    * (1 in 4) the fixed "predicted map" of the evaluation (issue 11): near side dilated by 1-3 px (max
+      filter), Gaussian blur sigma 1.5-2.5 px;
+    * otherwise one to three of, in random order: Gaussian blur (sigma 0.5-3 px), dilation or erosion
+      (max / min filter 3-7 px: the near side grows or shrinks; the paper's three), edge misalignment (a
+      global shift of up to 3 px, or a smooth random warp of 1-3 px amplitude that moves every edge
+      differently), a low-frequency disparity error (a smooth multiplicative ramp of up to +-5 %).
+
+    and, independently, with probability 0.5 the result is quantised to 8 bits (``round(d * 255) / 255``), as a depth
+    map saved as an 8-bit PNG is.
 
     Args:
         disparity: (B, 1, H, W) in [0, 1].
-        rng: numpy random generator.
-        probability: chance of any augmentation.
+        rng: numpy random generator (the draws depend only on it: deterministic).
+        probability: chance of any degradation, in [0, 1].
 
     Returns:
         (B, 1, H, W) in [0, 1].
@@ -291,17 +301,49 @@ def augment_disparity(disparity: torch.Tensor, rng: np.random.Generator, probabi
     out = disparity
     if rng.random() >= probability:
         return out
-    for op in rng.choice(4, size=int(rng.integers(1, 3)), replace=False):
-        if op == 0:
-            out = _gaussian_blur(out, float(rng.uniform(0.5, 3.0)))
-        elif op in (1, 2):
-            k = int(rng.choice([3, 5, 7]))
-            padded = F.pad(out, (k // 2,) * 4, mode="replicate")
-            out = F.max_pool2d(padded, k, 1) if op == 1 else -F.max_pool2d(-padded, k, 1)
+    if rng.random() < 0.85:
+        if rng.random() < 0.25:
+            out = _max_filter(out, 2 * int(rng.integers(1, 4)) + 1)
+            out = _gaussian_blur(out, float(rng.uniform(1.5, 2.5)))
         else:
-            dy, dx = (int(v) for v in rng.integers(-3, 4, size=2))
-            out = torch.roll(out, shifts=(dy, dx), dims=(-2, -1))
-    return out.clamp(0.0, 1.0)
+            for op in rng.permutation(5)[: int(rng.integers(1, 4))]:
+                if op == 0:
+                    out = _gaussian_blur(out, float(rng.uniform(0.5, 3.0)))
+                elif op in (1, 2):
+                    k = int(rng.choice([3, 5, 7]))
+                    out = _max_filter(out, k) if op == 1 else -_max_filter(-out, k)
+                elif op == 3:
+                    if rng.random() < 0.5:
+                        dy, dx = (int(v) for v in rng.integers(-3, 4, size=2))
+                        out = torch.roll(out, shifts=(dy, dx), dims=(-2, -1))
+                    else:
+                        out = _random_warp(out, rng, float(rng.uniform(1.0, 3.0)))
+                else:
+                    h, w = out.shape[-2:]
+                    gy, gx = (float(v) for v in rng.uniform(-0.05, 0.05, size=2))
+                    ramp = (1.0 + gy * torch.linspace(-1, 1, h).view(-1, 1) + gx * torch.linspace(-1, 1, w).view(1, -1))
+                    out = out * ramp.to(out)
+    out = out.clamp(0.0, 1.0)
+    if rng.random() < 0.5:
+        out = torch.round(out * 255.0) / 255.0
+    return out
+
+
+def _max_filter(x: torch.Tensor, k: int) -> torch.Tensor:
+    """k x k max filter with replicate padding (k odd)."""
+    return F.max_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, 1)
+
+
+def _random_warp(x: torch.Tensor, rng: np.random.Generator, amplitude: float) -> torch.Tensor:
+    """Resample ``x`` (B, 1, H, W) through a smooth random displacement field of about ``amplitude`` px
+    (a 4x4 grid of random offsets, bicubically upsampled; nearest-neighbour sampling keeps edges hard)."""
+    b, _, h, w = x.shape
+    coarse = torch.from_numpy(rng.normal(0.0, amplitude, size=(1, 2, 4, 4)).astype(np.float32))
+    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)[0]  # (2, h, w) px
+    ys = torch.arange(h, dtype=torch.float32).view(-1, 1) + field[0]
+    xs = torch.arange(w, dtype=torch.float32).view(1, -1) + field[1]
+    grid = torch.stack([xs / max(w - 1, 1) * 2 - 1, ys / max(h - 1, 1) * 2 - 1], dim=-1)[None].expand(b, -1, -1, -1)
+    return F.grid_sample(x, grid.to(x), mode="nearest", padding_mode="border", align_corners=True)
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,21 @@ def test_augment_disparity_range_shape_and_determinism():
     assert torch.equal(unchanged, scene.disparity)
 
 
+def test_augment_disparity_predicted_map_degradations():
+    # over many draws: 8-bit quantised maps, softened edges (values strictly between the two layers), and
+    # near sides that grew (dilation / the predicted-map recipe) or moved (shift / warp)
+    disparity = torch.zeros(1, 1, 32, 32)
+    disparity[..., 8:24, 8:24] = 0.8
+    outs = [augment_disparity(disparity, np.random.default_rng(s), probability=1.0) for s in range(40)]
+    quantised = [o for o in outs if torch.equal(o, torch.round(o * 255) / 255)]
+    assert 0.3 * len(outs) < len(quantised) < len(outs)
+    assert any(bool(((o > 0.05) & (o < 0.75)).any()) for o in outs)  # blurred edges
+    assert any(float((o > 0.4).sum()) > 16 * 16 + 16 for o in outs)  # the near side grew
+    assert any(float((o > 0.4).sum()) < 16 * 16 - 16 for o in outs)  # ... or shrank
+    moved = [o for o in outs if abs(float((o > 0.4).sum()) - 256) <= 32 and not bool((o[..., 8:24, 8:24] > 0.4).all())]
+    assert moved  # a shift or warp: about the same area, other pixels
+
+
 def test_sample_render_params_ranges():
     rng = np.random.default_rng(0)
     params = [sample_render_params(rng) for _ in range(200)]

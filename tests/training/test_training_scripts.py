@@ -42,7 +42,7 @@ def test_make_dataset_writes_a_well_formed_shard(tiny_data):
     with np.load(shard) as z:
         assert z["image"].shape == (4, 3, 40, 40)  # 2 scenes x 2 renders
         assert z["disparity"].shape == z["dilated_px"].shape == z["error_target"].shape == (4, 1, 40, 40)
-        for key in ("image", "disparity", "gt", "classical", "error_target"):
+        for key in ("image", "disparity", "gt", "classical", "classical_layered", "error_target"):
             values = z[key].astype(np.float32)
             assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1, key
         K, focus, gamma = z["params"].T

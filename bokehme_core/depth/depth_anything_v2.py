@@ -36,7 +36,6 @@ DA_V2_CONFIGS = {
     "vitl": ("vit_large_patch14_dinov2", 1024, 24, (4, 11, 17, 23), 256, (256, 512, 1024, 1024)),
 }
 
-_LICENSES = {"vits": "Apache-2.0", "vitb": "CC-BY-NC-4.0", "vitl": "CC-BY-NC-4.0"}
 
 
 class DepthAnythingV2Head(nn.Module):
@@ -93,7 +92,9 @@ class DepthAnythingV2(DepthModel):
 
         timm_name, embed_dim, _, self.intermediate_blocks, features, out_channels = DA_V2_CONFIGS[variant]
         self.variant = variant
-        self.license = _LICENSES[variant]
+        from ..weights import PROVENANCE  # the one table of where official weights come from
+
+        self.license = PROVENANCE[f"depth_anything_v2_{variant}"].licence
         self.backbone = timm.create_model(timm_name, pretrained=False, img_size=518, num_classes=0)
         # DINOv2's masked-token embedding: unused at inference, kept so that the official file loads strictly.
         self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))

@@ -232,6 +232,14 @@ class RunLog:
         self.running: dict = {}
         self.t0 = time.time()
 
+    def optimize(self, step: int, model, optimizer, loss: torch.Tensor, parts: dict, extra: dict | None = None) -> int:
+        """One optimizer step on ``loss``, then :meth:`end_step`; returns the new step count."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        self.end_step(step + 1, model, optimizer, loss.item(), parts, extra)
+        return step + 1
+
     def end_step(self, step: int, model, optimizer, loss: float, parts: dict, extra: dict | None = None) -> None:
         """Record ``loss`` and its ``parts`` for ``step`` (just done); log / validate / checkpoint when due."""
         args = self.args

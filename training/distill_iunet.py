@@ -173,11 +173,7 @@ def main() -> None:
         rng = random.Random(args.seed * 1_000_003 + step)
         batch = collate([bank[rng.randrange(len(bank))] for _ in range(args.batch)], rng)
         total, parts, _ = losses(student, batch)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        step += 1
-        log.end_step(step, student, optimizer, total.item(), parts)
+        step = log.optimize(step, student, optimizer, total, parts)
 
 
 if __name__ == "__main__":

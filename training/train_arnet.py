@@ -83,11 +83,7 @@ def main() -> None:
         indices = [rng.randrange(len(pool)) for _ in range(args.batch)]
         batch = zero_blur(pool.batch(indices, device, rng=rng, crop=args.crop), rng, args.p_zero)
         total, parts, _, _ = losses(model, batch, args.bce_weight)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        step += 1
-        log.end_step(step, model, optimizer, total.item(), parts)
+        step = log.optimize(step, model, optimizer, total, parts)
 
 if __name__ == "__main__":
     main()

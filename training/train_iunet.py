@@ -219,11 +219,7 @@ def main() -> None:
             s_min = adaptive_scale(defocus_px(batch))
             scale = s_min + rng.random() * max(args.max_scale - s_min, 0.0)
         total, parts, *_ = losses(model, batch, generator, arnet=arnet, scale=scale)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        step += 1
-        log.end_step(step, model, optimizer, total.item(), parts, {"arnet_step": arnet_step} if arnet is not None else None)
+        step = log.optimize(step, model, optimizer, total, parts, {"arnet_step": arnet_step} if arnet is not None else None)
 
 if __name__ == "__main__":
     main()

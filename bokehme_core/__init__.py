@@ -38,8 +38,10 @@ _PUBLIC = {
     "signed_defocus": "defocus",
     "apply_highlight": "defocus",
     "render_inputs": "defocus",
+    "lift_highlights": "defocus",
     # classical renderer
     "Aperture": "aperture",
+    "Lens": "aperture",
     "render_classical": "scatter",
     "ClassicalResult": "scatter",
     # neural renderer

@@ -380,6 +380,11 @@ class Lens:
         """Keyword options of :func:`bokehme_core.signed_defocus` (``focus_range``, ``near_scale``, ``far_scale``)."""
         return {"focus_range": self.focus_range, "near_scale": self.near_scale, "far_scale": self.far_scale}
 
+    def scatter_only(self) -> "Lens":
+        """This lens without what :func:`bokehme_core.render_inputs` already applied (highlight lift, focus
+        range, near / far scales): the shapes and the fringe, for :func:`bokehme_core.render_classical`."""
+        return replace(self, highlight_gain=1.0, focus_range=0.0, near_scale=1.0, far_scale=1.0)
+
     def signed_defocus(self, disparity: torch.Tensor, K: float, focus) -> torch.Tensor:
         """:func:`bokehme_core.signed_defocus` with this lens's focus range and near / far scales (pixels)."""
         from .defocus import signed_defocus

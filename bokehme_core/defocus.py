@@ -155,11 +155,17 @@ def render_inputs(
     focus,
     *,
     highlight: bool = False,
+    lens=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What every renderer starts from: the signed defocus and the image after the optional highlight boost.
 
-    The one place where the pipeline, the node pack and the CLI turn (image, disparity, K, focus, highlight)
-    into the inputs of the classical and neural renderers.
+    The one place where the pipeline, the node pack and the CLI turn (image, disparity, K, focus, highlight,
+    lens) into the inputs of the classical and neural renderers.
+
+    With a ``lens`` (:class:`bokehme_core.aperture.Lens`) the defocus comes from :meth:`Lens.signed_defocus`
+    (its focus range and near / far scales) and the image is lifted by :meth:`Lens.lift_highlights` (before
+    the official boost); hand ``lens.scatter_only()`` to :func:`bokehme_core.render_classical` afterwards, so
+    that the lift is not applied twice. ``lens=None`` or a neutral lens gives exactly the output without one.
 
     Args:
         image: (B, 3, H, W) sRGB in [0, 1].
@@ -167,12 +173,22 @@ def render_inputs(
         K: blur radius in px per unit disparity, in [0, 2000].
         focus: in-focus disparity in [0, 1]: a number or one per image ((B,) tensor or sequence).
         highlight: apply the official highlight boost (:func:`apply_highlight`).
+        lens: optional :class:`bokehme_core.aperture.Lens` (focus range, near / far scales, highlight lift).
 
     Returns:
-        ``(image, defocus_px)``: (B, 3, H, W) (values may exceed 1 with ``highlight``) and the signed defocus
-        (B or 1, 1, H, W) in px, positive = nearer than focus.
+        ``(image, defocus_px)``: (B, 3, H, W) (values may exceed 1 with ``highlight`` or a highlight lift) and
+        the signed defocus (B or 1, 1, H, W) in px, positive = nearer than focus.
     """
-    defocus_px = signed_defocus(disparity, K, focus)
+    if lens is None:
+        defocus_px = signed_defocus(disparity, K, focus)
+    else:
+        from .aperture import Lens
+
+        if not isinstance(lens, Lens):
+            raise TypeError(f"lens must be a bokehme_core.Lens (Lens(cat_eye=0.5, ring=0.3, ...)) or None, "
+                            f"got {type(lens).__name__}")
+        defocus_px = lens.signed_defocus(disparity, K, focus)
+        image = lens.lift_highlights(image)
     if highlight:
         image = apply_highlight(image, defocus_px, K)
     return image, defocus_px

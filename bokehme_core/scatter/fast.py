@@ -83,6 +83,7 @@ def scatter_fast(
     coverage: torch.Tensor | None = None,
     max_radius: float | None = None,
     lens: Lens | None = None,
+    lens_frame: tuple | None = None,
 ) -> torch.Tensor:
     """Row-run approximation of the official scatter; same contract as :func:`.exact.scatter_exact`.
 
@@ -94,11 +95,14 @@ def scatter_fast(
     and the result is (B,4,H,W): the accumulated premultiplied colour and coverage, NOT divided.
     ``max_radius`` (px, default the largest ``|defocus_px|``) sets the radius the row tables are built for;
     several calls with the same value share them.
+    ``lens``: lens character (:func:`.lens_kernels.scatter_fast_lens`, with ``coverage`` too); ``lens_frame =
+    (top, left, frame_height, frame_width)`` places this image in a larger frame for the lens fields.
     """
     if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels
         from .lens_kernels import scatter_fast_lens
 
-        return scatter_fast_lens(image, defocus_px, aperture, lens, progress)
+        return scatter_fast_lens(image, defocus_px, aperture, lens, progress, coverage=coverage,
+                                 max_radius=max_radius, frame=lens_frame)
     B = image.shape[0]
     rmax = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
     tables = [t.to(image.device) for t in row_runs(aperture, float(min(math.floor(rmax) + 1, TABLE_RADIUS)))]
@@ -113,6 +117,9 @@ def scatter_fast(
     return torch.stack(outs)
 
 
+_LEVEL_MASS: dict = {}  # mass per table level, per (cached) row-run table
+
+
 def source_mass(radius: torch.Tensor, aperture: Aperture, tables) -> torch.Tensor:
     """Total weight that the fast kernel of radius ``radius`` (px, any shape) spreads, with the row tables
     ``tables`` of :func:`row_runs` (before any clipping at the image border): the per-source normaliser of the
@@ -122,7 +129,13 @@ def source_mass(radius: torch.Tensor, aperture: Aperture, tables) -> torch.Tenso
     n_levels, n_rows, n_runs = left_t.shape
     half_rows = (n_rows - 1) // 2
     ax, ay = aperture.axis_scale
-    level_mass = ((right_t - left_t) * height_t).sum(dim=(1, 2)).to(torch.float64)  # (levels,)
+    key = (id(tables[0]), left_t.shape, str(radius.device))
+    level_mass = _LEVEL_MASS.get(key)
+    if level_mass is None:
+        level_mass = ((right_t - left_t) * height_t).sum(dim=(1, 2)).to(torch.float64)  # (levels,)
+        if len(_LEVEL_MASS) > 32:
+            _LEVEL_MASS.clear()
+        _LEVEL_MASS[key] = level_mass
     radius = radius.to(torch.float32)
     reach = torch.floor(radius * ay) + 1
     big = reach > math.floor(TABLE_RADIUS * ay)

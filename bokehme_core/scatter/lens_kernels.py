@@ -162,11 +162,25 @@ def scatter_fast_lens(
     progress: Callable[[int, int], None] | None = None,
     *,
     raw: bool = False,
+    coverage: torch.Tensor | None = None,
+    max_radius: float | None = None,
+    frame: tuple | None = None,
 ) -> torch.Tensor:
-    """Fast-mode lens-character scatter; same contract as :func:`scatter_exact_lens`."""
-    tables = fast_tables(aperture, float(defocus_px.abs().max()), image.device)
+    """Fast-mode lens-character scatter; same contract as :func:`scatter_exact_lens`.
+
+    ``coverage`` (B,1,H,W) / ``max_radius``: the energy-preserving splat of :func:`.fast.scatter_fast` (``image``
+    premultiplied colour, each source's lens kernel scaled to unit mass with ``norm / source_mass``, sources with
+    coverage 0 skipped, (B,4,H,W) sums returned). ``frame = (top, left, frame_height, frame_width)`` places the
+    image in a larger frame for the lens fields (:meth:`Lens.fields`).
+    """
+    rmax = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
+    tables = fast_tables(aperture, rmax, image.device)
+    if coverage is None:
+        return _per_image(image, defocus_px, progress,
+                          lambda img, dfc, sub: _fast_one(img, dfc, aperture, lens, tables, sub, raw, None, frame))
+    image = torch.cat([image, coverage.to(image.dtype).expand(image.shape[0], -1, -1, -1)], dim=1)
     return _per_image(image, defocus_px, progress,
-                      lambda img, dfc, sub: _fast_one(img, dfc, aperture, lens, tables, sub, raw))
+                      lambda img, dfc, sub: _fast_one(img[:3], dfc, aperture, lens, tables, sub, True, img[3], frame))
 
 
 def _rows(table, radius, row, x_offset, base_radius, levels_per_px):
@@ -210,15 +224,25 @@ def _lemon_rows(tables, radius, dy, ox, oy):
     return left, right, height
 
 
-def _fast_one(image, defocus, aperture: Aperture, lens: Lens, tables, progress, raw: bool) -> torch.Tensor:
+def _fast_one(image, defocus, aperture: Aperture, lens: Lens, tables, progress, raw: bool, coverage=None,
+              frame=None) -> torch.Tensor:
     _, H, W = image.shape
     device = image.device
     ax, ay = aperture.axis_scale
     radius_map = defocus.to(torch.float32).abs()
-    fields = lens.fields(aperture, radius_map)
-    premult = lens_premult(image, radius_map, fields.norm, torch.float32)
+    fields = lens.fields(aperture, radius_map, frame)
+    if coverage is None:
+        premult = lens_premult(image, radius_map, fields.norm, torch.float32)
+    else:  # energy-preserving splat: premultiplied colour + coverage, unit-mass lens kernels
+        from .fast import source_mass
+
+        weight = fields.norm / source_mass(radius_map, aperture, tables["shape"])
+        premult = (torch.cat([image.reshape(3, -1), coverage.reshape(1, -1)]).to(torch.float32)
+                   * weight.reshape(1, -1)).t().contiguous()
     radius = radius_map.flatten()
     reach = (torch.floor(radius * ay) + 1).to(torch.int64)
+    if coverage is not None:  # sources with coverage 0 add nothing: they reach no row
+        reach = torch.where(coverage.reshape(-1) > 0, reach, torch.full_like(reach, -1))
     order = torch.argsort(reach, stable=True)
     reach_sorted = reach[order]
     radius_sorted = radius[order]

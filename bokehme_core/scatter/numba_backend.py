@@ -141,6 +141,7 @@ def scatter_fast_numba(
     coverage: torch.Tensor | None = None,
     max_radius: float | None = None,
     lens: Lens | None = None,
+    lens_frame: tuple | None = None,
 ) -> torch.Tensor:
     """Fast mode (:func:`.fast.scatter_fast` semantics) with Numba; any aperture (circle, polygon, mask).
 
@@ -148,11 +149,14 @@ def scatter_fast_numba(
     The first call on a machine compiles the kernels (cached on disk afterwards).
     ``coverage`` / ``max_radius``: the un-normalised energy-preserving splat of :func:`.fast.scatter_fast`
     (premultiplied ``image``, unit-mass kernels, coverage-0 sources skipped, (B,4,H,W) sums returned).
+    ``lens`` / ``lens_frame``: lens character (:mod:`.lens_numba`), ``lens_frame = (top, left, frame_height,
+    frame_width)`` placing this image in a larger frame for the lens fields (the layered mode's slab boxes).
     """
-    if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels
+    if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels (coverage too)
         from .lens_numba import scatter_fast_lens_numba
 
-        return scatter_fast_lens_numba(image, defocus_px, aperture, lens, progress)
+        return scatter_fast_lens_numba(image, defocus_px, aperture, lens, progress, coverage=coverage,
+                                       max_radius=max_radius, frame=lens_frame)
     from .fast import LEVELS_PER_PX, TABLE_RADIUS, row_runs, source_mass
 
     kernel = _kernels()["fast"]

@@ -98,6 +98,7 @@ def render_bokehme(
     tile_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     sparse: bool = True,
+    lens=None,
 ) -> BokehMeResult:
     """Render bokeh with the full BokehMe pipeline (classical + neural + fusion).
 
@@ -111,6 +112,10 @@ def render_bokehme(
             (:func:`bokehme_core.weights.load_bundled_models`).
         highlight: apply the official highlight boost (:func:`bokehme_core.apply_highlight`) first.
         aperture: a :class:`bokehme_core.Aperture` for the classical renderer (None = circle).
+        lens: lens character, :class:`bokehme_core.Lens` (None = none): its focus range, near / far scales and
+            highlight lift shape the inputs of both renderers (:func:`bokehme_core.render_inputs`); cat's eye,
+            swirl, ring and fringe act in the classical renderer (the neural one renders plain bokeh, used where
+            the error map says so). A neutral lens gives exactly the output without one.
         classical_mode: "exact" (official kernel) or "fast" (see :func:`bokehme_core.render_classical`).
         error_map: "predicted" (ARNet's error map, official) or "analytic"
             (:func:`bokehme_core.analytic_error_map`, no network).
@@ -157,7 +162,7 @@ def render_bokehme(
 
     image = image.to(torch.float32)
     disparity = disparity.to(torch.float32).expand(batch, -1, -1, -1)
-    image, defocus_px = render_inputs(image, disparity, K, focus_t, highlight=highlight)
+    image, defocus_px = render_inputs(image, disparity, K, focus_t, highlight=highlight, lens=lens)
 
     scales = [adaptive_scale(defocus_px[b]) for b in range(batch)]
     total = batch * _CLASSICAL_UNITS + sum(1 + num_iunet_passes(s) for s in scales)
@@ -175,7 +180,7 @@ def render_bokehme(
     with torch.inference_mode():
         classical = render_classical(
             image, defocus_px, gamma=gamma, aperture=aperture, mode=classical_mode, highlight=False, K=K,
-            progress=classical_progress,
+            progress=classical_progress, lens=None if lens is None else lens.scatter_only(),
         )
         bokeh_classical = classical.bokeh.to(torch.float32)
         dilated_px = classical.dilated_defocus.to(torch.float32)

@@ -409,3 +409,43 @@ def test_layered_with_a_lens_torch_and_numba_agree():
     a = render_classical(image, defocus, gamma=2.2, mode="layered", backend="torch", lens=lens).bokeh
     b = render_classical(image, defocus, gamma=2.2, mode="layered", backend="numba", lens=lens).bokeh
     torch.testing.assert_close(a, b, atol=2e-5, rtol=0)
+
+
+# --- the shared inputs and the full pipeline ---------------------------------------------------------------------
+
+def test_render_inputs_with_a_lens():
+    from bokehme_core import render_inputs
+
+    image, _ = _scene(6, 7, seed=10)
+    disparity = torch.rand(1, 1, 6, 7, generator=torch.Generator().manual_seed(11))
+    plain = render_inputs(image, disparity, 20.0, 0.4, highlight=True)
+    neutral = render_inputs(image, disparity, 20.0, 0.4, highlight=True, lens=Lens())
+    assert all(torch.equal(a, b) for a, b in zip(plain, neutral))
+    lens = Lens(focus_range=0.2, near_scale=2.0, highlight_gain=3.0, highlight_threshold=0.8)
+    lifted, defocus = render_inputs(image, disparity, 20.0, 0.4, lens=lens)
+    assert torch.equal(defocus, lens.signed_defocus(disparity, 20.0, 0.4))
+    assert torch.equal(lifted, lift_highlights(image, 0.8, 3.0))
+    assert lens.scatter_only().is_neutral
+    with pytest.raises(TypeError, match="lens must be a bokehme_core.Lens"):
+        render_inputs(image, disparity, 20.0, 0.4, lens={"ring": 0.5})
+
+
+def test_render_bokehme_with_a_lens():
+    from bokehme_core import render_bokehme, render_inputs
+    from bokehme_core.neural.arnet import ARNet
+    from bokehme_core.neural.iunet import IUNet
+
+    torch.manual_seed(0)
+    arnet, iunet = ARNet(8, 1).eval(), IUNet(8, 1).eval()
+    gen = torch.Generator().manual_seed(12)
+    image, disparity = torch.rand(1, 3, 24, 32, generator=gen), torch.rand(1, 1, 24, 32, generator=gen)
+    options = dict(K=6.0, focus=0.5, arnet=arnet, iunet=iunet, classical_mode="fast")
+    plain = render_bokehme(image, disparity, **options)
+    neutral = render_bokehme(image, disparity, lens=Lens(), **options)
+    assert torch.equal(plain.bokeh, neutral.bokeh)
+    lens = Lens(cat_eye=0.5, ring=0.6, focus_range=0.2, highlight_gain=3.0, highlight_threshold=0.9)
+    out = render_bokehme(image, disparity, lens=lens, **options)
+    assert bool(torch.isfinite(out.bokeh).all()) and not torch.equal(out.bokeh, plain.bokeh)
+    lifted, defocus = render_inputs(image, disparity, 6.0, 0.5, lens=lens)  # the lift is applied once
+    expected = render_classical(lifted, defocus, gamma=4.0, mode="fast", lens=lens.scatter_only()).bokeh
+    torch.testing.assert_close(out.classical, expected.clamp(0, 1), atol=1e-6, rtol=0)

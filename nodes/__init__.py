@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-_NODE_MODULES = ("disparity", "focus", "render", "neural", "depth")
+_NODE_MODULES = ("disparity", "focus", "render", "lens", "neural", "depth")
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

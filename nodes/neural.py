@@ -19,6 +19,7 @@ from ..bokehme_core.neural.arnet import ARNet
 from ..bokehme_core.neural.iunet import IUNet
 from ..bokehme_core.weights import CheckpointError, load_arnet, load_bundled_models, load_iunet
 from . import _comfy
+from .lens import LENS_INPUT, check_lens
 from .render import (
     APERTURE_INPUTS,
     APERTURE_MASK_INPUT,
@@ -316,6 +317,7 @@ class BokehMe:
             },
             "optional": {
                 **APERTURE_MASK_INPUT,
+                **LENS_INPUT,
                 "tile_size": ("INT", {"default": stages.DEFAULT_TILE_SIZE, "min": 64, "max": 8192,
                                       "step": 64, "tooltip": _TILE_TIP}),
             },
@@ -323,11 +325,13 @@ class BokehMe:
 
     def render(self, models, image, disparity, K, focus, focus_end, gamma, aperture, blades, rotation_deg,
                anamorphic, classical_mode, highlight, error_map, resize_disparity, aperture_mask=None,
-               tile_size=stages.DEFAULT_TILE_SIZE):
+               tile_size=stages.DEFAULT_TILE_SIZE, lens=None):
         from ..bokehme_core.preview import in_focus_mask
 
         image_t, disparity_t = _inputs_bchw(image, disparity, resize_disparity)
         aperture_obj = aperture_from_inputs(aperture, blades, rotation_deg, anamorphic, aperture_mask)
+        lens = check_lens(lens, "BokehMe")
+        defocus_of = signed_defocus if lens is None else lens.signed_defocus  # for the in-focus mask
         batch = image_t.shape[0]
         focus_values = focus_per_frame(focus, focus_end, batch)
         bar = _comfy.progress_callback(batch * 100)
@@ -341,11 +345,11 @@ class BokehMe:
                 result = core_pipeline.render_bokehme(
                     frame, frame_disp, K=K, focus=focus_values[i : i + 1], gamma=gamma, arnet=arnet, iunet=iunet,
                     highlight=highlight, aperture=aperture_obj, classical_mode=classical_mode, error_map=error_map,
-                    tile_size=int(tile_size), progress=progress,
+                    tile_size=int(tile_size), progress=progress, lens=lens,
                 )
                 bokeh.append(result.bokeh.cpu())
                 error.append(result.error_map.cpu())
-                in_focus.append(in_focus_mask(signed_defocus(frame_disp, K, focus_values[i : i + 1])).cpu())
+                in_focus.append(in_focus_mask(defocus_of(frame_disp, K, focus_values[i : i + 1])).cpu())
         return (
             _comfy.bchw_to_image(torch.cat(bokeh)),
             _comfy.b1hw_to_mask(torch.cat(error)),

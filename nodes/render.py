@@ -16,6 +16,7 @@ from ..bokehme_core.defocus import render_inputs
 from ..bokehme_core.disparity import match_size
 from ..bokehme_core.preview import aperture_shape, defocus_preview, in_focus_mask
 from . import _comfy
+from .lens import LENS_INPUT, check_lens
 
 logger = logging.getLogger(__name__)
 
@@ -156,16 +157,17 @@ class BokehMeClassicalRender:
                                      "Resize a disparity map of another size to the image (bilinear) instead of stopping "
                                      "with an error."}),
             },
-            "optional": dict(APERTURE_MASK_INPUT),
+            "optional": {**APERTURE_MASK_INPUT, **LENS_INPUT},
         }
 
     def render(self, image, disparity, K, focus, focus_end, gamma, aperture, blades, rotation_deg, anamorphic,
-               mode, highlight, resize_disparity, aperture_mask=None):
+               mode, highlight, resize_disparity, aperture_mask=None, lens=None):
         device = _comfy.torch_device()
         img = _comfy.image_to_bchw(image)
         disp = _comfy.map_to_b1hw(disparity, "disparity")
         img, disp = common_batch(img, disp, resize_disparity)
         ap = aperture_from_inputs(aperture, blades, rotation_deg, anamorphic, aperture_mask)
+        lens = check_lens(lens, "BokehMe Classical Render")
         focus_values = focus_per_frame(focus, focus_end, img.shape[0])
         progress = _comfy.progress_callback(img.shape[0])
         bokeh, dilated, preview, in_focus = [], [], [], []
@@ -173,8 +175,10 @@ class BokehMeClassicalRender:
             for i in range(img.shape[0]):  # frame by frame: bounded memory for long batches, and interruptible
                 _comfy.check_interrupted()
                 frame, frame_disp = img[i : i + 1].to(device), disp[i : i + 1].to(device)
-                frame, defocus = render_inputs(frame, frame_disp, K, focus_values[i : i + 1], highlight=highlight)
-                result = render_classical(frame, defocus, gamma=gamma, aperture=ap, mode=mode)
+                frame, defocus = render_inputs(frame, frame_disp, K, focus_values[i : i + 1], highlight=highlight,
+                                               lens=lens)
+                result = render_classical(frame, defocus, gamma=gamma, aperture=ap, mode=mode,
+                                          lens=None if lens is None else lens.scatter_only())
                 bokeh.append(result.bokeh.clamp(0, 1).cpu())
                 dilated.append(result.dilated_defocus.cpu())
                 preview.append(defocus_preview(defocus, max_radius=max(K * 0.5, 1e-3)).cpu())

@@ -12,7 +12,7 @@ import time
 from ..image_io import read_image, write_image
 from . import TextProgress
 
-__all__ = ["register", "render_file", "parse_aperture"]
+__all__ = ["register", "render_file", "parse_aperture", "lens_from_args", "LENS_FLAGS"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,35 @@ def parse_aperture(spec: str, anamorphic: float = 1.0):
     if shape.max() > 1.0 or shape.min() < 0.0:
         raise ValueError(f"aperture image {path.name} must hold values in [0, 1]")
     return Aperture.from_mask(shape, anamorphic=anamorphic)
+
+
+#: lens-character flag -> (Lens option, help); ranges from bokehme_core.aperture.LENS_RANGES
+LENS_FLAGS = {
+    "--cat-eye": ("cat_eye", "cat's-eye bokeh toward the frame's edges (optical vignetting)"),
+    "--swirl": ("swirl", "swirly (Petzval) bokeh: the cat's-eye lemons lean and stretch around the centre"),
+    "--ring": ("ring", "soap-bubble bokeh: bright rim, centre dimmed to 1 - RING"),
+    "--fringe": ("fringe", "colour fringing: red / blue blur radii differ from green by this fraction"),
+    "--highlight-gain": ("highlight_gain", "lift lights above --highlight-threshold this many times in linear light "
+                         "before blurring (1 = off; 3 with threshold 0.98 matched path-traced lights best)"),
+    "--highlight-threshold": ("highlight_threshold", "sRGB level above which --highlight-gain applies"),
+    "--focus-range": ("focus_range", "depth band around the focus that stays fully sharp, in disparity units"),
+    "--near-scale": ("near_scale", "blur growth in front of the focus, relative to K"),
+    "--far-scale": ("far_scale", "blur growth behind the focus, relative to K"),
+}
+
+
+def lens_from_args(args):
+    """The lens-character flags -> :class:`bokehme_core.Lens`, or None when every flag is at its default."""
+    from ..aperture import Lens
+
+    neutral = Lens()  # callers without the flags (the demo command) get the plain aperture
+    options = {option: getattr(args, option, getattr(neutral, option)) for option, _ in LENS_FLAGS.values()}
+    try:
+        lens = Lens(**options)
+    except ValueError as exc:  # name the flag, the core names the option and its range
+        flag = next((f for f, (option, _) in LENS_FLAGS.items() if str(exc).startswith(option + " ")), None)
+        raise ValueError(f"{flag}: {exc}" if flag else str(exc)) from None
+    return None if lens.is_neutral else lens
 
 
 def _resolve_focus(args, disparity):
@@ -102,13 +131,15 @@ def render_file(args) -> pathlib.Path:
     image, disparity = image.to(device), disparity.to(device)
     focus = _resolve_focus(args, disparity)
     aperture = parse_aperture(args.aperture, args.anamorphic) if args.aperture else Aperture.circle(anamorphic=args.anamorphic)
+    lens = lens_from_args(args)
     networks = _load_networks(args)
     start = time.perf_counter()
     if networks is None:
         used = "classical"
-        boosted, defocus = render_inputs(image, disparity, args.K, focus, highlight=args.highlight)
+        boosted, defocus = render_inputs(image, disparity, args.K, focus, highlight=args.highlight, lens=lens)
         result = render_classical(boosted, defocus, gamma=args.gamma, aperture=aperture, mode=args.mode,
-                                  progress=TextProgress("classical"))
+                                  progress=TextProgress("classical"),
+                                  lens=None if lens is None else lens.scatter_only())
         bokeh = result.bokeh.clamp(0, 1)
     else:
         from .. import render_bokehme
@@ -117,7 +148,7 @@ def render_file(args) -> pathlib.Path:
         arnet, iunet = networks
         result = render_bokehme(image, disparity, K=args.K, focus=focus, gamma=args.gamma, arnet=arnet, iunet=iunet,
                                 highlight=args.highlight, aperture=aperture, classical_mode=args.mode,
-                                error_map=args.error_map, progress=TextProgress("bokehme"))
+                                error_map=args.error_map, progress=TextProgress("bokehme"), lens=lens)
         bokeh = result.bokeh
     out = write_image(bokeh, args.output)
     print(f"{used} render, K={args.K:g}, focus={focus:.4f}, gamma={args.gamma:g}, {args.mode} mode: "
@@ -150,6 +181,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--mode", choices=("exact", "fast"), default="exact",
                    help="classical renderer: exact (official kernel) or fast (cost linear in the blur radius)")
     r.add_argument("--highlight", action="store_true", help="official highlight boost for bright bokeh balls")
+    from ..aperture import LENS_RANGES, Lens
+
+    neutral = Lens()
+    lens_group = r.add_argument_group("lens character", "every effect at its default = the plain aperture")
+    for flag, (option, text) in LENS_FLAGS.items():
+        lo, hi = LENS_RANGES[option]
+        default = getattr(neutral, option)
+        lens_group.add_argument(flag, dest=option, type=float, default=default, metavar="X",
+                                help=f"{text}; {lo:g}..{hi:g} (default {default:g})")
     r.add_argument("--renderer", choices=("auto", "classical", "hybrid"), default="auto",
                    help="hybrid = classical + neural (ARNet/IUNet) fusion; auto = hybrid when weights are available "
                         "(bundled or --arnet/--iunet), else classical; the output line says which ran")

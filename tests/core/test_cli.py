@@ -69,3 +69,40 @@ def test_demo_writes_before_after(tmp_path, capsys):
     before_after = read_image(out)
     bokeh = read_image(tmp_path / "demo_bokeh.png")
     assert before_after.shape[-1] == 2 * bokeh.shape[-1] + 8
+
+
+def test_render_lens_flags(small_scene, capsys):
+    from bokehme_core import Aperture, Lens, render_classical, render_inputs
+    from bokehme_core.cli.render import LENS_FLAGS, lens_from_args
+
+    args = cli.build_parser().parse_args(["render", "x.png", "-o", "y.png"])
+    assert lens_from_args(args) is None  # every flag at its default: no lens, today's output
+    out = small_scene / "lens.png"
+    flags = ["--cat-eye", "0.8", "--swirl", "0.3", "--ring", "0.5", "--fringe", "0.05", "--highlight-gain", "3",
+             "--highlight-threshold", "0.95", "--focus-range", "0.1", "--near-scale", "1.5", "--far-scale", "0.7"]
+    assert set(flags[::2]) == set(LENS_FLAGS)
+    rc = cli.main(["render", str(small_scene / "img.png"), "--disparity", str(small_scene / "disp.png"), "--K", "6",
+                   "--focus", "0.5", "--mode", "fast", "--gamma", "2.2", "--renderer", "classical", *flags,
+                   "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    lens = Lens(cat_eye=0.8, swirl=0.3, ring=0.5, fringe=0.05, highlight_gain=3.0, highlight_threshold=0.95,
+                focus_range=0.1, near_scale=1.5, far_scale=0.7)
+    assert lens_from_args(cli.build_parser().parse_args(["render", "x.png", "-o", "y.png", *flags])) == lens
+    image, disparity = read_image(small_scene / "img.png"), read_image(small_scene / "disp.png")[:, :1]
+    lifted, defocus = render_inputs(image, disparity, 6.0, 0.5, lens=lens)
+    expected = render_classical(lifted, defocus, gamma=2.2, mode="fast", aperture=Aperture.circle(),
+                                lens=lens.scatter_only()).bokeh.clamp(0, 1)
+    assert (read_image(out) - expected).abs().max() <= 1.5 / 255  # 8-bit output
+
+
+@pytest.mark.parametrize("flag, value, message", [("--cat-eye", "1.5", r"--cat-eye: cat_eye must be in \[0, 1\]"),
+                                                  ("--highlight-gain", "0.5", r"--highlight-gain: highlight_gain must be in \[1, 50\]"),
+                                                  ("--fringe", "0.3", r"--fringe: fringe must be in \[0, 0.25\]")])
+def test_render_lens_flag_out_of_range(small_scene, capsys, flag, value, message):
+    rc = cli.main(["render", str(small_scene / "img.png"), "--disparity", str(small_scene / "disp.png"),
+                   "--renderer", "classical", flag, value, "-o", str(small_scene / "o.png")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    import re
+
+    assert re.search(message, err), err

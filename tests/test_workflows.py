@@ -483,8 +483,8 @@ def _load(path: pathlib.Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def test_there_are_five_bundled_workflows():
-    assert [p.name.split("_")[0] for p in BUNDLED] == ["1", "2", "3", "4", "5"], [p.name for p in BUNDLED]
+def test_there_are_six_bundled_workflows():
+    assert [p.name.split("_")[0] for p in BUNDLED] == ["1", "2", "3", "4", "5", "6"], [p.name for p in BUNDLED]
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
@@ -545,6 +545,22 @@ def test_bundled_workflow_runs(path, bundled_env):
             assert bokeh.shape[1:] == scene.shape[1:]
             # the blur did something: the result is not the sharp input
             assert (bokeh - scene[:1]).abs().mean() > 0.005
+
+
+def test_lens_character_workflow_renders_with_and_without_the_lens(bundled_env):
+    """Workflow 6: the lens node's lens reaches both renderers it feeds; the plain render stays the plain one."""
+    import bokehme_core
+
+    result = _run_bundled(bundled_env, next(p for p in BUNDLED if p.stem.startswith("6_")))
+    (lens_node,) = result.ran("BokehMeLens")
+    lens = lens_node.outputs[0][0]
+    assert isinstance(lens, bokehme_core.Lens) and not lens.is_neutral
+    inputs = {r.node_id: result.prompt[r.node_id]["inputs"] for r in result.nodes.values()}
+    with_lens, plain = sorted(result.ran("BokehMeClassicalRender"), key=lambda r: "lens" not in inputs[r.node_id])
+    assert inputs[with_lens.node_id]["lens"][0] == lens_node.node_id and "lens" not in inputs[plain.node_id]
+    assert (with_lens.outputs[0][0] - plain.outputs[0][0]).abs().mean() > 1e-3
+    (hybrid,) = result.ran("BokehMe")
+    assert inputs[hybrid.node_id]["lens"][0] == lens_node.node_id
 
 
 def test_focus_pull_moves_focus_from_near_to_far(bundled_env):

@@ -6,7 +6,7 @@ Everything is rendered by ``bokehme_core``'s classical (scatter) renderer, analy
 preview at half the scene size: deterministic, no network weights needed, a minute or two on a CPU::
 
     .venv/bin/python tools/make_docs_images.py                 # both
-    .venv/bin/python tools/make_docs_images.py --only docs     # or: --only thumbnails
+    .venv/bin/python tools/make_docs_images.py --only docs     # or: --only thumbnails, --only lens
 
 Pictures are small JPEGs (quality 85, < 150 kB).
 """
@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bokehme_core import Aperture, analytic_error_map, render_classical, signed_defocus  # noqa: E402
+from bokehme_core import Aperture, Lens, analytic_error_map, render_classical, render_inputs, signed_defocus  # noqa: E402
 from bokehme_core.disparity import load_disparity  # noqa: E402
 from bokehme_core.image_io import read_image  # noqa: E402
 from bokehme_core.preview import aperture_shape, defocus_preview  # noqa: E402
@@ -50,6 +50,45 @@ def render(image, disparity, focus: float, *, aperture: Aperture | None = None, 
     defocus = signed_defocus(disparity, k, focus)
     result = render_classical(image, defocus, gamma=GAMMA, aperture=aperture, mode="exact", highlight=True, K=k)
     return result.bokeh.clamp(0, 1)
+
+
+def render_lens(image, disparity, focus: float, lens: Lens | None, *, k: float = K) -> torch.Tensor:
+    """Classical exact render with a lens (focus range, highlight lift, shapes, fringe): (1,3,H,W) in [0,1]."""
+    lifted, defocus = render_inputs(image, disparity, k, focus, lens=lens)  # highlights, focus range
+    result = render_classical(lifted, defocus, gamma=GAMMA, aperture=None, mode="exact",
+                              lens=None if lens is None else lens.scatter_only())
+    return result.bokeh.clamp(0, 1)
+
+
+def with_corner_lights(image: torch.Tensor, disparity: torch.Tensor):
+    """The scene with small white lights near the four corners and the edges' middles, on the far background
+    (disparity 0): where cat's eye and swirl show most."""
+    image, disparity = image.clone(), disparity.clone()
+    H, W = image.shape[-2:]
+    for fy in (0.1, 0.5, 0.9):
+        for fx in (0.07, 0.5, 0.93):
+            if (fy, fx) == (0.5, 0.5):
+                continue
+            y, x = round(fy * (H - 1)), round(fx * (W - 1))
+            image[..., y - 1:y + 2, x - 1:x + 2] = 1.0
+            disparity[..., y - 3:y + 4, x - 3:x + 4] = 0.0
+    return image, disparity
+
+
+#: the README's lens gallery: (caption, lens)
+LENS_GALLERY = [
+    ("plain aperture", None),
+    ("cat's eye 0.8", Lens(cat_eye=0.8)),
+    ("swirl 0.7 + cat's eye 0.4", Lens(cat_eye=0.4, swirl=0.7)),
+    ("soap-bubble ring 0.7", Lens(ring=0.7)),
+    ("colour fringe 0.08", Lens(fringe=0.08)),
+    ("highlights: gain 3", Lens(highlight_gain=3.0, highlight_threshold=0.98)),
+    ("focus range 0.3, far x1.5", Lens(focus_range=0.3, far_scale=1.5)),
+    ("all of them", Lens(cat_eye=0.7, swirl=0.2, ring=0.5, fringe=0.04, highlight_gain=3.0,
+                         highlight_threshold=0.98, focus_range=0.05)),
+]
+LENS_FOCUS = 0.95  # focus on the near objects: the background lights become bokeh balls
+LENS_K = 24.0 / SCALE  # big enough balls for the shapes to read at gallery size
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:
@@ -164,6 +203,8 @@ def docs_images(scene: Scene, out: pathlib.Path) -> None:
     gallery = [label(shape_card(shape), shape) for shape in APERTURES]
     save(grid(gallery, cols=3), out / "aperture_gallery.jpg")
 
+    lens_gallery(scene, out)
+
     sweep = [label(fit(to_pil(scene.bokeh(f)), 256), f"focus {f:.2f}", 12) for f in (1.0, 0.75, 0.5, 0.25, FAR)]
     save(grid(sweep, cols=5, gap=2), out / "focus_sweep.jpg")
 
@@ -222,14 +263,36 @@ def thumbnails(scene: Scene, out: pathlib.Path) -> None:
 
     frames = [label(to_pil(scene.bokeh(f)), f"frame {i + 1}") for i, f in enumerate((NEAR, 0.67, 0.33, FAR))]
     save(thumb_canvas(frames, 2, "Focus pull over frames (near -> far)"), out / "5_bokehme_focus_pull.jpg")
+    lens_thumbnail(scene, out)
+
+
+def lens_gallery(scene: Scene, out: pathlib.Path) -> None:
+    """docs/images/lens_gallery.jpg: the scene with lights near the corners, one panel per lens effect."""
+    image, disparity = with_corner_lights(scene.image, scene.disparity)
+    panels = [label(fit(to_pil(render_lens(image, disparity, LENS_FOCUS, lens, k=LENS_K)), 320), caption, 12)
+              for caption, lens in LENS_GALLERY]
+    save(grid(panels, cols=4, gap=3), out / "lens_gallery.jpg")
+
+
+def lens_thumbnail(scene: Scene, out: pathlib.Path) -> None:
+    image, disparity = with_corner_lights(scene.image, scene.disparity)
+    panels = [label(to_pil(render_lens(image, disparity, LENS_FOCUS, lens, k=LENS_K)), caption)
+              for caption, lens in (LENS_GALLERY[0], LENS_GALLERY[1], LENS_GALLERY[3], LENS_GALLERY[-1])]
+    save(thumb_canvas(panels, 2, "Lens character: cat's eye, ring, fringe, highlights"),
+         out / "6_bokehme_lens_character.jpg")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("docs", "thumbnails"))
+    parser.add_argument("--only", choices=("docs", "thumbnails", "lens"),
+                        help="lens: only the lens gallery and the thumbnail of workflow 6")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     scene = Scene()
+    if args.only == "lens":
+        lens_gallery(scene, ROOT / "docs" / "images")
+        lens_thumbnail(scene, ROOT / "workflows")
+        return 0
     if args.only in (None, "thumbnails"):
         thumbnails(scene, ROOT / "workflows")
     if args.only in (None, "docs"):

@@ -263,12 +263,61 @@ def focus_pull(classes) -> dict:
     return wf.to_json()
 
 
+# --- 6. lens character ---------------------------------------------------------------------------------------
+
+def lens_character(classes) -> dict:
+    require(classes, "BokehMeLens")
+    wf = wr.UIWorkflow(classes)
+    wf.note(
+        "# Lens character\n\n"
+        "**BokehMe Lens** describes how a real lens draws its bokeh; connect its *lens* output to the optional "
+        "*lens* input of **BokehMe Classical Render** or **BokehMe**:\n\n"
+        "- **cat_eye**: toward the frame's edges bokeh balls turn into lemons squeezed toward the centre "
+        "(optical vignetting); **swirl** turns them around the centre (Petzval look).\n"
+        "- **ring**: soap-bubble bokeh, bright rim and dimmer centre (light kept).\n"
+        "- **fringe**: colour fringing, red and blue blur radii differ by that fraction.\n"
+        "- **highlight_gain / highlight_threshold**: clipped lights are lifted in linear light before blurring, "
+        "so bokeh balls come out bright (3 with threshold 0.98 matched path-traced lights best).\n"
+        "- **focus_range**: a depth band around the focus that stays fully sharp; **near_scale / far_scale** "
+        "blur the foreground and background at different rates.\n\n"
+        "Every option at its default = the plain aperture. The lens node's *preview* shows point lights at the "
+        "centre, edges and corners. Top: classical render with the lens; middle: the same without it; bottom: "
+        "the hybrid **BokehMe** node with the lens (its neural part renders plain bokeh where the error map "
+        "uses it, at depth edges).\n\n" + WHERE_INPUTS + "\n\n" + TYPES,
+        (-500, 0), size=(460, 760))
+    scene = wf.add("BokehMeExampleScene", (0, 0), size=(300, 110))
+    lens = wf.add("BokehMeLens", (0, 160), widgets={
+        "cat_eye": 0.7, "swirl": 0.2, "ring": 0.5, "fringe": 0.04, "highlight_gain": 3.0,
+        "highlight_threshold": 0.98, "focus_range": 0.05}, size=(320, 330))
+    models = wf.add("BokehMeModelLoader", (0, 540), size=(320, 90))
+    settings = {"K": K, "focus": 0.95, "gamma": GAMMA}
+    common = {"image": scene["image"], "disparity": scene["disparity"]}
+    with_lens = wf.add("BokehMeClassicalRender", (370, 0), widgets=settings,
+                       links={**common, "lens": lens["lens"]}, size=(330, 420),
+                       title="BokehMe Classical Render (with lens)")
+    plain = wf.add("BokehMeClassicalRender", (370, 470), widgets=settings, links=common, size=(330, 420),
+                   title="BokehMe Classical Render (plain aperture)")
+    hybrid = wf.add("BokehMe", (370, 940), widgets=settings,
+                    links={"models": models[0], **common, "lens": lens["lens"]}, size=(330, 420),
+                    title="BokehMe (hybrid, with lens)")
+    wf.add("SaveImage", (750, 0), widgets={"filename_prefix": "bokehme/lens_character"},
+           links={"images": with_lens["bokeh"]}, size=(420, 420))
+    wf.add("PreviewImage", (750, 470), links={"images": plain["bokeh"]}, size=(420, 420),
+           title="Plain aperture (for comparison)")
+    wf.add("PreviewImage", (750, 940), links={"images": hybrid["bokeh"]}, size=(420, 420),
+           title="Hybrid with lens")
+    wf.add("PreviewImage", (0, 680), links={"images": lens["preview"]}, size=(320, 260),
+           title="Lens preview (point lights)")
+    return wf.to_json()
+
+
 WORKFLOWS = {
     "1": ("1_bokehme_photo", photo),
     "2": ("2_bokehme_modular_pipeline", modular),
     "3": ("3_bokehme_after_generation", generation),
     "4": ("4_bokehme_bokeh_shapes", apertures),
     "5": ("5_bokehme_focus_pull", focus_pull),
+    "6": ("6_bokehme_lens_character", lens_character),
 }
 
 

@@ -237,10 +237,11 @@ def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, 
     ``frame_h x frame_w`` frame; mass (2, radii, clips, angles + 1) the energy table of
     :func:`bokehme_core.aperture._mass_volume`. Writes ``src_f`` (H, W, 13) float32: the premultiplied weights
     ``p0..p3``, the shape offset ``ox, oy`` (px), the ring weight, the row scales of the outer and inner shape
-    and the fractional parts of the four row offsets; ``src_i`` (H, W, 7) int32: the table levels of the outer
+    and the fractional parts of the four row offsets; ``src_i`` (H, W, 8) int32: the table levels of the outer
     and inner shape, the kind (1 = the plain fast kernel: no shift, no ring, a table radius; 2 = table radii
-    for the outer and inner shape; 0 = scaled rows) and the integer parts of the row offsets ``oy, -oy,
-    RING_INNER*oy, -RING_INNER*oy``; ``reach`` (H, W) int32: ``floor(r * ay) + 1``.
+    for the outer and inner shape; 0 = scaled rows), the integer parts of the row offsets ``oy, -oy,
+    RING_INNER*oy, -RING_INNER*oy`` and the last row offset at which the inner shape has runs; ``reach`` (H, W)
+    int32: ``floor(r * ay) + 1``.
     """
     H, W = radius.shape
     coverage = img.shape[0] == 4
@@ -313,6 +314,8 @@ def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, 
             if coverage and not (img[3, y, x] > 0):
                 rch = -1
             reach[y, x] = rch
+            # table rows of the inner shape beyond its window (level rounding and interpolation: + 2) hold no run
+            src_i[y, x, 7] = int(math.floor(r * ring_inner * f32(ay))) + 3
             kind = 0
             if ox == 0 and oy == 0 and rw == 0 and rch <= big_reach:
                 kind = 1
@@ -379,7 +382,7 @@ def fast_rows(row_lo, row_hi, win_y, row_reach, reach, src_f, src_i, entry_cols,
                     t_row = table_row + src_i[sy, x, 3]
                     t_frac = src_f[sy, x, 9]
                     t_shifted = sx_ != 0 or sy_ != 0
-                    t_ring = rw > 0
+                    t_ring = rw > 0 and abs(dy + src_i[sy, x, 5]) <= src_i[sy, x, 7]
                     t_ix = sx_ * ring_inner
                     t_ibase = src_i[sy, x, 1] * (n_rows * n_runs)
                     t_irow = table_row + src_i[sy, x, 5]

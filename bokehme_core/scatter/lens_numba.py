@@ -124,7 +124,7 @@ def scatter_fast_lens_numba(
             denom = radius * radius + 0.2
         top, left, frame_h, frame_w = frame if frame is not None else (0, 0, H, W)
         src_f = np.empty((H, W, 13), dtype=np.float32)
-        src_i = np.empty((H, W, 7), dtype=np.int32)
+        src_i = np.empty((H, W, 8), dtype=np.int32)
         reach = np.empty((H, W), dtype=np.int32)
         kernels["fast_fields"](radius.numpy(), img.contiguous().numpy(), denom.contiguous().numpy(), int(top),
                                int(left), int(frame_h), int(frame_w), shifted, float(gain), math.cos(angle),

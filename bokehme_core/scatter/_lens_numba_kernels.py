@@ -226,8 +226,8 @@ def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, sxs, sys_, ri
 
 @njit(cache=True, fastmath=False, parallel=True)
 def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, cos_a, sin_a, ax, ay, max_clip,
-                ring_amount, mass, mass_steps, ring_inner, n_levels, base_radius, lpp, big_reach, src_f, src_i,
-                reach):
+                ring_amount, mass, mass_steps, ring_inner, n_levels, base_radius, lpp, big_reach, src_f, src_x,
+                src_i, reach):
     """Per-source lens state of the fast kernel, one pass over the sources (the arithmetic of
     :meth:`bokehme_core.aperture.Lens.fields` and :func:`.lens_kernels.lens_premult`, fused).
 
@@ -235,11 +235,12 @@ def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, 
     energy-preserving splat: sources with coverage 0 get reach -1); denom (H, W) the plain weight's denominator
     (``r^2 + 0.2``, or the fast kernel's mass with coverage); the tile's place ``(top, left)`` in a
     ``frame_h x frame_w`` frame; mass (2, radii, clips, angles + 1) the energy table of
-    :func:`bokehme_core.aperture._mass_volume`. Writes ``src_f`` (H, W, 13) float32: the premultiplied weights
-    ``p0..p3``, the shape offset ``ox, oy`` (px), the ring weight, the row scales of the outer and inner shape
-    and the fractional parts of the four row offsets; ``src_i`` (H, W, 8) int32: the table levels of the outer
-    and inner shape, the kind (1 = the plain fast kernel: no shift, no ring, a table radius; 2 = table radii
-    for the outer and inner shape; 0 = scaled rows), the integer parts of the row offsets ``oy, -oy,
+    :func:`bokehme_core.aperture._mass_volume`. Writes ``src_f`` (H, W, 10) float32: the premultiplied weights
+    ``p0..p3``, the shape offset ``ox`` (px), the ring weight and the fractional parts of the four row offsets;
+    ``src_x`` (H, W, 3) float32: ``oy`` (px) and the row scales of the outer and inner shape (read only for
+    scaled rows: the hot loop streams through compact records); ``src_i`` (H, W, 8) int16: the table levels of
+    the outer and inner shape, the kind (1 = the plain fast kernel: no shift, no ring, a table radius; 2 / 3 =
+    table radii for the outer and inner shape, shifted / ring only; 0 = scaled rows), the integer parts of the row offsets ``oy, -oy,
     RING_INNER*oy, -RING_INNER*oy`` and the last row offset at which the inner shape has runs; ``reach`` (H, W)
     int32: ``floor(r * ay) + 1``.
     """
@@ -302,12 +303,12 @@ def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, 
             ox = sx * r * f32(ax)
             oy = sy * r * f32(ay)
             src_f[y, x, 4] = ox
-            src_f[y, x, 5] = oy
-            src_f[y, x, 6] = rw
+            src_x[y, x, 0] = oy
+            src_f[y, x, 5] = rw
             lev, sc = level_scale(r, n_levels, base_radius, lpp)
             ilev, isc = level_scale(r * ring_inner, n_levels, base_radius, lpp)
-            src_f[y, x, 7] = sc
-            src_f[y, x, 8] = isc
+            src_x[y, x, 1] = sc
+            src_x[y, x, 2] = isc
             src_i[y, x, 0] = lev
             src_i[y, x, 1] = ilev
             rch = int(math.floor(r * f32(ay))) + 1
@@ -320,7 +321,7 @@ def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, 
             if ox == 0 and oy == 0 and rw == 0 and rch <= big_reach:
                 kind = 1
             elif sc == 1 and isc == 1:
-                kind = 2
+                kind = 2 if (ox != 0 or oy != 0) else 3
             src_i[y, x, 2] = kind
             # kind 2 (table radii): the rows read are dy + offset with the offsets below (shape, clip circle,
             # inner shape, inner clip), whose integer and fractional parts are the same for every row
@@ -329,11 +330,11 @@ def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, 
                 offset = oy if j == 0 else (-oy if j == 1 else (iy if j == 2 else -iy))
                 whole = np.floor(offset)
                 src_i[y, x, 3 + j] = int(whole)
-                src_f[y, x, 9 + j] = offset - whole
+                src_f[y, x, 6 + j] = offset - whole
 
 
 @njit(cache=True, fastmath=False, parallel=True)
-def fast_rows(row_lo, row_hi, win_y, row_reach, reach, src_f, src_i, entry_cols, entry_coef, s_l, s_r, s_h, c_l,
+def fast_rows(row_lo, row_hi, win_y, row_reach, reach, src_f, src_x, src_i, entry_cols, entry_coef, s_l, s_r, s_h, c_l,
               c_r, c_h, n_rows, n_runs, half_rows, ring_inner, out):
     """Target rows ``row_lo .. row_hi`` of the fast lens scatter (sources prepared by :func:`fast_fields`)."""
     H, W = reach.shape
@@ -375,18 +376,18 @@ def fast_rows(row_lo, row_hi, win_y, row_reach, reach, src_f, src_i, entry_cols,
                             diff[col, 3] += p3 * coef
                     continue
                 sx_ = src_f[sy, x, 4]
-                sy_ = src_f[sy, x, 5]
-                rw = src_f[sy, x, 6]
-                if src_i[sy, x, 2] == 2:  # table radii: fixed row offsets (see fast_fields)
+                rw = src_f[sy, x, 5]
+                kind = src_i[sy, x, 2]
+                if kind >= 2:  # table radii: fixed row offsets (see fast_fields); 2 = shifted, 3 = ring only
                     t_base = lev * (n_rows * n_runs)
                     t_row = table_row + src_i[sy, x, 3]
-                    t_frac = src_f[sy, x, 9]
-                    t_shifted = sx_ != 0 or sy_ != 0
+                    t_frac = src_f[sy, x, 6]
+                    t_shifted = kind == 2
                     t_ring = rw > 0 and abs(dy + src_i[sy, x, 5]) <= src_i[sy, x, 7]
                     t_ix = sx_ * ring_inner
                     t_ibase = src_i[sy, x, 1] * (n_rows * n_runs)
                     t_irow = table_row + src_i[sy, x, 5]
-                    t_ifrac = src_f[sy, x, 11]
+                    t_ifrac = src_f[sy, x, 8]
                     t_cl = -big
                     t_cr = big
                     t_ch = big
@@ -395,12 +396,12 @@ def fast_rows(row_lo, row_hi, win_y, row_reach, reach, src_f, src_i, entry_cols,
                     t_ich = big
                     if t_shifted:
                         t_cl, t_cr, t_ch = row_at(c_l, c_r, c_h, n_rows, 1, lev * n_rows,
-                                                  table_row + src_i[sy, x, 4], src_f[sy, x, 10], sx_, 0)
+                                                  table_row + src_i[sy, x, 4], src_f[sy, x, 7], sx_, 0)
                         if not (t_cr > t_cl) or t_ch == 0:
                             continue  # the clip circle misses this row: so does the lemon (and its ring)
                         if t_ring:
                             t_icl, t_icr, t_ich = row_at(c_l, c_r, c_h, n_rows, 1, src_i[sy, x, 1] * n_rows,
-                                                         table_row + src_i[sy, x, 6], src_f[sy, x, 12], t_ix, 0)
+                                                         table_row + src_i[sy, x, 6], src_f[sy, x, 9], t_ix, 0)
                             if not (t_icr > t_icl) or t_ich == 0:
                                 t_ring = False
                     for run in range(n_runs):
@@ -419,7 +420,8 @@ def fast_rows(row_lo, row_hi, win_y, row_reach, reach, src_f, src_i, entry_cols,
                             ih = min(min(ih, t_ich), height)
                             write_segment(diff, x, il, ir, -rw * ih, p0, p1, p2, p3, W)
                     continue
-                sc = src_f[sy, x, 7]
+                sy_ = src_x[sy, x, 0]
+                sc = src_x[sy, x, 1]
                 shifted = sx_ != 0 or sy_ != 0
                 cl = -big
                 cr = big
@@ -438,7 +440,7 @@ def fast_rows(row_lo, row_hi, win_y, row_reach, reach, src_f, src_i, entry_cols,
                 ich = big
                 if with_ring:
                     ilev = src_i[sy, x, 1]
-                    isc = src_f[sy, x, 8]
+                    isc = src_x[sy, x, 2]
                     ix = sx_ * ring_inner
                     iy = sy_ * ring_inner
                     if shifted:

@@ -123,17 +123,18 @@ def scatter_fast_lens_numba(
         else:
             denom = radius * radius + 0.2
         top, left, frame_h, frame_w = frame if frame is not None else (0, 0, H, W)
-        src_f = np.empty((H, W, 13), dtype=np.float32)
-        src_i = np.empty((H, W, 8), dtype=np.int32)
+        src_f = np.empty((H, W, 10), dtype=np.float32)  # compact records for the hot loop (see fast_fields)
+        src_x = np.empty((H, W, 3), dtype=np.float32)
+        src_i = np.empty((H, W, 8), dtype=np.int16)
         reach = np.empty((H, W), dtype=np.int32)
         kernels["fast_fields"](radius.numpy(), img.contiguous().numpy(), denom.contiguous().numpy(), int(top),
                                int(left), int(frame_h), int(frame_w), shifted, float(gain), math.cos(angle),
                                math.sin(angle), float(ax), float(ay), float(MAX_CLIP), float(lens.ring), mass,
                                float(_MASS_STEPS_PER_PX), np.float32(RING_INNER), n_levels, np.float32(base_radius),
-                               np.float32(LEVELS_PER_PX), big_reach, src_f, src_i, reach)
+                               np.float32(LEVELS_PER_PX), big_reach, src_f, src_x, src_i, reach)
         win_y = min(math.floor(float(radius.max()) * ay) + 1, H - 1)
         out = np.empty((4 if raw or img.shape[0] == 4 else 3, H, W), dtype=np.float32)
-        args = (win_y, reach.max(axis=1), reach, src_f, src_i, entry_cols, entry_coef, flat[0].numpy(),
+        args = (win_y, reach.max(axis=1), reach, src_f, src_x, src_i, entry_cols, entry_coef, flat[0].numpy(),
                 flat[1].numpy(), flat[2].numpy(), *clip_flat, n_rows, n_runs, half_rows, np.float32(RING_INNER), out)
         _run_rows(kernels["fast"], H, args, sub)
         return torch.from_numpy(out)

@@ -13,6 +13,14 @@ Methods (all with gamma 2.2, the encoding of both data sets):
   * ``slices16``: ``bench_classical.layered_gaussian_baseline``: 16 defocus slices, each blurred with a
     Gaussian (sigma = radius / 2 at the slice centre), composited far to near in linear light (gamma 2.2)
     (what popular ComfyUI depth-of-field nodes do).
+  * ``classical_boost``: ``classical`` with the official highlight boost (``highlight=True``);
+  * ``peer_layered`` / ``peer_layered_boost``: the layered disk-blur compositor of ``../shared/bench_dev/README.md``
+    (:func:`layered_peer`: 24 uniform disparity slabs, disk radius ``K * |slab mean - d_f|`` with 4x4
+    supersampled pixel coverage, "over" far to near, divided by the accumulated coverage), without / with the
+    official highlight boost applied first (values above 1 kept);
+  * ``layered`` / ``layered_boost``: ``render_classical(mode="layered")`` without / with ``highlight=True``.
+
+``--cells`` also prints one table per (K, d_f) cell (mean PSNR).
 
 PSNR and SSIM (scikit-image, data_range 1, channel_axis) on [0, 1] float images. Prints a markdown table
 (mean over the images of each K level) and writes all numbers to ``--json``.
@@ -41,8 +49,6 @@ sys.path.insert(0, str(ROOT))
 from bokehme_core import Aperture, render_classical, signed_defocus  # noqa: E402
 from bokehme_core.error_map import analytic_error_map  # noqa: E402
 from bokehme_core.fusion import fuse  # noqa: E402
-from bokehme_core.models.checkpoints import load_arnet, load_iunet  # noqa: E402
-from bokehme_core.pipeline import render_neural  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_classical import layered_gaussian_baseline  # noqa: E402
@@ -74,16 +80,86 @@ def metrics(pred: torch.Tensor, gt: torch.Tensor) -> tuple:
     return psnr, ssim
 
 
-METHODS = ("classical", "hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "slices16")
+METHODS = ("classical", "hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "slices16",
+           "classical_boost", "peer_layered", "peer_layered_boost", "layered", "layered_boost")
+NEURAL = {"hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet"}
+
+
+def _disk_kernel(radius: float, supersample: int = 8) -> torch.Tensor:
+    """Anti-aliased disk of ``radius`` px (area coverage of every pixel, supersampled), normalised to sum 1."""
+    half = int(math.ceil(radius + 0.5))
+    offsets = (torch.arange(supersample, dtype=torch.float64) + 0.5) / supersample - 0.5
+    grid = torch.arange(-half, half + 1, dtype=torch.float64)
+    fine = (grid.view(-1, 1) + offsets.view(1, -1)).flatten()  # sub-sample centres along one axis
+    inside = (fine.view(-1, 1) ** 2 + fine.view(1, -1) ** 2) <= radius**2
+    n = grid.numel()
+    kernel = inside.view(n, supersample, n, supersample).to(torch.float64).mean(dim=(1, 3))
+    if float(kernel.sum()) <= 0:  # smaller than one sub-sample: a point
+        kernel[half, half] = 1.0
+    return (kernel / kernel.sum()).to(torch.float32)
+
+
+def layered_peer(image: torch.Tensor, disparity: torch.Tensor, K: float, focus: float, gamma: float = GAMMA,
+                 highlight: bool = False, n_slabs: int = 24) -> torch.Tensor:
+    """The layered compositor peer of ``../shared/bench_dev/README.md`` (our own code of the method described there).
+
+    ``n_slabs`` uniform disparity slabs over [0, 1]; each slab's mask (pixels whose disparity falls in it) and
+    premultiplied linear colour (``image ** gamma``) convolved with a disk of radius
+    ``K * |slab mean disparity - d_f|`` (mean over the slab's pixels; the disk's pixel coverage 4x4 supersampled,
+    normalised to sum 1; zero padding); composited far to near with "over"; divided by the accumulated
+    coverage; ``** (1 / gamma)``. ``highlight``: the official boost (SPEC section 1) first, values above 1 kept.
+    Reproduces the README's reference table within 0.05 dB (bench/README.md). Reading the README's "4x4
+    supersampled coverage" as supersampled slab masks instead (bilinear disparity, 16 sub-samples per pixel)
+    scores 0.1-0.4 dB lower at d_f = 0.1 and 0.9.
+    image (1,3,H,W) sRGB, disparity (1,1,H,W) -> (1,3,H,W), not clamped.
+    """
+    from bokehme_core import apply_highlight
+
+    if highlight:
+        image = apply_highlight(image, signed_defocus(disparity, K, focus), K)
+    linear = image.clamp(min=0) ** gamma
+    _, _, H, W = image.shape
+    index = (disparity * n_slabs).floor().clamp(0, n_slabs - 1)
+    acc = torch.zeros(1, 4, H, W)
+    for i in range(n_slabs):
+        members = index == i
+        if not bool(members.any()):
+            continue
+        coverage = members.to(torch.float32)
+        radius = K * abs(float(disparity[members].mean()) - focus)
+        layer = torch.cat([linear * coverage, coverage], dim=1)
+        if radius > 0:
+            layer = _fft_convolve(layer, _disk_kernel(radius, supersample=4))
+        alpha = layer[:, 3:4].clamp(0, 1)
+        acc = layer + (1 - alpha) * acc
+    out = acc[:, :3] / acc[:, 3:].clamp(min=1e-6)
+    return out.clamp(min=0) ** (1 / gamma)
+
+
+def _fft_convolve(layer: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """'same' convolution of (1,C,H,W) with a small odd (k,k) kernel, zero padding, via FFT."""
+    _, C, H, W = layer.shape
+    k = kernel.shape[-1]
+    half = k // 2
+    size = (H + k - 1, W + k - 1)
+    spec = torch.fft.rfft2(layer, s=size) * torch.fft.rfft2(kernel.flip(0, 1), s=size)
+    full = torch.fft.irfft2(spec, s=size)
+    return full[..., half:half + H, half:half + W]
 
 
 class Methods:
     def __init__(self, weights: pathlib.Path, official_iunet: pathlib.Path | None, names=METHODS) -> None:
         self.names = set(names) | {"classical"}
-        self.arnet = load_arnet(weights / "arnet.safetensors")
-        self.iunet = load_iunet(weights / "iunet.safetensors")
-        wanted = "hybrid_ours_official_iunet" in self.names
-        self.official_iunet = load_iunet(official_iunet) if wanted and official_iunet and official_iunet.exists() else None
+        if self.names & NEURAL:
+            from bokehme_core.weights import load_arnet, load_iunet
+
+            self.arnet = load_arnet(weights / "arnet.safetensors")
+            self.iunet = load_iunet(weights / "iunet.safetensors")
+            wanted = "hybrid_ours_official_iunet" in self.names
+            self.official_iunet = (load_iunet(official_iunet)
+                                   if wanted and official_iunet and official_iunet.exists() else None)
+        else:
+            self.official_iunet = None
 
     def run(self, image, disparity, K, focus, aperture) -> dict:
         out = {}
@@ -93,6 +169,8 @@ class Methods:
         out["classical"] = classical.bokeh.clamp(0, 1)
         logger.debug("classical %.1f s", time.time() - t)
         if self.names & {"hybrid_ours", "neural_ours", "hybrid_analytic"}:
+            from bokehme_core.pipeline import render_neural
+
             neural = render_neural(
                 image, defocus, classical.dilated_defocus, gamma=GAMMA, arnet=self.arnet, iunet=self.iunet
             )
@@ -102,12 +180,26 @@ class Methods:
                 analytic = analytic_error_map(disparity, K, focus)
                 out["hybrid_analytic"] = fuse(classical.bokeh, neural.bokeh, analytic).clamp(0, 1)
         if self.official_iunet is not None:
+            from bokehme_core.pipeline import render_neural
+
             mixed = render_neural(
                 image, defocus, classical.dilated_defocus, gamma=GAMMA, arnet=self.arnet, iunet=self.official_iunet
             )
             out["hybrid_ours_official_iunet"] = fuse(classical.bokeh, mixed.bokeh, mixed.error_map).clamp(0, 1)
         if "slices16" in self.names:
             out["slices16"] = layered_gaussian_baseline(image, defocus, gamma=GAMMA).clamp(0, 1)
+        if "classical_boost" in self.names:
+            out["classical_boost"] = render_classical(image, defocus, gamma=GAMMA, aperture=aperture, mode="exact",
+                                                      highlight=True, K=K).bokeh.clamp(0, 1)
+        for boost in (False, True):
+            suffix = "_boost" if boost else ""
+            if "peer_layered" + suffix in self.names:
+                out["peer_layered" + suffix] = layered_peer(image, disparity, K, focus, highlight=boost).clamp(0, 1)
+            if "layered" + suffix in self.names:
+                t = time.time()
+                out["layered" + suffix] = render_classical(image, defocus, gamma=GAMMA, aperture=aperture,
+                                                           mode="layered", highlight=boost, K=K).bokeh.clamp(0, 1)
+                logger.debug("layered %.1f s", time.time() - t)
         return {name: pred for name, pred in out.items() if name in self.names}
 
 
@@ -126,9 +218,10 @@ def tensor_digest(path: pathlib.Path) -> str:
     return h.hexdigest()
 
 
-def bench_items(limit: int | None, stride: int = 1):
+def bench_items(limit: int | None, stride: int = 1, aperture: str = "all"):
     manifest = json.loads((BENCH_DEV / "manifest.json").read_text())
-    for sample in manifest["samples"][::stride][:limit]:
+    samples = [s for s in manifest["samples"] if aperture == "all" or s["aperture"] == aperture]
+    for sample in samples[::stride][:limit]:
         image = _read_rgb(BENCH_DEV / sample["aif"])
         disparity = torch.from_numpy(np.load(BENCH_DEV / sample["disparity_npy"]).astype(np.float32))[None, None]
         gt = _read_rgb(BENCH_DEV / sample["gt"])
@@ -167,6 +260,9 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=1, help="every N-th bench_dev item (quick checks)")
     parser.add_argument("--json", type=pathlib.Path, default=ROOT / "runs" / "eval" / "quality.json")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cells", action="store_true", help="also print mean PSNR per (K, d_f) cell (circle)")
+    parser.add_argument("--aperture", choices=["all", "circle", "hexagon"], default="all",
+                        help="bench_dev items of this aperture only")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                         help="methods to evaluate (classical is always included: the reference row)")
     args = parser.parse_args()
@@ -176,21 +272,24 @@ def main() -> None:
     results = {}
     with torch.inference_mode():
         for set_name in args.sets:
-            items = bench_items(args.limit, args.stride) if set_name == "bench" else synth_items(args.limit, ROOT / "runs" / "eval" / "synth_gt")
+            items = bench_items(args.limit, args.stride, args.aperture) if set_name == "bench" else synth_items(args.limit, ROOT / "runs" / "eval" / "synth_gt")
             rows = []
             for item_id, K, aperture_name, image, disparity, gt, focus, aperture in items:
                 t = time.time()
                 outputs = methods.run(image, disparity, K, focus, aperture)
-                row = {"id": item_id, "K": K, "aperture": aperture_name}
+                row = {"id": item_id, "K": K, "aperture": aperture_name, "d_f": focus}
                 for name, pred in outputs.items():
                     row[name] = metrics(pred, gt)
                 rows.append(row)
                 logger.info("%s %s (%.0f s)", item_id, {k: round(v[0], 2) for k, v in row.items() if isinstance(v, tuple)}, time.time() - t)
             results[set_name] = rows
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    digest = {n: tensor_digest(args.weights / f"{n}.safetensors") for n in ("arnet", "iunet")}
+    digest = ({n: tensor_digest(args.weights / f"{n}.safetensors") for n in ("arnet", "iunet")}
+              if methods.names & NEURAL else None)
     args.json.write_text(json.dumps({"weights": str(args.weights), "tensor_digest": digest, "results": results}, indent=1))
     print(format_tables(results))
+    if args.cells:
+        print(format_cells(results))
 
 
 def summarize(rows: list) -> dict:
@@ -211,6 +310,28 @@ def summarize(rows: list) -> dict:
             s = float(np.mean([m[name][1] for m in members]))
             out[name][key] = (p, s, len(members))
     return out
+
+
+def format_cells(results: dict) -> str:
+    """Markdown table: mean PSNR per (K, d_f) cell (circle aperture), one column per method."""
+    lines = []
+    for set_name, rows in results.items():
+        rows = [r for r in rows if r["aperture"] == "circle" and "d_f" in r]
+        if not rows:
+            continue
+        names = [k for k in rows[0] if isinstance(rows[0][k], (tuple, list))]
+        cells: dict = {}
+        for row in rows:
+            cells.setdefault((row["K"], round(row["d_f"], 3)), []).append(row)
+        lines.append(f"\n### {set_name}: mean PSNR dB per (K, d_f) cell, circle (n per cell: "
+                     f"{min(len(v) for v in cells.values())})\n")
+        lines.append("| (K, d_f) | " + " | ".join(names) + " |")
+        lines.append("|---|" + "---|" * len(names))
+        for key in sorted(cells):
+            members = cells[key]
+            values = [float(np.mean([m[name][0] for m in members])) for name in names]
+            lines.append(f"| ({key[0]}, {key[1]:g}) | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    return "\n".join(lines)
 
 
 def format_tables(results: dict) -> str:

@@ -38,8 +38,17 @@ def _scene(height: int = 40, width: int = 56, seed: int = 0) -> tuple:
     return image, disparity
 
 
-def core_cases(core) -> dict:
-    """name -> array for the library API (``core`` is the imported ``bokehme_core``)."""
+def seeded_networks(core) -> tuple:
+    """Small seeded random ARNet / IUNet: the goldens test the code, not the bundled weights (which change
+    when they are retrained)."""
+    torch.manual_seed(0)
+    return core.ARNet(16, 2).eval(), core.IUNet(16, 2).eval()
+
+
+def core_cases(core, **hybrid_options) -> dict:
+    """name -> array for the library API (``core`` is the imported ``bokehme_core``; ``hybrid_options`` go to
+    every render_bokehme call, e.g. ``sparse=False`` for the official dense computation)."""
+    arnet, iunet = seeded_networks(core)
     torch.manual_seed(0)
     out = {}
     image, disparity = _scene()
@@ -58,7 +67,8 @@ def core_cases(core) -> dict:
         "exact_g4": dict(gamma=4.0, classical_mode="exact"),
         "fast_g22_highlight": dict(gamma=2.2, classical_mode="fast", highlight=True),
     }.items():
-        result = core.render_bokehme(image, disparity, K=24.0, focus=0.45, **kwargs)
+        result = core.render_bokehme(image, disparity, K=24.0, focus=0.45, arnet=arnet, iunet=iunet, **kwargs,
+                                     **hybrid_options)
         out[f"hybrid/{name}/bokeh"] = result.bokeh
         out[f"hybrid/{name}/neural"] = result.neural
         out[f"hybrid/{name}/error_map"] = result.error_map
@@ -79,7 +89,10 @@ def node_cases(pack) -> dict:
     )
     out["node/classical/bokeh"] = classical[0]
     out["node/classical/in_focus"] = classical[3]
-    (models,) = pack.nodes.neural.BokehMeModelLoader().load("bundled", "bundled")
+    import importlib
+
+    arnet, iunet = seeded_networks(importlib.import_module(pack.__name__ + ".bokehme_core"))  # the pack's own core
+    models = pack.nodes.neural.BokehMeModels(arnet, iunet, "seeded", "seeded")
     bokehme = pack.nodes.neural.BokehMe().render(
         models, image_in, disparity_in, 20.0, 0.3, -1.0, 4.0, "circle", 6, 0.0, 1.0, "exact", False, "predicted",
         False,

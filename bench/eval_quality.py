@@ -81,8 +81,9 @@ def metrics(pred: torch.Tensor, gt: torch.Tensor) -> tuple:
 
 
 METHODS = ("classical", "hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "slices16",
-           "classical_boost", "peer_layered", "peer_layered_boost", "layered", "layered_boost")
-NEURAL = {"hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet"}
+           "classical_boost", "peer_layered", "peer_layered_boost", "layered", "layered_boost", "hybrid_layered",
+           "hybrid_layered_boost")
+NEURAL = {"hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "hybrid_layered", "hybrid_layered_boost"}
 
 
 def _disk_kernel(radius: float, supersample: int = 8) -> torch.Tensor:
@@ -200,6 +201,16 @@ class Methods:
                 out["layered" + suffix] = render_classical(image, defocus, gamma=GAMMA, aperture=aperture,
                                                            mode="layered", highlight=boost, K=K).bokeh.clamp(0, 1)
                 logger.debug("layered %.1f s", time.time() - t)
+            if "hybrid_layered" + suffix in self.names:
+                # the hybrid with the layered classical renderer: the networks see the same (boosted) image
+                from bokehme_core.defocus import render_inputs
+                from bokehme_core.neural.stages import render_neural
+
+                boosted, _ = render_inputs(image, disparity, K, focus, highlight=boost)
+                layered = render_classical(boosted, defocus, gamma=GAMMA, aperture=aperture, mode="layered")
+                neural = render_neural(boosted, defocus, layered.dilated_defocus, gamma=GAMMA, arnet=self.arnet,
+                                       iunet=self.iunet)
+                out["hybrid_layered" + suffix] = fuse(layered.bokeh, neural.bokeh, neural.error_map).clamp(0, 1)
         return {name: pred for name, pred in out.items() if name in self.names}
 
 
@@ -216,6 +227,21 @@ def tensor_digest(path: pathlib.Path) -> str:
         h.update(key.encode())
         h.update(state[key].to(torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def imperfect(disparity: torch.Tensor) -> torch.Tensor:
+    """What a predicted depth map looks like (issue 11's recipe): near side dilated by 2 px (a 5x5 max filter),
+    Gaussian blur sigma 2 px, then 8-bit quantisation."""
+    import torch.nn.functional as F
+
+    d = F.max_pool2d(disparity, 5, stride=1, padding=2)
+    radius = 6
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(taps**2) / (2 * 2.0**2))
+    kernel = kernel / kernel.sum()
+    d = F.conv2d(F.pad(d, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    d = F.conv2d(F.pad(d, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return (d.clamp(0, 1) * 255).round() / 255
 
 
 def bench_items(limit: int | None, stride: int = 1, aperture: str = "all"):
@@ -263,6 +289,9 @@ def main() -> None:
     parser.add_argument("--cells", action="store_true", help="also print mean PSNR per (K, d_f) cell (circle)")
     parser.add_argument("--aperture", choices=["all", "circle", "hexagon"], default="all",
                         help="bench_dev items of this aperture only")
+    parser.add_argument("--imperfect-disparity", action="store_true",
+                        help="every method gets a predicted-looking disparity (8-bit, near side dilated 2 px, "
+                             "Gaussian sigma 2 px) instead of the true one")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                         help="methods to evaluate (classical is always included: the reference row)")
     args = parser.parse_args()
@@ -276,6 +305,8 @@ def main() -> None:
             rows = []
             for item_id, K, aperture_name, image, disparity, gt, focus, aperture in items:
                 t = time.time()
+                if args.imperfect_disparity:
+                    disparity = imperfect(disparity)
                 outputs = methods.run(image, disparity, K, focus, aperture)
                 row = {"id": item_id, "K": K, "aperture": aperture_name, "d_f": focus}
                 for name, pred in outputs.items():

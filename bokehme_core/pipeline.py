@@ -30,6 +30,7 @@ from .defocus import MAX_K, render_inputs
 from .fusion import fuse
 from .neural.arnet import ARNet
 from .neural.iunet import IUNet
+from .scatter import MODES as CLASSICAL_MODES  # exact, fast, layered
 from .neural.stages import (  # noqa: F401  (re-exported: the public names of this module before 0.2)
     DEFAULT_TILE_SIZE,
     DEFOCUS_SCALE,
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["BokehMeResult", "render_bokehme", "CLASSICAL_MODES", "ERROR_MAP_CHOICES"]
 
 ERROR_MAP_CHOICES = ("predicted", "analytic")
-CLASSICAL_MODES = ("exact", "fast")
 #: progress units given to the classical renderer per image (each network pass is one unit)
 _CLASSICAL_UNITS = 4
 

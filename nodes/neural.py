@@ -21,6 +21,7 @@ from ..bokehme_core.weights import CheckpointError, load_arnet, load_bundled_mod
 from . import _comfy
 from .lens import LENS_INPUT, check_lens
 from .render import (
+    CLASSICAL_MODE_TIP,
     APERTURE_INPUTS,
     APERTURE_MASK_INPUT,
     FOCUS_INPUTS,
@@ -304,9 +305,8 @@ class BokehMe:
             "required": {
                 "models": (MODELS_TYPE, {"tooltip": "Networks from 'BokehMe Model Loader'."}),
                 **RENDER_INPUTS, **FOCUS_INPUTS, **APERTURE_INPUTS,
-                "classical_mode": (list(core_pipeline.CLASSICAL_MODES), {"default": "exact", "tooltip": (
-                    "Classical renderer: 'exact' = the official kernel (cost grows with the blur area); 'fast' = "
-                    "cost grows with the blur radius only, visually the same.")}),
+                "classical_mode": (list(core_pipeline.CLASSICAL_MODES), {"default": "exact",
+                                                                        "tooltip": CLASSICAL_MODE_TIP}),
                 "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
                 "error_map": (list(core_pipeline.ERROR_MAP_CHOICES), {"default": "predicted", "tooltip": (
                     "Fusion weights: 'predicted' = ARNet's error map (official, recommended); 'analytic' = computed "

@@ -13,6 +13,7 @@ import torch
 
 from ..bokehme_core import Aperture, analytic_error_map, fuse, render_classical
 from ..bokehme_core.defocus import render_inputs
+from ..bokehme_core.scatter import MODES as CLASSICAL_MODES
 from ..bokehme_core.disparity import match_size
 from ..bokehme_core.preview import aperture_shape, defocus_preview, in_focus_mask
 from . import _comfy
@@ -95,6 +96,15 @@ def common_batch(image: torch.Tensor, disparity: torch.Tensor, resize: bool = Fa
     return image, disparity
 
 
+#: the classical renderer's modes and what each costs (shared by the classical and the all-in-one node)
+CLASSICAL_MODE_TIP = (
+    "exact: the official scatter kernel (cost grows with the blur area); fast: the same look, cost grows with the "
+    "blur radius only (> 40 dB from exact); layered: occlusion-aware (soft depth slabs composited back to front, "
+    "hidden background filled): no halo of the background over a sharp subject, +2.8 dB on path-traced scenes at "
+    "K >= 20, several times slower than fast."
+)
+
+
 # --- nodes ----------------------------------------------------------------------------------------------
 
 class BokehMeApertureShape:
@@ -148,9 +158,7 @@ class BokehMeClassicalRender:
         return {
             "required": {
                 **RENDER_INPUTS, **FOCUS_INPUTS, **APERTURE_INPUTS,
-                "mode": (["exact", "fast"], {"default": "exact", "tooltip":
-                         "exact: the official kernel (cost grows with the blur area); fast: cost grows with the blur "
-                         "radius only, visually the same (> 40 dB)."}),
+                "mode": (list(CLASSICAL_MODES), {"default": "exact", "tooltip": CLASSICAL_MODE_TIP}),
                 "highlight": ("BOOLEAN", {"default": False, "tooltip":
                               "Official highlight boost: brightens bright out-of-focus pixels (bokeh balls) by up to 40%."}),
                 "resize_disparity": ("BOOLEAN", {"default": False, "tooltip":

@@ -55,17 +55,31 @@ ROWS_PER_CALL = 64
 
 def logged_first_calls(kernels: dict, family: str) -> dict:
     """Wrap numba dispatchers so that the first call of each logs once, at INFO, how long it took and whether
-    the machine code was compiled or loaded from numba's on-disk cache; later calls go straight through."""
+    the machine code was compiled or loaded from numba's on-disk cache.
+
+    A cache entry written while this package was imported under another name (``bokehme_core`` from the CLI or
+    the tests, ``<pack>.bokehme_core`` inside ComfyUI) refers to that name and cannot be loaded
+    (ImportError): the kernel is then compiled without the disk cache, once per process, with a warning."""
 
     def wrap(name, dispatcher):
         state = {"first": True}
 
+        def run(*args):
+            try:
+                return dispatcher(*args)
+            except ImportError as exc:
+                if not _drop_disk_cache(dispatcher):
+                    raise
+                logger.warning("numba %s kernel '%s': its on-disk cache was written under another import name "
+                               "of this package (%s); compiling it for this process", family, name, exc)
+                return dispatcher(*args)
+
         def call(*args):
             if not state["first"]:
-                return dispatcher(*args)
+                return run(*args)
             state["first"] = False
             start = time.perf_counter()
-            result = dispatcher(*args)
+            result = run(*args)
             stats = getattr(dispatcher, "stats", None)
             compiled = bool(getattr(stats, "cache_misses", None)) if stats is not None else True
             logger.info("numba %s kernel '%s' ready in %.1f s (%s)", family, name, time.perf_counter() - start,
@@ -75,6 +89,24 @@ def logged_first_calls(kernels: dict, family: str) -> dict:
         return call
 
     return {name: wrap(name, dispatcher) for name, dispatcher in kernels.items()}
+
+
+def _drop_disk_cache(dispatcher) -> bool:
+    """Make ``dispatcher`` and every compiled function of its module (the helpers it calls) compile without
+    numba's on-disk cache from now on; False if that is not possible."""
+    import sys
+
+    try:
+        from numba.core.caching import NullCache
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:
+        return False
+    module = sys.modules.get(getattr(getattr(dispatcher, "py_func", None), "__module__", ""), None)
+    targets = [dispatcher] + ([v for v in vars(module).values() if isinstance(v, Dispatcher)] if module else [])
+    for target in targets:
+        if hasattr(target, "_cache"):
+            target._cache = NullCache()
+    return hasattr(dispatcher, "_cache")
 
 
 @functools.lru_cache(maxsize=1)

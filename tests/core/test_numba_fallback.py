@@ -49,3 +49,40 @@ def test_pipeline_runs_without_numba_and_matches_the_compiled_kernels(tmp_path):
                                        backend="numba").bokeh
         fallback = torch.load(tmp_path / f"torch_{mode}.pt", weights_only=True)
         assert float((compiled - fallback).abs().max()) < 1e-4, mode
+
+
+RENDER_UNDER = r"""
+import importlib, importlib.util, pathlib, sys
+name = sys.argv[1]
+root = pathlib.Path(sys.argv[2])
+if name == "bokehme_core":
+    core = importlib.import_module("bokehme_core")
+else:  # the pack imported as ComfyUI does: a package named after its folder
+    spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    core = importlib.import_module(name + ".bokehme_core")
+import torch
+image = torch.rand(1, 3, 24, 32)
+defocus = core.signed_defocus(torch.rand(1, 1, 24, 32), 6.0, 0.5)
+for mode in ("fast", "exact"):
+    assert torch.isfinite(core.render_classical(image, defocus, mode=mode).bokeh).all()
+print("ok")
+"""
+
+
+def test_kernel_cache_written_under_another_import_name():
+    """The CLI imports the core as ``bokehme_core``, ComfyUI as ``<pack folder>.bokehme_core``; numba's disk cache
+    entries name the module they were compiled in. The second name must still render (compiling afresh)."""
+    from bokehme_core.scatter import numba_backend
+
+    if not numba_backend.available():
+        import pytest
+
+        pytest.skip("numba is not installed")
+    for name in ("bokehme_core", "ComfyUI_BokehMe_test"):
+        out = subprocess.run([sys.executable, "-c", RENDER_UNDER, name, str(ROOT)], cwd="/", capture_output=True,
+                             text=True, timeout=300, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip() == "ok"

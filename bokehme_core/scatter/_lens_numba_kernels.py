@@ -14,31 +14,15 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._numba_kernels import add_weighted, resolve_row, splat_table_row, table_run
+
 f32 = np.float32
 
 
 @njit(cache=True, inline="always")
-def table_run(lf, rf, hf, n_rows, n_runs, half_rows, level, sc, row, x_off, run):
-    """Run ``run`` of a table at fractional kernel row ``row`` (px), scaled by ``sc``, moved by ``x_off``."""
-    one = f32(1.0)
-    u = row / sc
-    u0 = np.floor(u)
-    frac = u - u0
-    i0 = min(max(int(u0) + half_rows, 0), n_rows - 1)
-    i1 = min(max(int(u0) + 1 + half_rows, 0), n_rows - 1)
-    base = level * (n_rows * n_runs)
-    e0 = base + i0 * n_runs + run
-    e1 = base + i1 * n_runs + run
-    left = (lf[e0] * (one - frac) + lf[e1] * frac) * sc + x_off
-    right = (rf[e0] * (one - frac) + rf[e1] * frac) * sc + x_off
-    height = hf[e0] * (one - frac) + hf[e1] * frac
-    return left, right, height
-
-
-@njit(cache=True, inline="always")
 def row_at(lf, rf, hf, n_rows, n_runs, base, row, frac, x_off, run):
-    """:func:`table_run` for a table radius (scale 1) at kernel row ``row + frac`` (``row`` an integer table
-    row index, ``frac`` in [0, 1)), moved by ``x_off``."""
+    """:func:`._numba_kernels.table_run` for a table radius (scale 1) at kernel row ``row + frac`` (``row`` an
+    integer table row index, ``frac`` in [0, 1)), moved by ``x_off``."""
     one = f32(1.0)
     i0 = min(max(row, 0), n_rows - 1)
     i1 = min(max(row + 1, 0), n_rows - 1)
@@ -68,12 +52,18 @@ def write_segment(diff, x, left, right, height, p0, p1, p2, p3, W):
             min(max(int(cr) + 1, 0), W))
     coefs = (cover_l * height, (one - cover_l) * height, (cover_r - one) * height, -cover_r * height)
     for q in range(4):
-        col = cols[q]
-        coef = coefs[q]
-        diff[col, 0] += p0 * coef
-        diff[col, 1] += p1 * coef
-        diff[col, 2] += p2 * coef
-        diff[col, 3] += p3 * coef
+        add_weighted(diff, cols[q], coefs[q], p0, p1, p2, p3)
+
+
+@njit(cache=True, inline="always")
+def clipped_segment(diff, x, left, right, height, cl, cr, ch, weight, p0, p1, p2, p3, W):
+    """:func:`write_segment` of the run ``(left, right, height)`` clipped to ``[cl, cr]`` and height ``ch``,
+    times ``weight``; returns the clipped run (nothing written where it is empty)."""
+    left = max(left, cl)
+    right = min(right, cr)
+    height = min(height, ch)
+    write_segment(diff, x, left, right, weight * height, p0, p1, p2, p3, W)
+    return left, right, height
 
 
 @njit(cache=True, inline="always")
@@ -81,24 +71,6 @@ def level_scale(R, n_levels, base_radius, lpp):
     if R <= base_radius:
         return min(int(np.round(R * lpp)), n_levels - 1), f32(1.0)
     return n_levels - 1, f32(R / base_radius)
-
-
-@njit(cache=True, fastmath=False)
-def resolve(diff, acc, ty, out):
-    raw = out.shape[0] == 4
-    with_acc = acc.shape[0] > 0
-    s = np.zeros(4)
-    for x in range(out.shape[2]):
-        for c in range(4):
-            s[c] += diff[x, c]
-        a3 = acc[x, 3] if with_acc else 0.0
-        if raw:
-            for c in range(4):
-                out[c, ty, x] = s[c] + (acc[x, c] if with_acc else 0.0)
-        else:
-            w = s[3] + a3
-            for c in range(3):
-                out[c, ty, x] = (s[c] + (acc[x, c] if with_acc else 0.0)) / w
 
 
 @njit(cache=True, inline="always")
@@ -199,14 +171,8 @@ def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, sxs, sys_, ri
                         left = max(x + i_lo, 0)
                         right = min(x + i_hi + 1, W)
                         if right > left:
-                            diff[left, 0] += weight * p0
-                            diff[left, 1] += weight * p1
-                            diff[left, 2] += weight * p2
-                            diff[left, 3] += weight * p3
-                            diff[right, 0] -= weight * p0
-                            diff[right, 1] -= weight * p1
-                            diff[right, 2] -= weight * p2
-                            diff[right, 3] -= weight * p3
+                            add_weighted(diff, left, weight, p0, p1, p2, p3)
+                            add_weighted(diff, right, -weight, p0, p1, p2, p3)
                     for k in range(max(s_lo, -x), min(s_hi, W - 1 - x) + 1):
                         if i_lo <= k <= i_hi:
                             continue
@@ -216,12 +182,8 @@ def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, sxs, sys_, ri
                             value = min(value, lemon_value(kx, yrow, r32, ox, oy, polygon, a1, a2, rotation,
                                                            sin_a2))
                         tx = x + k
-                        v = weight * value
-                        acc[tx, 0] += p0 * v
-                        acc[tx, 1] += p1 * v
-                        acc[tx, 2] += p2 * v
-                        acc[tx, 3] += p3 * v
-        resolve(diff, acc, ty, out)
+                        add_weighted(acc, tx, weight * value, p0, p1, p2, p3)
+        resolve_row(diff, acc, ty, out)
 
 
 @njit(cache=True, fastmath=False, parallel=True)
@@ -340,6 +302,7 @@ def fast_rows(row_lo, row_hi, win_y, row_reach, reach, src_f, src_x, src_i, entr
     H, W = reach.shape
     no_acc = np.zeros((0, 4), dtype=np.float64)
     big = f32(1e30)
+    one = f32(1.0)
     for ty in prange(row_lo, row_hi):
         diff = np.zeros((W + 1, 4), dtype=np.float64)
         for dy in range(-win_y, win_y + 1):
@@ -362,18 +325,8 @@ def fast_rows(row_lo, row_hi, win_y, row_reach, reach, src_f, src_x, src_i, entr
                 if src_i[sy, x, 2] == 1:  # the plain fast kernel (table radius, no shift, no ring)
                     if table_row < 0 or table_row >= n_rows:
                         continue
-                    base = lev * (n_rows * n_runs)
-                    for run in range(n_runs):
-                        e = base + table_row * n_runs + run
-                        if s_h[e] == 0:
-                            continue
-                        for q in range(4):
-                            col = min(max(x + entry_cols[e, q], 0), W)
-                            coef = entry_coef[e, q]
-                            diff[col, 0] += p0 * coef
-                            diff[col, 1] += p1 * coef
-                            diff[col, 2] += p2 * coef
-                            diff[col, 3] += p3 * coef
+                    splat_table_row(diff, x, lev * (n_rows * n_runs) + table_row * n_runs, n_runs, s_h, entry_cols,
+                                    entry_coef, p0, p1, p2, p3, W)
                     continue
                 sx_ = src_f[sy, x, 4]
                 rw = src_f[sy, x, 5]
@@ -407,18 +360,12 @@ def fast_rows(row_lo, row_hi, win_y, row_reach, reach, src_f, src_x, src_i, entr
                     for run in range(n_runs):
                         left, right, height = row_at(s_l, s_r, s_h, n_rows, n_runs, t_base, t_row, t_frac, -sx_,
                                                      run)
-                        left = max(left, t_cl)
-                        right = min(right, t_cr)
-                        height = min(height, t_ch)
-                        if not (right > left) or height == 0:
-                            continue
-                        write_segment(diff, x, left, right, height, p0, p1, p2, p3, W)
-                        if t_ring:
+                        left, right, height = clipped_segment(diff, x, left, right, height, t_cl, t_cr, t_ch, one,
+                                                              p0, p1, p2, p3, W)
+                        if t_ring and right > left and height != 0:
                             il, ir, ih = row_at(s_l, s_r, s_h, n_rows, n_runs, t_ibase, t_irow, t_ifrac, -t_ix, run)
-                            il = max(max(il, t_icl), left)
-                            ir = min(min(ir, t_icr), right)
-                            ih = min(min(ih, t_ich), height)
-                            write_segment(diff, x, il, ir, -rw * ih, p0, p1, p2, p3, W)
+                            clipped_segment(diff, x, il, ir, ih, max(t_icl, left), min(t_icr, right),
+                                            min(t_ich, height), -rw, p0, p1, p2, p3, W)
                     continue
                 sy_ = src_x[sy, x, 0]
                 sc = src_x[sy, x, 1]
@@ -450,17 +397,11 @@ def fast_rows(row_lo, row_hi, win_y, row_reach, reach, src_f, src_x, src_i, entr
                 for run in range(n_runs):
                     left, right, height = table_run(s_l, s_r, s_h, n_rows, n_runs, half_rows, lev, sc, fdy + sy_,
                                                     -sx_, run)
-                    left = max(left, cl)
-                    right = min(right, cr)
-                    height = min(height, ch)
-                    if not (right > left) or height == 0:
-                        continue
-                    write_segment(diff, x, left, right, height, p0, p1, p2, p3, W)
-                    if with_ring:
+                    left, right, height = clipped_segment(diff, x, left, right, height, cl, cr, ch, one, p0, p1, p2,
+                                                          p3, W)
+                    if with_ring and right > left and height != 0:
                         il, ir, ih = table_run(s_l, s_r, s_h, n_rows, n_runs, half_rows, ilev, isc, fdy + iy, -ix,
                                                run)
-                        il = max(max(il, icl), left)
-                        ir = min(min(ir, icr), right)
-                        ih = min(min(ih, ich), height)
-                        write_segment(diff, x, il, ir, -rw * ih, p0, p1, p2, p3, W)
-        resolve(diff, no_acc, ty, out)
+                        clipped_segment(diff, x, il, ir, ih, max(icl, left), min(icr, right), min(ich, height), -rw,
+                                        p0, p1, p2, p3, W)
+        resolve_row(diff, no_acc, ty, out)

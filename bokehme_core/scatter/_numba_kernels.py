@@ -13,42 +13,83 @@ from numba import njit, prange
 
 f32 = np.float32
 
+
+@njit(cache=True, inline="always")
+def add_weighted(arr, i, weight, p0, p1, p2, p3):
+    """``arr[i] += (p0, p1, p2, p3) * weight`` (a row of a (W, 4) difference array or accumulator)."""
+    arr[i, 0] += p0 * weight
+    arr[i, 1] += p1 * weight
+    arr[i, 2] += p2 * weight
+    arr[i, 3] += p3 * weight
+
+
+@njit(cache=True, inline="always")
+def splat_table_row(diff, x, e_start, n_runs, heights, entry_cols, entry_coef, p0, p1, p2, p3, W):
+    """The runs of one table row (entries ``e_start .. e_start + n_runs - 1``) of a source at column ``x``:
+    each run's four precomputed difference-array writes (:func:`.numba_backend.entry_writes`)."""
+    for run in range(n_runs):
+        e = e_start + run
+        if heights[e] == 0:
+            continue
+        for q in range(4):
+            add_weighted(diff, min(max(x + entry_cols[e, q], 0), W), entry_coef[e, q], p0, p1, p2, p3)
+
+
+@njit(cache=True, inline="always")
+def table_run(lf, rf, hf, n_rows, n_runs, half_rows, level, sc, row, x_off, run):
+    """Run ``run`` of a row-run table at fractional kernel row ``row`` (px), scaled by ``sc``, moved by
+    ``x_off``: ``(left, right, height)`` interpolated linearly between the two nearest table rows."""
+    one = f32(1.0)
+    u = row / sc
+    u0 = np.floor(u)
+    frac = u - u0
+    i0 = min(max(int(u0) + half_rows, 0), n_rows - 1)
+    i1 = min(max(int(u0) + 1 + half_rows, 0), n_rows - 1)
+    base = level * (n_rows * n_runs)
+    e0 = base + i0 * n_runs + run
+    e1 = base + i1 * n_runs + run
+    left = (lf[e0] * (one - frac) + lf[e1] * frac) * sc + x_off
+    right = (rf[e0] * (one - frac) + rf[e1] * frac) * sc + x_off
+    height = hf[e0] * (one - frac) + hf[e1] * frac
+    return left, right, height
+
+
 @njit(cache=True, fastmath=False)
 def resolve_row(diff, acc, ty, out):
     """Output row ``ty``: the running sum of the difference array ``diff`` (W + 1, 4) plus the directly
     accumulated ``acc`` (W, 4; zero rows = none), divided by its weight channel; with a 4-channel ``out``
-    the four sums are written as they are (the un-normalised splat of :func:`scatter_fast_numba` with
-    ``coverage``)."""
+    the four sums are written as they are (the un-normalised splat with ``coverage``, or ``raw``). Shared by
+    the lens kernels (:mod:`._lens_numba_kernels`)."""
     with_acc = acc.shape[0] > 0
     raw = out.shape[0] == 4
     s0 = 0.0
     s1 = 0.0
     s2 = 0.0
     s3 = 0.0
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
     for x in range(out.shape[2]):
         s0 += diff[x, 0]
         s1 += diff[x, 1]
         s2 += diff[x, 2]
         s3 += diff[x, 3]
+        if with_acc:  # (a running sum never is -0.0, so adding a zero acc changes no bit)
+            a0 = acc[x, 0]
+            a1 = acc[x, 1]
+            a2 = acc[x, 2]
+            a3 = acc[x, 3]
         if raw:
-            out[0, ty, x] = s0
-            out[1, ty, x] = s1
-            out[2, ty, x] = s2
-            out[3, ty, x] = s3
-            if with_acc:
-                out[0, ty, x] += acc[x, 0]
-                out[1, ty, x] += acc[x, 1]
-                out[2, ty, x] += acc[x, 2]
-                out[3, ty, x] += acc[x, 3]
-        elif with_acc:
-            w = s3 + acc[x, 3]
-            out[0, ty, x] = (s0 + acc[x, 0]) / w
-            out[1, ty, x] = (s1 + acc[x, 1]) / w
-            out[2, ty, x] = (s2 + acc[x, 2]) / w
+            out[0, ty, x] = s0 + a0
+            out[1, ty, x] = s1 + a1
+            out[2, ty, x] = s2 + a2
+            out[3, ty, x] = s3 + a3
         else:
-            out[0, ty, x] = s0 / s3
-            out[1, ty, x] = s1 / s3
-            out[2, ty, x] = s2 / s3
+            w = s3 + a3
+            out[0, ty, x] = (s0 + a0) / w
+            out[1, ty, x] = (s1 + a1) / w
+            out[2, ty, x] = (s2 + a2) / w
 
 @njit(cache=True, fastmath=False, parallel=True)
 def fast_rows(row_lo, row_hi, win_y, row_reach, reach, premult, level, big, scale, entry_cols, entry_coef,
@@ -79,35 +120,19 @@ def fast_rows(row_lo, row_hi, win_y, row_reach, reach, premult, level, big, scal
                 if not big[sy, x]:
                     if table_row < 0 or table_row >= n_rows:
                         continue
-                    for run in range(n_runs):
-                        e = base + table_row * n_runs + run
-                        if height_flat[e] == 0:
-                            continue
-                        for q in range(4):
-                            col = min(max(x + entry_cols[e, q], 0), W)
-                            coef = entry_coef[e, q]
-                            diff[col, 0] += p0 * coef
-                            diff[col, 1] += p1 * coef
-                            diff[col, 2] += p2 * coef
-                            diff[col, 3] += p3 * coef
+                    splat_table_row(diff, x, base + table_row * n_runs, n_runs, height_flat, entry_cols, entry_coef,
+                                    p0, p1, p2, p3, W)
                 else:
                     sc = scale[sy, x]
-                    u = f32(dy) / sc
-                    u0 = np.floor(u)
-                    frac = u - u0
-                    i0 = min(max(int(u0) + half_rows, 0), n_rows - 1)
-                    i1 = min(max(int(u0) + 1 + half_rows, 0), n_rows - 1)
                     xf = f32(x)
                     for run in range(n_runs):
-                        e0 = base + i0 * n_runs + run
-                        e1 = base + i1 * n_runs + run
-                        left = (left_flat[e0] * (one - frac) + left_flat[e1] * frac) * sc
-                        right = (right_flat[e0] * (one - frac) + right_flat[e1] * frac) * sc
-                        height = height_flat[e0] * (one - frac) + height_flat[e1] * frac
+                        # left, right: xf + the scaled run ends (the sum as the table run moved by xf)
+                        left, right, height = table_run(left_flat, right_flat, height_flat, n_rows, n_runs,
+                                                        half_rows, level[sy, x], sc, f32(dy), xf, run)
                         if height == 0:
                             continue
-                        pos_l = xf + left + half
-                        pos_r = xf + right + half
+                        pos_l = left + half
+                        pos_r = right + half
                         cell_l = np.floor(pos_l)
                         cell_r = np.floor(pos_r)
                         cover_l = cell_l + one - pos_l
@@ -119,12 +144,7 @@ def fast_rows(row_lo, row_hi, win_y, row_reach, reach, premult, level, big, scal
                         coefs = (cover_l * height, (one - cover_l) * height, (cover_r - one) * height,
                                  -cover_r * height)
                         for q in range(4):
-                            col = cols[q]
-                            coef = coefs[q]
-                            diff[col, 0] += p0 * coef
-                            diff[col, 1] += p1 * coef
-                            diff[col, 2] += p2 * coef
-                            diff[col, 3] += p3 * coef
+                            add_weighted(diff, cols[q], coefs[q], p0, p1, p2, p3)
         resolve_row(diff, no_acc, ty, out)
 
 @njit(cache=True, fastmath=False, parallel=True)
@@ -172,14 +192,8 @@ def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, thr, lo, dist
                 if m > 0:
                     left = max(x - (m - 1), 0)
                     right = min(x + m, W)
-                    diff[left, 0] += p0
-                    diff[left, 1] += p1
-                    diff[left, 2] += p2
-                    diff[left, 3] += p3
-                    diff[right, 0] -= p0
-                    diff[right, 1] -= p1
-                    diff[right, 2] -= p2
-                    diff[right, 3] -= p3
+                    add_weighted(diff, left, one, p0, p1, p2, p3)
+                    add_weighted(diff, right, -one, p0, p1, p2, p3)
                 # rim cells: profile 0.5 + 0.5*tanh(4*(edge - dist)) == 1 / (1 + exp(-8*(edge - dist)))
                 for k in range(m, min(m2, max(x + 1, W - x))):
                     dist = dist_tab[row, k]
@@ -187,10 +201,7 @@ def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, thr, lo, dist
                     if tx < W:
                         edge = r * edge_tab[row, win_x + k] if polygon else r
                         prof = one / (one + np.exp(minus_eight * (edge - dist)))
-                        acc[tx, 0] += p0 * prof
-                        acc[tx, 1] += p1 * prof
-                        acc[tx, 2] += p2 * prof
-                        acc[tx, 3] += p3 * prof
+                        add_weighted(acc, tx, prof, p0, p1, p2, p3)
                     tx = x - k
                     if tx >= 0 and k > 0:
                         if polygon:
@@ -198,10 +209,7 @@ def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, thr, lo, dist
                             prof = one / (one + np.exp(minus_eight * (edge - dist)))
                         elif x + k >= W:
                             prof = one / (one + np.exp(minus_eight * (r - dist)))
-                        acc[tx, 0] += p0 * prof
-                        acc[tx, 1] += p1 * prof
-                        acc[tx, 2] += p2 * prof
-                        acc[tx, 3] += p3 * prof
+                        add_weighted(acc, tx, prof, p0, p1, p2, p3)
         resolve_row(diff, acc, ty, out)
 
 @njit(cache=True, fastmath=False, parallel=True)

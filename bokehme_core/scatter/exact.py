@@ -27,7 +27,7 @@ import torch
 
 from ..aperture import Aperture, Lens
 
-__all__ = ["scatter_exact", "DELTA"]
+__all__ = ["scatter_exact", "DELTA", "per_image"]
 
 #: half width (pixels) of the soft rim evaluated exactly; see the module docstring for the error bound
 DELTA = 1.5
@@ -53,13 +53,19 @@ def scatter_exact(
         from .lens_kernels import scatter_exact_lens
 
         return scatter_exact_lens(image, defocus_px, aperture, lens, progress)
+    return per_image(image, defocus_px, lambda img, dfc, sub: _scatter_one(img, dfc, aperture, sub), progress)
+
+
+def per_image(image: torch.Tensor, defocus_px: torch.Tensor, one, progress) -> torch.Tensor:
+    """THE batch loop of every scatter kernel: ``one(image[b] (C,H,W), defocus (H,W), sub_progress)`` per image
+    (a single defocus map serves every image), stacked; ``progress(done, total)`` over all images."""
     B = image.shape[0]
     outs = []
     for b in range(B):
         sub = None
         if progress is not None:
             sub = lambda done, total, b=b: progress(b * total + done, B * total)  # noqa: E731
-        outs.append(_scatter_one(image[b], defocus_px[b if defocus_px.shape[0] > 1 else 0, 0], aperture, sub))
+        outs.append(one(image[b], defocus_px[b if defocus_px.shape[0] > 1 else 0, 0], sub))
     return torch.stack(outs)
 
 

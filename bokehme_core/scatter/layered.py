@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from .._checks import check_choice, check_range
 from ..aperture import Aperture
+from .exact import per_image
 
 __all__ = ["scatter_layered", "hidden_layer", "SLAB_PX", "MAX_SLABS", "OCCLUSION_GAP"]
 
@@ -106,16 +107,11 @@ def scatter_layered(
     max_slabs = int(check_range(max_slabs, "max_slabs", 1, 1024))
     occlusion_gap = int(check_range(occlusion_gap, "occlusion_gap", 1, 8))
     check_choice(backend, "backend", ("torch", "numba"))
-    B, _, H, W = image.shape
-    outs = []
-    for b in range(B):
-        sub = None
-        if progress is not None:
-            sub = lambda done, total, b=b: progress(b * total + done, B * total)  # noqa: E731
-        d = defocus_px[b if defocus_px.shape[0] > 1 else 0, 0]
-        outs.append(_layered_one(image[b].to(torch.float32), d.to(torch.float32), aperture, sub, backend,
-                                 float(slab_px), int(max_slabs), int(occlusion_gap), bool(fill), bool(pad), lens))
-    return torch.stack(outs)
+    def one(img, d, sub):
+        return _layered_one(img.to(torch.float32), d.to(torch.float32), aperture, sub, backend, float(slab_px),
+                            int(max_slabs), int(occlusion_gap), bool(fill), bool(pad), lens)
+
+    return per_image(image, defocus_px, one, progress)
 
 
 def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs, gap, fill, pad, lens):

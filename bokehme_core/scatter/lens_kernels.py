@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from ..aperture import RING_INNER, Aperture, Lens
+from .exact import per_image
 
 __all__ = ["scatter_exact_lens", "scatter_fast_lens", "lens_premult"]
 
@@ -37,17 +38,6 @@ def lens_premult(image: torch.Tensor, radius: torch.Tensor, norm: torch.Tensor, 
     weight = norm.to(dtype) / (radius.to(dtype) ** 2 + 0.2)
     premult = torch.cat([image.reshape(3, -1).to(dtype), torch.ones(1, H * W, dtype=dtype, device=image.device)])
     return (premult * weight.reshape(1, -1)).t().contiguous()
-
-
-def _per_image(image, defocus_px, progress, one):
-    B = image.shape[0]
-    outs = []
-    for b in range(B):
-        sub = None
-        if progress is not None:
-            sub = lambda done, total, b=b: progress(b * total + done, B * total)  # noqa: E731
-        outs.append(one(image[b], defocus_px[b if defocus_px.shape[0] > 1 else 0, 0], sub))
-    return torch.stack(outs)
 
 
 def _finish(total: torch.Tensor, H: int, W: int, raw: bool) -> torch.Tensor:
@@ -71,8 +61,8 @@ def scatter_exact_lens(
 
     With ``raw`` the un-normalised sums ``(sum w*R, sum w*G, sum w*B, sum w)`` come back as (B,4,H,W).
     """
-    return _per_image(image, defocus_px, progress,
-                      lambda img, dfc, sub: _exact_one(img, dfc, aperture, lens, sub, raw))
+    return per_image(image, defocus_px, lambda img, dfc, sub: _exact_one(img, dfc, aperture, lens, sub, raw),
+                      progress)
 
 
 def _exact_one(image, defocus, aperture: Aperture, lens: Lens, progress, raw: bool) -> torch.Tensor:
@@ -176,11 +166,13 @@ def scatter_fast_lens(
     rmax = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
     tables = fast_tables(aperture, rmax, image.device)
     if coverage is None:
-        return _per_image(image, defocus_px, progress,
-                          lambda img, dfc, sub: _fast_one(img, dfc, aperture, lens, tables, sub, raw, None, frame))
+        return per_image(image, defocus_px,
+                         lambda img, dfc, sub: _fast_one(img, dfc, aperture, lens, tables, sub, raw, None, frame),
+                         progress)
     image = torch.cat([image, coverage.to(image.dtype).expand(image.shape[0], -1, -1, -1)], dim=1)
-    return _per_image(image, defocus_px, progress,
-                      lambda img, dfc, sub: _fast_one(img[:3], dfc, aperture, lens, tables, sub, True, img[3], frame))
+    return per_image(image, defocus_px,
+                     lambda img, dfc, sub: _fast_one(img[:3], dfc, aperture, lens, tables, sub, True, img[3], frame),
+                     progress)
 
 
 def _rows(table, radius, row, x_offset, base_radius, levels_per_px):

@@ -25,12 +25,9 @@ import numpy as np
 import torch
 
 from ..aperture import RING_INNER, Aperture, Lens
-from .numba_backend import logged_first_calls
+from .numba_backend import _per_image, _run_rows, _set_threads, check_exact_aperture, entry_writes, logged_first_calls
 
 __all__ = ["scatter_fast_lens_numba", "scatter_exact_lens_numba"]
-
-ROWS_PER_CALL = 64
-
 
 @functools.lru_cache(maxsize=1)
 def _kernels():
@@ -39,20 +36,6 @@ def _kernels():
     from . import _lens_numba_kernels as k
 
     return logged_first_calls({"fast_fields": k.fast_fields, "fast": k.fast_rows, "exact": k.exact_rows}, "lens")
-
-
-def _run_rows(kernel, H, args, progress):
-    for row_lo in range(0, H, ROWS_PER_CALL):
-        row_hi = min(row_lo + ROWS_PER_CALL, H)
-        kernel(row_lo, row_hi, *args)
-        if progress is not None:
-            progress(row_hi, H)
-
-
-def _per_image(image, defocus_px, progress, one):
-    from .numba_backend import _per_image as per_image
-
-    return per_image(image, defocus_px, one, progress)
 
 
 def _fields(aperture: Aperture, lens: Lens, img, dfc, dtype):
@@ -89,7 +72,6 @@ def scatter_fast_lens_numba(
     from ..aperture import _MASS_STEPS_PER_PX, CAT_EYE_GAIN, MAX_CLIP, SWIRL_ANGLE, SWIRL_GAIN, _mass_volume
     from .fast import LEVELS_PER_PX, TABLE_RADIUS, source_mass
     from .lens_kernels import fast_tables
-    from .numba_backend import _set_threads
 
     kernels = _kernels()
     _set_threads()
@@ -102,12 +84,7 @@ def scatter_fast_lens_numba(
     base_radius = tables["base_radius"]
     ax, ay = aperture.axis_scale
     flat = [t.flatten().contiguous() for t in (s_l, s_r, s_h)]
-    pos_l, pos_r = flat[0] + 0.5, flat[1] + 0.5
-    cell_l, cell_r = torch.floor(pos_l), torch.floor(pos_r)
-    cover_l, cover_r = cell_l + 1 - pos_l, pos_r - cell_r
-    entry_cols = torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1], dim=1).to(torch.int32).numpy()
-    entry_coef = (torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r], dim=1)
-                  * flat[2].unsqueeze(1)).contiguous().numpy()
+    entry_cols, entry_coef = entry_writes(*flat)
     clip_flat = [t.flatten().contiguous().numpy() for t in (c_l, c_r, c_h)]
     big_reach = math.floor(TABLE_RADIUS * ay)
     mass = _mass_volume(aperture, torch.device("cpu"))[0].contiguous().numpy()  # (2, radii, clips, angles + 1)
@@ -136,12 +113,12 @@ def scatter_fast_lens_numba(
         out = np.empty((4 if raw or img.shape[0] == 4 else 3, H, W), dtype=np.float32)
         args = (win_y, reach.max(axis=1), reach, src_f, src_x, src_i, entry_cols, entry_coef, flat[0].numpy(),
                 flat[1].numpy(), flat[2].numpy(), *clip_flat, n_rows, n_runs, half_rows, np.float32(RING_INNER), out)
-        _run_rows(kernels["fast"], H, args, sub)
+        _run_rows(kernels["fast"], H, args, (), sub, 0, H)
         return torch.from_numpy(out)
 
     if coverage is not None:
         image = torch.cat([image, coverage.to(image.dtype).expand(image.shape[0], -1, -1, -1)], dim=1)
-    return _per_image(image, defocus_px, progress, one)
+    return _per_image(image, defocus_px, one, progress)
 
 
 def scatter_exact_lens_numba(
@@ -155,11 +132,8 @@ def scatter_exact_lens_numba(
 ) -> torch.Tensor:
     """Exact mode with lens character (numba), circle and polygon apertures; see the module docstring."""
     from .lens_kernels import DELTA
-    from .numba_backend import _set_threads
 
-    if aperture.kind not in ("circle", "polygon"):
-        raise ValueError(f"the numba exact kernel handles circle and polygon apertures, got kind "
-                         f"{aperture.kind!r}; use backend='torch' for mask apertures")
+    check_exact_aperture(aperture)
     kernel = _kernels()["exact"]
     _set_threads()
     ax, ay = aperture.axis_scale
@@ -177,7 +151,7 @@ def scatter_exact_lens_numba(
                 fields.shift_y.numpy(), fields.ring.numpy(), float(ax), float(ay), float(aperture.inner_fraction),
                 float(DELTA), polygon, np.float32(a1), np.float32(a2), np.float32(aperture.rotation),
                 float(RING_INNER), out)
-        _run_rows(kernel, H, args, sub)
+        _run_rows(kernel, H, args, (), sub, 0, H)
         return torch.from_numpy(out)
 
-    return _per_image(image, defocus_px, progress, one)
+    return _per_image(image, defocus_px, one, progress)

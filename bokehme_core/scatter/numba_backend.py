@@ -151,16 +151,34 @@ def _run_rows(kernel, H: int, args_before: tuple, args_after: tuple, progress, o
 
 
 def _per_image(image: torch.Tensor, defocus_px: torch.Tensor, one, progress):
-    B, _, H, W = image.shape
-    outs = []
-    for b in range(B):
-        sub = None
-        if progress is not None:
-            sub = lambda done, total, b=b: progress(b * total + done, B * total)  # noqa: E731
-        img = image[b].detach().to("cpu", torch.float32).contiguous()
-        dfc = defocus_px[b if defocus_px.shape[0] > 1 else 0, 0].detach().to("cpu", torch.float32).contiguous()
-        outs.append(one(img, dfc, sub))
-    return torch.stack(outs)
+    """:func:`.exact.per_image` with each image and defocus map as contiguous float32 CPU tensors."""
+    from .exact import per_image
+
+    def on_cpu(img, dfc, sub):
+        return one(img.detach().to("cpu", torch.float32).contiguous(),
+                   dfc.detach().to("cpu", torch.float32).contiguous(), sub)
+
+    return per_image(image, defocus_px, on_cpu, progress)
+
+
+def entry_writes(left_flat: torch.Tensor, right_flat: torch.Tensor, height_flat: torch.Tensor) -> tuple:
+    """The four difference-array writes of every row-run table entry at a table radius, as in :mod:`.fast`
+    (same float32 arithmetic): ``(entry_cols (N, 4) int32, entry_coef (N, 4) float32)`` numpy arrays, columns
+    relative to the source (:func:`._numba_kernels.splat_table_row`)."""
+    pos_l, pos_r = left_flat + 0.5, right_flat + 0.5
+    cell_l, cell_r = torch.floor(pos_l), torch.floor(pos_r)
+    cover_l, cover_r = cell_l + 1 - pos_l, pos_r - cell_r
+    entry_cols = torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1], dim=1).to(torch.int32).numpy()
+    entry_coef = (torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r], dim=1)
+                  * height_flat.unsqueeze(1)).contiguous().numpy()
+    return entry_cols, entry_coef
+
+
+def check_exact_aperture(aperture: Aperture) -> None:
+    """The numba exact kernels (plain and lens) handle circle and polygon apertures only."""
+    if aperture.kind not in ("circle", "polygon"):
+        raise ValueError(f"the numba exact kernel handles circle and polygon apertures, got kind "
+                         f"{aperture.kind!r}; use backend='torch' for mask apertures")
 
 
 # ------------------------------------------------------------------------------------------------ fast
@@ -200,13 +218,7 @@ def scatter_fast_numba(
     half_rows = (n_rows - 1) // 2
     ax, ay = aperture.axis_scale
     left_flat, right_flat, height_flat = left_t.flatten(), right_t.flatten(), height_t.flatten()
-    # the four writes of a table entry, as in .fast (same float32 arithmetic)
-    pos_l, pos_r = left_flat + 0.5, right_flat + 0.5
-    cell_l, cell_r = torch.floor(pos_l), torch.floor(pos_r)
-    cover_l, cover_r = cell_l + 1 - pos_l, pos_r - cell_r
-    entry_cols = torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1], dim=1).to(torch.int32).numpy()
-    entry_coef = (torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r], dim=1)
-                  * height_flat.unsqueeze(1)).contiguous().numpy()
+    entry_cols, entry_coef = entry_writes(left_flat, right_flat, height_flat)
     base_radius = float(n_levels - 1) / LEVELS_PER_PX
     big_reach = math.floor(TABLE_RADIUS * ay)
     tables = (entry_cols, entry_coef, left_flat.numpy(), right_flat.numpy(), height_flat.numpy(), n_rows, n_runs,
@@ -263,9 +275,7 @@ def scatter_exact_numba(
         return scatter_exact_lens_numba(image, defocus_px, aperture, lens, progress)
     from .exact import DELTA
 
-    if aperture.kind not in ("circle", "polygon"):
-        raise ValueError(f"the numba exact kernel handles circle and polygon apertures, got kind "
-                         f"{aperture.kind!r}; use backend='torch' for mask apertures")
+    check_exact_aperture(aperture)
     kernel = _kernels()["exact"]
     _set_threads()
     ax, ay = aperture.axis_scale

@@ -92,7 +92,7 @@ def render_bokehme(
     iunet: IUNet | None = None,
     highlight: bool = False,
     aperture=None,
-    classical_mode: str = "exact",
+    classical_mode: str = "layered",
     error_map: str = "predicted",
     return_intermediates: bool = False,
     tile_size: int | None = None,
@@ -116,7 +116,9 @@ def render_bokehme(
             highlight lift shape the inputs of both renderers (:func:`bokehme_core.render_inputs`); cat's eye,
             swirl, ring and fringe act in the classical renderer (the neural one renders plain bokeh, used where
             the error map says so). A neutral lens gives exactly the output without one.
-        classical_mode: "exact" (official kernel) or "fast" (see :func:`bokehme_core.render_classical`).
+        classical_mode: "layered" (default: occlusion-aware, measured best inside the hybrid on path-traced
+            scenes: +0.5 dB over "exact" at K >= 20, better in every (K, focus) cell), "exact" (the official kernel)
+            or "fast" (see :func:`bokehme_core.render_classical`).
         error_map: "predicted" (ARNet's error map, official) or "analytic"
             (:func:`bokehme_core.analytic_error_map`, no network).
         return_intermediates: fill :attr:`BokehMeResult.intermediates`.

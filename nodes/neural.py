@@ -305,7 +305,7 @@ class BokehMe:
             "required": {
                 "models": (MODELS_TYPE, {"tooltip": "Networks from 'BokehMe Model Loader'."}),
                 **RENDER_INPUTS, **FOCUS_INPUTS, **APERTURE_INPUTS,
-                "classical_mode": (list(core_pipeline.CLASSICAL_MODES), {"default": "exact",
+                "classical_mode": (list(core_pipeline.CLASSICAL_MODES), {"default": "layered",
                                                                         "tooltip": CLASSICAL_MODE_TIP}),
                 "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
                 "error_map": (list(core_pipeline.ERROR_MAP_CHOICES), {"default": "predicted", "tooltip": (

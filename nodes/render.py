@@ -158,7 +158,7 @@ class BokehMeClassicalRender:
         return {
             "required": {
                 **RENDER_INPUTS, **FOCUS_INPUTS, **APERTURE_INPUTS,
-                "mode": (list(CLASSICAL_MODES), {"default": "exact", "tooltip": CLASSICAL_MODE_TIP}),
+                "mode": (list(CLASSICAL_MODES), {"default": "layered", "tooltip": CLASSICAL_MODE_TIP}),
                 "highlight": ("BOOLEAN", {"default": False, "tooltip":
                               "Official highlight boost: brightens bright out-of-focus pixels (bokeh balls) by up to 40%."}),
                 "resize_disparity": ("BOOLEAN", {"default": False, "tooltip":

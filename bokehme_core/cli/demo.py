@@ -44,7 +44,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     d.add_argument("--K", type=float, default=30.0, help="blur strength (default 30)")
     d.add_argument("--focus", type=float, default=0.8, help="in-focus disparity (default 0.8: the near subject)")
     d.add_argument("--aperture", default="circle", help="as for render")
-    d.add_argument("--mode", choices=("exact", "fast", "layered"), default="exact")
+    d.add_argument("--mode", choices=("exact", "fast", "layered"), default="layered")
     d.add_argument("--renderer", choices=("auto", "classical", "hybrid"), default="auto")
     d.add_argument("--device", default="cpu")
     d.set_defaults(func=demo)

@@ -178,7 +178,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--aperture", default="circle",
                    help="circle | polygon:BLADES[:ROTATION_DEG] (90 = a vertex up) | path to a grayscale shape image")
     r.add_argument("--anamorphic", type=float, default=1.0, help="bokeh width/height ratio (0.5 = tall ovals)")
-    r.add_argument("--mode", choices=("exact", "fast", "layered"), default="exact",
+    r.add_argument("--mode", choices=("exact", "fast", "layered"), default="layered",
                    help="classical renderer: exact (official kernel), fast (cost linear in the blur radius) or "
                         "layered (occlusion-aware: no halo over sharp subjects; slower)")
     r.add_argument("--highlight", action="store_true", help="official highlight boost for bright bokeh balls")

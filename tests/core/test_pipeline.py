@@ -199,7 +199,7 @@ def bokehme_core_paths():
     [
         ({"gamma": 0.5}, ValueError, r"gamma must be in \[1, 5\], got 0.5"),
         ({"error_map": "guess"}, ValueError, "error_map must be one of 'predicted', 'analytic', got 'guess'"),
-        ({"classical_mode": "slow"}, ValueError, "classical_mode must be one of 'exact', 'fast', got 'slow'"),
+        ({"classical_mode": "slow"}, ValueError, "classical_mode must be one of 'exact', 'fast', 'layered', got 'slow'"),
         ({"tile_size": 4}, ValueError, "tile_size must be None or an int >= 16 px, got 4"),
         ({"K": -1}, ValueError, r"K must be in \[0, 2000\], got -1"),
         ({"focus": 1.5}, ValueError, r"focus must be a disparity in \[0, 1\]"),
@@ -333,7 +333,8 @@ def test_shipped_bundled_weights_render_sensibly():
 
     scene = make_scene(96, 128, 95_000_000, objects=(3, 6), highlights=(10, 20))
     gt = render_layers(scene.layers, 8.0, 0.5, 2.2).clamp(0, 1)
-    result = P.render_bokehme(scene.image, scene.disparity, K=8.0, focus=0.5, gamma=2.2)
+    # the weights were trained against the exact classical renderer: check them there
+    result = P.render_bokehme(scene.image, scene.disparity, K=8.0, focus=0.5, gamma=2.2, classical_mode="exact")
     for name in ("bokeh", "neural", "classical"):
         tensor = getattr(result, name)
         assert torch.isfinite(tensor).all(), name
@@ -342,5 +343,8 @@ def test_shipped_bundled_weights_render_sensibly():
     p_classical, p_hybrid, p_neural = psnr(result.classical, gt), psnr(result.bokeh, gt), psnr(result.neural, gt)
     assert p_neural > 28.0, (p_neural, p_classical)
     assert p_hybrid > p_classical - 0.25, (p_hybrid, p_classical)
+    # the default pipeline (layered classical) is better than the official renderer on the same scene
+    default = P.render_bokehme(scene.image, scene.disparity, K=8.0, focus=0.5, gamma=2.2)
+    assert psnr(default.bokeh, gt) > p_classical + 0.5, (psnr(default.bokeh, gt), p_classical)
     still = P.render_bokehme(scene.image, scene.disparity, K=0.0, focus=0.5, gamma=2.2)
     assert psnr(still.bokeh, scene.image.clamp(0, 1)) > 45

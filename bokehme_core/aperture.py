@@ -439,7 +439,6 @@ class Lens:
         fade = torch.clamp(radius - 1.0, 0.0, 1.0)
         if self.cat_eye == 0.0 and self.swirl == 0.0:
             shift_x = shift_y = torch.zeros_like(radius)
-            ratio = torch.ones_like(radius)
         else:
             s_x, s_y = self.clip_vectors(aperture, H, W, radius.device, frame)
             shift_x, shift_y = s_x * fade, s_y * fade

@@ -79,6 +79,17 @@ class ShardPool:
         return out
 
 
+def select_classical(batch: dict, mode: str) -> dict:
+    """Make ``batch["classical"]`` the classical render the networks are trained against: ``"exact"`` (the
+    official kernel, key ``classical``) or ``"layered"`` (key ``classical_layered``, the pipeline's default)."""
+    if mode == "layered":
+        if "classical_layered" not in batch:
+            raise SystemExit("--classical layered needs shards with 'classical_layered' (made by the current "
+                             "training/make_dataset.py); regenerate the data")
+        batch["classical"] = batch["classical_layered"]
+    return batch
+
+
 def zero_blur(batch: dict, rng: random.Random, probability: float) -> dict:
     """With ``probability`` per sample, turn it into a K = 0 sample (no blur anywhere): ground truth and
     classical render = the image, dilated defocus 0, target error map 0. The generated data have K >= 4, so

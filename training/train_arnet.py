@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from common import ShardPool, gradient_l1, network_inputs, pick_device, psnr
-from common import RunLog, add_training_args, open_data, resume, start_run, zero_blur
+from common import RunLog, add_training_args, open_data, resume, select_classical, start_run, zero_blur
 
 from bokehme_core.neural.arnet import ARNet
 
@@ -43,12 +43,12 @@ def losses(model: ARNet, batch: dict, bce_weight: float = 0.1) -> tuple:
 
 
 @torch.no_grad()
-def validate(model: ARNet, pool: ShardPool, indices: list) -> dict:
+def validate(model: ARNet, pool: ShardPool, indices: list, classical: str = "exact") -> dict:
     device = next(model.parameters()).device
     model.eval()
     out = {"val_psnr_classical": 0.0, "val_psnr_fused": 0.0, "val_psnr_neural": 0.0}
     for start in range(0, len(indices), 8):
-        batch = pool.batch(indices[start : start + 8], device=device, augment=False)
+        batch = select_classical(pool.batch(indices[start : start + 8], device=device, augment=False), classical)
         _, _, fused, neural = losses(model, batch)
         n = len(indices[start : start + 8])
         for i in range(n):
@@ -64,6 +64,8 @@ def main() -> None:
     add_training_args(parser, "arnet", 64, "ARNet middle channels (official 128)", seed=0,
                       crop_help="random square crop (px) of the 128 px samples")
     parser.add_argument("--bce-weight", type=float, default=0.1, help="weight of BCE(E, E*) (paper: 0.1)")
+    parser.add_argument("--classical", choices=("exact", "layered"), default="exact",
+                        help="classical render the fusion is trained against (layered = the pipeline's default)")
     args = parser.parse_args()
     start_run(args)
 
@@ -74,14 +76,15 @@ def main() -> None:
 
     pool, val_pool = open_data(args)
     model.train()
-    log = RunLog(args, pool, val_pool, lambda indices: validate(model, val_pool, indices), ["l_fused", "l_neural"],
+    log = RunLog(args, pool, val_pool, lambda indices: validate(model, val_pool, indices, args.classical), ["l_fused", "l_neural"],
                  ["val_psnr_classical", "val_psnr_fused", "val_psnr_neural"], "ARNet")
     while step < args.steps:
         if step % 100 == 0:
             pool.refresh()
         rng = random.Random(args.seed * 1_000_003 + step)
         indices = [rng.randrange(len(pool)) for _ in range(args.batch)]
-        batch = zero_blur(pool.batch(indices, device, rng=rng, crop=args.crop), rng, args.p_zero)
+        batch = select_classical(pool.batch(indices, device, rng=rng, crop=args.crop), args.classical)
+        batch = zero_blur(batch, rng, args.p_zero)
         total, parts, _, _ = losses(model, batch, args.bce_weight)
         step = log.optimize(step, model, optimizer, total, parts)
 

@@ -151,3 +151,14 @@ def test_distill_iunet_runs_resumes_and_loads(tmp_path):
     student = IUNet(8)
     student.load_state_dict(state["model"], strict=True)
     assert all(torch.isfinite(p).all() for p in student.parameters())
+
+
+def test_arnet_against_the_layered_classical_render(tiny_data, tmp_path):
+    """--classical layered trains the fusion against the shards' layered render (the pipeline's default)."""
+    run = tmp_path / "arnet_layered"
+    _run("train_arnet.py", "--data", tiny_data, "--val-data", tiny_data, "--width", 8, "--batch", 2, "--crop", 32,
+         "--log-every", 1, "--val-every", 1, "--ckpt-every", 1, "--device", "cpu", "--classical", "layered",
+         "--run", run, "--steps", 2)
+    assert _step(run / "latest.pt") == 2
+    with np.load(next(tiny_data.glob("shard_*.npz"))) as shard:
+        assert "classical_layered" in shard.files

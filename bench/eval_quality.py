@@ -18,7 +18,10 @@ Methods (all with gamma 2.2, the encoding of both data sets):
     (:func:`layered_peer`: 24 uniform disparity slabs, disk radius ``K * |slab mean - d_f|`` with 4x4
     supersampled pixel coverage, "over" far to near, divided by the accumulated coverage), without / with the
     official highlight boost applied first (values above 1 kept);
-  * ``layered`` / ``layered_boost``: ``render_classical(mode="layered")`` without / with ``highlight=True``.
+  * ``layered`` / ``layered_boost``: ``render_classical(mode="layered")`` without / with ``highlight=True``;
+  * ``layered_recover``: ``layered`` after the default highlight recovery (``render_inputs(recover=True)``);
+  * ``default``: ``render_bokehme`` with every default (layered classical, highlight recovery, ARNet's error map
+    restricted to the layered renderer's, sparse IUNet): what users get.
 
 ``--cells`` also prints one table per (K, d_f) cell (mean PSNR).
 
@@ -82,8 +85,9 @@ def metrics(pred: torch.Tensor, gt: torch.Tensor) -> tuple:
 
 METHODS = ("classical", "hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "slices16",
            "classical_boost", "peer_layered", "peer_layered_boost", "layered", "layered_boost", "hybrid_layered",
-           "hybrid_layered_boost")
-NEURAL = {"hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "hybrid_layered", "hybrid_layered_boost"}
+           "hybrid_layered_boost", "layered_recover", "default")
+NEURAL = {"hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "hybrid_layered",
+          "hybrid_layered_boost", "default"}
 
 
 def _disk_kernel(radius: float, supersample: int = 8) -> torch.Tensor:
@@ -211,6 +215,17 @@ class Methods:
                 neural = render_neural(boosted, defocus, layered.dilated_defocus, gamma=GAMMA, arnet=self.arnet,
                                        iunet=self.iunet)
                 out["hybrid_layered" + suffix] = fuse(layered.bokeh, neural.bokeh, neural.error_map).clamp(0, 1)
+        if "layered_recover" in self.names:
+            from bokehme_core.defocus import render_inputs
+
+            recovered, _ = render_inputs(image, disparity, K, focus, recover=True)
+            out["layered_recover"] = render_classical(recovered, defocus, gamma=GAMMA, aperture=aperture,
+                                                      mode="layered").bokeh.clamp(0, 1)
+        if "default" in self.names:
+            from bokehme_core import render_bokehme
+
+            out["default"] = render_bokehme(image, disparity, K=K, focus=focus, gamma=GAMMA, arnet=self.arnet,
+                                            iunet=self.iunet, aperture=aperture).bokeh
         return {name: pred for name, pred in out.items() if name in self.names}
 
 

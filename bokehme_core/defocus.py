@@ -10,7 +10,8 @@ import torch
 
 from ._checks import check_disparity, check_focus, check_image, check_range, check_same_spatial
 
-__all__ = ["signed_defocus", "apply_highlight", "render_inputs", "MAX_K", "lift_highlights"]
+__all__ = ["signed_defocus", "apply_highlight", "render_inputs", "MAX_K", "lift_highlights", "recover_highlights",
+           "RECOVER_GAIN", "RECOVER_THRESHOLD", "RECOVER_SOFTNESS", "RECOVER_BLUR_PX"]
 
 #: Largest K accepted anywhere: a blur radius of 2000 px is already far beyond any real lens at 4K.
 MAX_K = 2000.0
@@ -140,6 +141,51 @@ def lift_highlights(
     return _linear_to_srgb(linear * (1.0 + (gain - 1.0) * mask))
 
 
+#: Highlight recovery of the default pipeline (:func:`recover_highlights`): clipped pixels (brightest channel
+#: >= 0.9965, i.e. 255 in 8 bits; 254 and below are untouched) that are out of focus are lifted 2.5x in linear
+#: light. Chosen on the six bench_dev scenes (bench/README.md, "Highlight recovery").
+RECOVER_GAIN = 2.5
+RECOVER_THRESHOLD = 0.998
+RECOVER_SOFTNESS = 0.0015
+#: blur radii (px) between which the recovery fades in: sharp pixels stay as photographed
+RECOVER_BLUR_PX = (0.5, 1.5)
+
+
+def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor) -> torch.Tensor:
+    """Highlight recovery of the default pipeline: clipped, out-of-focus lights lifted in linear light.
+
+    An 8-bit photo (or a generated image clamped to [0, 1]) stores every light brighter than white as 1.0; a
+    real lens spreads those lights into bright bokeh balls, so rendered from the clipped values they come out
+    dim. Per pixel, ``m = smoothstep(RECOVER_THRESHOLD -+ RECOVER_SOFTNESS)`` of its brightest channel (1 at
+    the clip level, 0 from 0.9965 down: 254/255 is untouched) times ``smoothstep(0.5 px, 1.5 px)`` of its
+    blur radius ``|defocus_px|`` (a sharp light stays as photographed, so K = 0 gives the image back); every
+    channel is multiplied by ``1 + (RECOVER_GAIN - 1) * m`` in linear light (sRGB curve; colour ratios kept).
+    Pixels with ``m = 0`` keep their exact values; an image without clipped pixels is returned as is.
+
+    Args:
+        image: (B, 3, H, W) sRGB in [0, 1].
+        defocus_px: (B or 1, 1, H, W) signed blur radius in px (:func:`signed_defocus`).
+
+    Returns:
+        (B, 3, H, W); lifted lights above 1 (render, then clamp).
+    """
+    check_image(image)
+    check_disparity(defocus_px, "defocus_px")
+    check_same_spatial(image, defocus_px, "image", "defocus_px")
+    value = image.amax(dim=1, keepdim=True)
+    low = RECOVER_THRESHOLD - RECOVER_SOFTNESS
+    if not bool((value > low).any()):
+        return image
+    t = ((value - low) / (2 * RECOVER_SOFTNESS)).clamp(0, 1)
+    lo_px, hi_px = RECOVER_BLUR_PX
+    u = ((defocus_px.abs() - lo_px) / (hi_px - lo_px)).clamp(0, 1)
+    mask = (t * t * (3 - 2 * t)) * (u * u * (3 - 2 * u))
+    if not bool((mask > 0).any()):
+        return image
+    lifted = _linear_to_srgb(_srgb_to_linear(image.clamp(min=0.0)) * (1.0 + (RECOVER_GAIN - 1.0) * mask))
+    return torch.where(mask > 0, lifted, image)
+
+
 def _srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
@@ -156,6 +202,7 @@ def render_inputs(
     *,
     highlight: bool = False,
     lens=None,
+    recover: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What every renderer starts from: the signed defocus and the image after the optional highlight boost.
 
@@ -174,6 +221,9 @@ def render_inputs(
         focus: in-focus disparity in [0, 1]: a number or one per image ((B,) tensor or sequence).
         highlight: apply the official highlight boost (:func:`apply_highlight`).
         lens: optional :class:`bokehme_core.aperture.Lens` (focus range, near / far scales, highlight lift).
+        recover: highlight recovery (:func:`recover_highlights`: clipped out-of-focus lights lifted), the default of
+            :func:`bokehme_core.render_bokehme` and the nodes. A lens with its own highlight lift
+            (``highlight_gain > 1``) replaces it. Applied before the official boost when both are on.
 
     Returns:
         ``(image, defocus_px)``: (B, 3, H, W) (values may exceed 1 with ``highlight`` or a highlight lift) and
@@ -189,6 +239,8 @@ def render_inputs(
                             f"got {type(lens).__name__}")
         defocus_px = lens.signed_defocus(disparity, K, focus)
         image = lens.lift_highlights(image)
+    if recover and (lens is None or lens.highlight_gain == 1.0):
+        image = recover_highlights(image, defocus_px)
     if highlight:
         image = apply_highlight(image, defocus_px, K)
     return image, defocus_px

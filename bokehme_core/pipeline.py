@@ -3,11 +3,14 @@
 Peng et al., "BokehMe: When Neural Rendering Meets Classical Rendering", CVPR 2022 (official code:
 https://github.com/JuewenPeng/BokehMe), following the official demo (SPEC-bokehme-official.md, section 4):
 
-1. signed defocus and the optional highlight boost (:func:`bokehme_core.defocus.render_inputs`);
+1. signed defocus, highlight recovery (clipped lights lifted, default on) and the optional official highlight
+   boost (:func:`bokehme_core.defocus.render_inputs`);
 2. classical rendering (:func:`bokehme_core.render_classical`), which also gives the dilated defocus;
 3. the neural renderer (:func:`bokehme_core.neural.stages.render_neural`: ARNet at an adaptive low
    resolution, then IUNet's iterative upsampling);
-4. the error map: ARNet's, or the analytic one (:func:`bokehme_core.analytic_error_map`);
+4. the error map: ARNet's, or the analytic one (:func:`bokehme_core.analytic_error_map`); with the layered
+   classical renderer (the default) restricted to where that renderer fails
+   (:func:`bokehme_core.error_map.defocus_error_map`, ``renderer="layered"``);
 5. fusion ``classical * (1 - E) + neural * E`` (:func:`bokehme_core.fuse`); outputs clamped to [0, 1].
 
 This module only orders the stages; each is defined once in its own module. It reads no files itself:
@@ -99,6 +102,7 @@ def render_bokehme(
     progress: Callable[[int, int], None] | None = None,
     sparse: bool = True,
     lens=None,
+    recover_highlights: bool = True,
 ) -> BokehMeResult:
     """Render bokeh with the full BokehMe pipeline (classical + neural + fusion).
 
@@ -111,6 +115,9 @@ def render_bokehme(
         arnet, iunet: networks (on the device of ``image``); None loads the bundled weights
             (:func:`bokehme_core.weights.load_bundled_models`).
         highlight: apply the official highlight boost (:func:`bokehme_core.apply_highlight`) first.
+        recover_highlights: lift clipped lights before rendering (:func:`bokehme_core.recover_highlights`;
+            an image without clipped pixels is unchanged; a ``lens`` with its own highlight lift replaces it).
+            Default on: measured better than no recovery and than the official boost on path-traced scenes.
         aperture: a :class:`bokehme_core.Aperture` for the classical renderer (None = circle).
         lens: lens character, :class:`bokehme_core.Lens` (None = none): its focus range, near / far scales and
             highlight lift shape the inputs of both renderers (:func:`bokehme_core.render_inputs`); cat's eye,
@@ -120,7 +127,11 @@ def render_bokehme(
             scenes: +0.5 dB over "exact" at K >= 20, better in every (K, focus) cell), "exact" (the official kernel)
             or "fast" (see :func:`bokehme_core.render_classical`).
         error_map: "predicted" (ARNet's error map, official) or "analytic"
-            (:func:`bokehme_core.analytic_error_map`, no network).
+            (:func:`bokehme_core.analytic_error_map`, no network). With the ``layered`` classical renderer the
+            fusion uses the map of that renderer: ARNet's map times the analytic map with
+            ``renderer="layered"`` (the layered renderer already hides a blurred background behind a sharp
+            subject, so only the background revealed by a blurred foreground is left to the neural result);
+            "analytic" then uses the analytic layered map alone.
         return_intermediates: fill :attr:`BokehMeResult.intermediates`.
         tile_size: tile edge in px of the network passes (exact: tiles overlap by the receptive field);
             None = :data:`DEFAULT_TILE_SIZE`. Smaller = less memory.
@@ -164,7 +175,8 @@ def render_bokehme(
 
     image = image.to(torch.float32)
     disparity = disparity.to(torch.float32).expand(batch, -1, -1, -1)
-    image, defocus_px = render_inputs(image, disparity, K, focus_t, highlight=highlight, lens=lens)
+    image, defocus_px = render_inputs(image, disparity, K, focus_t, highlight=highlight, lens=lens,
+                                      recover=recover_highlights)
 
     scales = [adaptive_scale(defocus_px[b]) for b in range(batch)]
     total = batch * _CLASSICAL_UNITS + sum(1 + num_iunet_passes(s) for s in scales)
@@ -188,16 +200,26 @@ def render_bokehme(
         dilated_px = classical.dilated_defocus.to(torch.float32)
         if progress is not None:
             progress(batch * _CLASSICAL_UNITS, total)
-        analytic = None
-        if error_map == "analytic":
-            from .error_map import analytic_error_map
+        from .error_map import defocus_error_map, error_gate
 
-            analytic = analytic_error_map(disparity, K, focus_t).to(torch.float32).expand(batch, -1, -1, -1)
+        defocus_b = defocus_px.expand(batch, -1, -1, -1)
+        analytic = gate = None
+        if error_map == "analytic":
+            renderer = "layered" if classical_mode == "layered" else "scatter"
+            analytic = defocus_error_map(defocus_b, renderer=renderer)
+        else:
+            gate = error_gate(defocus_b, classical_mode)
         neural = render_neural(
             image, defocus_px, dilated_px, gamma=gamma, arnet=arnet, iunet=iunet, tile_size=tile_size,
             return_intermediates=return_intermediates, progress=step, sparse=sparse, fusion_error=analytic,
+            error_gate=gate,
         )
-        error = neural.error_map if analytic is None else analytic
+        if analytic is not None:
+            error = analytic
+        elif gate is not None:
+            error = neural.error_map * gate
+        else:
+            error = neural.error_map
         fused = fuse(bokeh_classical, neural.bokeh, error)
     return BokehMeResult(
         bokeh=fused.clamp(0, 1),

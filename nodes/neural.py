@@ -21,6 +21,7 @@ from ..bokehme_core.weights import CheckpointError, load_arnet, load_bundled_mod
 from . import _comfy
 from .lens import LENS_INPUT, check_lens
 from .render import (
+    RECOVER_INPUT,
     CLASSICAL_MODE_TIP,
     APERTURE_INPUTS,
     APERTURE_MASK_INPUT,
@@ -111,6 +112,11 @@ _TILE_TIP = (
     "Lower it if you run out of memory on very large images."
 )
 _RESIZE_TIP = "Resize a disparity map of another size to the image (bilinear) instead of stopping with an error."
+_ERROR_MODE_TIP = (
+    "The classical renderer this error map will be fused with. 'layered' (default; the occlusion-aware mode): "
+    "ARNet's map restricted to where that renderer has to guess (background revealed by a blurred foreground); "
+    "'exact' / 'fast': ARNet's map as is (official)."
+)
 
 
 def _common_inputs() -> dict:
@@ -190,18 +196,27 @@ class BokehMeARNet:
             "optional": {
                 "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
                 "resize_disparity": ("BOOLEAN", {"default": False, "tooltip": _RESIZE_TIP}),
+                **RECOVER_INPUT,
+                "classical_mode": (list(core_pipeline.CLASSICAL_MODES), {"default": "layered",
+                                                                        "tooltip": _ERROR_MODE_TIP}),
             },
         }
 
-    def run(self, models, image, disparity, K, focus, gamma, highlight=False, resize_disparity=False):
+    def run(self, models, image, disparity, K, focus, gamma, highlight=False, resize_disparity=False,
+            recover_highlights=True, classical_mode="layered"):
+        from ..bokehme_core.error_map import error_gate
+
         image_t, disparity_t = _inputs_bchw(image, disparity, resize_disparity)
         progress = _comfy.progress_callback(image_t.shape[0])
         bokeh_list, error_list = [], []
         with _models_on_device(models) as (arnet, _, device), torch.inference_mode():
             image_t, defocus_px = render_inputs(image_t.to(device), disparity_t.to(device), K, focus,
-                                                highlight=highlight)
+                                                highlight=highlight, recover=recover_highlights)
             for b in range(image_t.shape[0]):
                 bokeh, error, _ = stages.arnet_stage(arnet, image_t[b : b + 1], defocus_px[b : b + 1], gamma)
+                gate = error_gate(defocus_px[b : b + 1], classical_mode)
+                if gate is not None:
+                    error = error * gate
                 bokeh_list.append(bokeh)
                 error_list.append(error)
                 progress(b + 1, image_t.shape[0])
@@ -240,11 +255,12 @@ class BokehMeIUNet:
                     "from). If not connected it is computed here with the same dilation.")}),
                 "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
                 "resize_disparity": ("BOOLEAN", {"default": False, "tooltip": _RESIZE_TIP}),
+                **RECOVER_INPUT,
             },
         }
 
     def run(self, models, image, disparity, K, focus, gamma, lowres_bokeh, dilated_defocus=None, highlight=False,
-            resize_disparity=False):
+            resize_disparity=False, recover_highlights=True):
         image_t, disparity_t = _inputs_bchw(image, disparity, resize_disparity)
         batch = image_t.shape[0]
         coarse = _comfy.image_to_bchw(lowres_bokeh, "lowres_bokeh")
@@ -255,7 +271,7 @@ class BokehMeIUNet:
         outputs = []
         with _models_on_device(models) as (_, iunet, device), torch.inference_mode():
             image_t, defocus_px = render_inputs(image_t.to(device), disparity_t.to(device), K, focus,
-                                                highlight=highlight)
+                                                highlight=highlight, recover=recover_highlights)
             dilated = None if dilated_defocus is None else _check_defocus(dilated_defocus, image_t).to(device)
             for b in range(batch):
                 try:
@@ -309,10 +325,11 @@ class BokehMe:
                                                                         "tooltip": CLASSICAL_MODE_TIP}),
                 "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
                 "error_map": (list(core_pipeline.ERROR_MAP_CHOICES), {"default": "predicted", "tooltip": (
-                    "Fusion weights: 'predicted' = ARNet's error map (official, recommended); 'analytic' = computed "
-                    "from the disparity (paper Eq. 5), no network guess: marks wider areas, measured ~1 dB worse "
-                    "than 'predicted' on path-traced scenes; useful with hand-checked disparity or to see where "
-                    "scattering fails.")}),
+                    "Fusion weights: 'predicted' = ARNet's error map (official, recommended; with the layered "
+                    "classical mode restricted to where that renderer has to guess hidden background); 'analytic' = "
+                    "computed from the disparity (paper Eq. 5, for the chosen classical mode), no network guess: "
+                    "measured lower than 'predicted' on path-traced scenes; useful with hand-checked disparity or to "
+                    "see where the classical renderer fails.")}),
                 "resize_disparity": ("BOOLEAN", {"default": False, "tooltip": _RESIZE_TIP}),
             },
             "optional": {
@@ -320,12 +337,13 @@ class BokehMe:
                 **LENS_INPUT,
                 "tile_size": ("INT", {"default": stages.DEFAULT_TILE_SIZE, "min": 64, "max": 8192,
                                       "step": 64, "tooltip": _TILE_TIP}),
+                **RECOVER_INPUT,
             },
         }
 
     def render(self, models, image, disparity, K, focus, focus_end, gamma, aperture, blades, rotation_deg,
                anamorphic, classical_mode, highlight, error_map, resize_disparity, aperture_mask=None,
-               tile_size=stages.DEFAULT_TILE_SIZE, lens=None):
+               tile_size=stages.DEFAULT_TILE_SIZE, lens=None, recover_highlights=True):
         from ..bokehme_core.preview import in_focus_mask
 
         image_t, disparity_t = _inputs_bchw(image, disparity, resize_disparity)
@@ -345,7 +363,7 @@ class BokehMe:
                 result = core_pipeline.render_bokehme(
                     frame, frame_disp, K=K, focus=focus_values[i : i + 1], gamma=gamma, arnet=arnet, iunet=iunet,
                     highlight=highlight, aperture=aperture_obj, classical_mode=classical_mode, error_map=error_map,
-                    tile_size=int(tile_size), progress=progress, lens=lens,
+                    tile_size=int(tile_size), progress=progress, lens=lens, recover_highlights=recover_highlights,
                 )
                 bokeh.append(result.bokeh.cpu())
                 error.append(result.error_map.cpu())

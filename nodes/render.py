@@ -55,6 +55,12 @@ APERTURE_INPUTS = {
                    "Bokeh width / height: 1 = round, 0.5 = tall ovals as from a 2x anamorphic lens."}),
 }
 
+RECOVER_INPUT = {"recover_highlights": ("BOOLEAN", {"default": True, "tooltip": (
+    "Highlight recovery: clipped, out-of-focus lights (255 in 8 bits) are lifted 2.5x in linear light before "
+    "blurring, so they render as bright bokeh balls like a real lens makes them. Pixels below the clip level and "
+    "sharp pixels are untouched. A connected lens with its own highlight_gain replaces it. Use the same setting "
+    "on every BokehMe node of one render.")})}
+
 APERTURE_MASK_INPUT = {"aperture_mask": ("MASK", {"tooltip":
                        "Optional custom aperture shape (white = open), e.g. from BokehMe Aperture Shape or a loaded "
                        "image; overrides 'aperture'."})}
@@ -165,11 +171,11 @@ class BokehMeClassicalRender:
                                      "Resize a disparity map of another size to the image (bilinear) instead of stopping "
                                      "with an error."}),
             },
-            "optional": {**APERTURE_MASK_INPUT, **LENS_INPUT},
+            "optional": {**APERTURE_MASK_INPUT, **LENS_INPUT, **RECOVER_INPUT},
         }
 
     def render(self, image, disparity, K, focus, focus_end, gamma, aperture, blades, rotation_deg, anamorphic,
-               mode, highlight, resize_disparity, aperture_mask=None, lens=None):
+               mode, highlight, resize_disparity, aperture_mask=None, lens=None, recover_highlights=True):
         device = _comfy.torch_device()
         img = _comfy.image_to_bchw(image)
         disp = _comfy.map_to_b1hw(disparity, "disparity")
@@ -184,7 +190,7 @@ class BokehMeClassicalRender:
                 _comfy.check_interrupted()
                 frame, frame_disp = img[i : i + 1].to(device), disp[i : i + 1].to(device)
                 frame, defocus = render_inputs(frame, frame_disp, K, focus_values[i : i + 1], highlight=highlight,
-                                               lens=lens)
+                                               lens=lens, recover=recover_highlights)
                 result = render_classical(frame, defocus, gamma=gamma, aperture=ap, mode=mode,
                                           lens=None if lens is None else lens.scatter_only())
                 bokeh.append(result.bokeh.clamp(0, 1).cpu())
@@ -202,8 +208,8 @@ class BokehMeAnalyticErrorMap:
 
     DESCRIPTION = (
         "Computes BokehMe's analytic error map from disparity, K and focus (paper Eq. 5): 1 where the classical "
-        "renderer is known to fail (blurred foreground edges over a background of a different blur), 0 where it is "
-        "right. A network-free alternative to ARNet's predicted error map for the fusion node."
+        "renderer is known to fail (depth edges whose two sides are blurred differently; for the layered mode only "
+        "where a blurred foreground reveals hidden background), 0 where it is right. A network-free alternative to ARNet's predicted error map for the fusion node."
     )
     CATEGORY = _comfy.CATEGORY
     FUNCTION = "compute"
@@ -213,16 +219,25 @@ class BokehMeAnalyticErrorMap:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "disparity": RENDER_INPUTS["disparity"], "K": RENDER_INPUTS["K"],
-            "focus": FOCUS_INPUTS["focus"], "focus_end": FOCUS_INPUTS["focus_end"],
-        }}
+        return {
+            "required": {
+                "disparity": RENDER_INPUTS["disparity"], "K": RENDER_INPUTS["K"],
+                "focus": FOCUS_INPUTS["focus"], "focus_end": FOCUS_INPUTS["focus_end"],
+            },
+            "optional": {
+                "classical_mode": (list(CLASSICAL_MODES), {"default": "layered", "tooltip": (
+                    "The classical renderer whose errors are mapped. 'layered' (default, the occlusion-aware "
+                    "mode): only where a blurred foreground reveals background hidden in the photo; 'exact' / "
+                    "'fast' (scatter): also where the background would spread over a sharper subject (halo).")}),
+            },
+        }
 
-    def compute(self, disparity, K, focus, focus_end):
+    def compute(self, disparity, K, focus, focus_end, classical_mode="layered"):
         disp = _comfy.map_to_b1hw(disparity, "disparity")
         focus_values = focus_per_frame(focus, focus_end, disp.shape[0])
         with torch.inference_mode():
-            error = analytic_error_map(disp, K, focus_values)
+            error = analytic_error_map(disp, K, focus_values,
+                                       renderer="layered" if classical_mode == "layered" else "scatter")
         return (_comfy.b1hw_to_mask(error),)
 
 

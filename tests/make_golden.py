@@ -38,6 +38,12 @@ def _scene(height: int = 40, width: int = 56, seed: int = 0) -> tuple:
     return image, disparity
 
 
+def _parameters(function) -> set:
+    import inspect
+
+    return set(inspect.signature(function).parameters)
+
+
 def seeded_networks(core) -> tuple:
     """Small seeded random ARNet / IUNet: the goldens test the code, not the bundled weights (which change
     when they are retrained)."""
@@ -63,12 +69,14 @@ def core_cases(core, **hybrid_options) -> dict:
         result = core.render_classical(image, defocus, **kwargs)
         out[f"classical/{name}/bokeh"] = result.bokeh
         out[f"classical/{name}/dilated"] = result.dilated_defocus
+    # controls added after 0.1.0 are passed at their neutral value where the checkout has them
+    neutral = {"recover_highlights": False} if "recover_highlights" in _parameters(core.render_bokehme) else {}
     for name, kwargs in {
         "exact_g4": dict(gamma=4.0, classical_mode="exact"),
         "fast_g22_highlight": dict(gamma=2.2, classical_mode="fast", highlight=True),
     }.items():
         result = core.render_bokehme(image, disparity, K=24.0, focus=0.45, arnet=arnet, iunet=iunet, **kwargs,
-                                     **hybrid_options)
+                                     **neutral, **hybrid_options)
         out[f"hybrid/{name}/bokeh"] = result.bokeh
         out[f"hybrid/{name}/neural"] = result.neural
         out[f"hybrid/{name}/error_map"] = result.error_map
@@ -84,8 +92,10 @@ def node_cases(pack) -> dict:
     image, disparity = _scene(seed=1)
     image_in, disparity_in = from_image(image), from_image(disparity.expand(-1, 3, -1, -1))
     out = {}
-    classical = pack.nodes.render.BokehMeClassicalRender().render(
-        image_in, disparity_in, 14.0, 0.5, -1.0, 4.0, "polygon", 7, 10.0, 1.0, "fast", False, False
+    classical_node = pack.nodes.render.BokehMeClassicalRender()
+    neutral = {"recover_highlights": False} if "recover_highlights" in _parameters(classical_node.render) else {}
+    classical = classical_node.render(
+        image_in, disparity_in, 14.0, 0.5, -1.0, 4.0, "polygon", 7, 10.0, 1.0, "fast", False, False, **neutral
     )
     out["node/classical/bokeh"] = classical[0]
     out["node/classical/in_focus"] = classical[3]
@@ -95,7 +105,7 @@ def node_cases(pack) -> dict:
     models = pack.nodes.neural.BokehMeModels(arnet, iunet, "seeded", "seeded")
     bokehme = pack.nodes.neural.BokehMe().render(
         models, image_in, disparity_in, 20.0, 0.3, -1.0, 4.0, "circle", 6, 0.0, 1.0, "exact", False, "predicted",
-        False,
+        False, **neutral,
     )
     out["node/bokehme/bokeh"] = bokehme[0]
     out["node/bokehme/error_map"] = bokehme[1]

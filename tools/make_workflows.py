@@ -98,10 +98,13 @@ def modular(classes) -> dict:
     wf.note(
         "# BokehMe, stage by stage\n\n"
         "The hybrid renderer of the paper wired from its parts, each swappable:\n\n"
-        "1. **Classical Render**: the scatter renderer (exact official kernel). Outputs the bokeh, the "
-        "*dilated defocus* (BOKEHME_DEFOCUS, px) that IUNet uses, a defocus preview and the in-focus mask.\n"
+        "1. **Classical Render**: the classical renderer (default mode *layered*: occlusion-aware depth slabs; "
+        "*exact* = the official scatter kernel). Outputs the bokeh, the *dilated defocus* (BOKEHME_DEFOCUS, px) "
+        "that IUNet uses, a defocus preview and the in-focus mask.\n"
         "2. **ARNet**: the neural renderer at an adaptive low resolution; also predicts the **error map** "
-        "(where the classical result is wrong: depth edges, partial occlusion).\n"
+        "(where the classical result is wrong: depth edges, partial occlusion). Its *classical_mode* must match "
+        "the Classical Render's *mode*: for *layered* the map keeps only the background revealed by a blurred "
+        "foreground.\n"
         "3. **IUNet**: upsamples ARNet's bokeh step by step to full size.\n"
         "4. **Fuse**: classical x (1 - E) + neural x E.\n\n"
         "**Stage swap**: the lower *Fuse* uses **Analytic Error Map** (paper Eq. 5, no network) instead of "
@@ -182,7 +185,7 @@ def generation(classes) -> dict:
     focus = wf.add("BokehMeFocus", (1190, 180), widgets={"mode": "point", "x": 0.5, "y": 0.6},
                    links={"disparity": disparity["disparity"], "image": decode[0]}, size=(360, 480))
     models = wf.add("BokehMeModelLoader", (1600, 0), size=(340, 90))
-    bokeh = wf.add("BokehMe", (1600, 140), widgets={"K": 40.0, "gamma": GAMMA, "highlight": True},
+    bokeh = wf.add("BokehMe", (1600, 140), widgets={"K": 40.0, "gamma": GAMMA},
                    links={"models": models[0], "image": decode[0], "disparity": disparity["disparity"],
                           "focus": focus["focus"]}, size=(340, 400))
     wf.add("SaveImage", (1990, 0), widgets={"filename_prefix": "bokehme/generated"},
@@ -252,7 +255,7 @@ def focus_pull(classes) -> dict:
                        links={"depth_image": scene["disparity"], "match_size_of": scene["image"]}, size=(320, 330))
     models = wf.add("BokehMeModelLoader", (0, 540), size=(320, 90))
     render = wf.add("BokehMe", (370, 0), widgets={
-        "K": K, "focus": 1.0, "focus_end": 0.0, "gamma": GAMMA, "highlight": True},
+        "K": K, "focus": 1.0, "focus_end": 0.0, "gamma": GAMMA},
         links={"models": models[0], "image": scene["image"], "disparity": disparity["disparity"]}, size=(330, 440))
     wf.add("SaveAnimatedWEBP", (750, 0), widgets={"filename_prefix": "bokehme/focus_pull", "fps": 6.0,
                                                   "lossless": False, "quality": 90},

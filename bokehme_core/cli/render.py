@@ -136,7 +136,9 @@ def render_file(args) -> pathlib.Path:
     start = time.perf_counter()
     if networks is None:
         used = "classical"
-        boosted, defocus = render_inputs(image, disparity, args.K, focus, highlight=args.highlight, lens=lens)
+        recover = not getattr(args, "no_recover_highlights", False)
+        boosted, defocus = render_inputs(image, disparity, args.K, focus, highlight=args.highlight, lens=lens,
+                                         recover=recover)
         result = render_classical(boosted, defocus, gamma=args.gamma, aperture=aperture, mode=args.mode,
                                   progress=TextProgress("classical"),
                                   lens=None if lens is None else lens.scatter_only())
@@ -148,7 +150,8 @@ def render_file(args) -> pathlib.Path:
         arnet, iunet = networks
         result = render_bokehme(image, disparity, K=args.K, focus=focus, gamma=args.gamma, arnet=arnet, iunet=iunet,
                                 highlight=args.highlight, aperture=aperture, classical_mode=args.mode,
-                                error_map=args.error_map, progress=TextProgress("bokehme"), lens=lens)
+                                error_map=args.error_map, progress=TextProgress("bokehme"), lens=lens,
+                                recover_highlights=not getattr(args, "no_recover_highlights", False))
         bokeh = result.bokeh
     out = write_image(bokeh, args.output)
     print(f"{used} render, K={args.K:g}, focus={focus:.4f}, gamma={args.gamma:g}, {args.mode} mode: "
@@ -182,6 +185,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="classical renderer: exact (official kernel), fast (cost linear in the blur radius) or "
                         "layered (occlusion-aware: no halo over sharp subjects; slower)")
     r.add_argument("--highlight", action="store_true", help="official highlight boost for bright bokeh balls")
+    r.add_argument("--no-recover-highlights", action="store_true",
+                   help="keep clipped lights as they are (default: clipped out-of-focus lights are lifted 2.5x in "
+                        "linear light, so they render as bright bokeh balls; --highlight-gain replaces it)")
     from ..aperture import LENS_RANGES, Lens
 
     neutral = Lens()

@@ -435,6 +435,7 @@ def render_neural(
     progress: Callable[[], None] | None = None,
     sparse: bool = False,
     fusion_error: torch.Tensor | None = None,
+    error_gate: torch.Tensor | None = None,
 ) -> NeuralResult:
     """ARNet + iterative IUNet, image by image (each with its own adaptive scale).
 
@@ -453,6 +454,9 @@ def render_neural(
             there (elsewhere it is the upsampled coarser bokeh, which the fusion does not use).
         fusion_error: (B, 1, H, W) the error map the fusion will use, when it is not ARNet's (the analytic one);
             only for ``sparse``.
+        error_gate: (B, 1, H, W) in [0, 1]: the fusion will use ARNet's map times this one (the pipeline's
+            map for the layered renderer, :func:`bokehme_core.error_map.defocus_error_map`); only for
+            ``sparse``, not with ``fusion_error``. :attr:`NeuralResult.error_map` stays ARNet's own map.
 
     Returns:
         :class:`NeuralResult`.
@@ -460,6 +464,10 @@ def render_neural(
     check_image(image)
     if fusion_error is not None:
         check_same_spatial(image, fusion_error, "image", "fusion_error", batch="equal")
+    if error_gate is not None:
+        if fusion_error is not None:
+            raise ValueError("render_neural: give fusion_error or error_gate, not both")
+        check_same_spatial(image, error_gate, "image", "error_gate", batch="equal")
     check_disparity(defocus_px, "defocus_px")
     check_disparity(dilated_defocus_px, "dilated_defocus_px")
     check_same_spatial(image, defocus_px, "image", "defocus_px", batch="equal")
@@ -479,6 +487,8 @@ def render_neural(
             needed = None
             if sparse:
                 weight = error_map if fusion_error is None else fusion_error[b : b + 1]
+                if error_gate is not None:
+                    weight = error_map * error_gate[b : b + 1]
                 needed = weight > SPARSE_ERROR_THRESHOLD
             bokeh = iunet_stage(iunet, img, dfc, dil, bokeh_lowres, scale, gamma, tile_size, progress, record, needed)
             bokeh_all.append(bokeh)

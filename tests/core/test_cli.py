@@ -106,3 +106,20 @@ def test_render_lens_flag_out_of_range(small_scene, capsys, flag, value, message
     import re
 
     assert re.search(message, err), err
+
+
+def test_highlight_recovery_flag(tmp_path, capsys):
+    """Default: clipped out-of-focus lights are lifted before blurring; --no-recover-highlights keeps them."""
+    g = np.random.default_rng(1)
+    image = (g.random((24, 32, 3)) * 200).astype(np.uint8)
+    image[4:6, 4:6] = 255  # clipped lights in the blurred far side
+    image[18:20, 6:8] = 255
+    Image.fromarray(image).save(tmp_path / "img.png")
+    Image.fromarray(np.tile(np.linspace(0, 65535, 32), (24, 1)).astype(np.uint16)).save(tmp_path / "disp.png")
+    common = ["render", str(tmp_path / "img.png"), "--disparity", str(tmp_path / "disp.png"), "--K", "8",
+              "--focus", "1.0", "--mode", "fast", "--renderer", "classical"]
+    assert cli.main([*common, "-o", str(tmp_path / "on.png")]) == 0, capsys.readouterr().err
+    assert cli.main([*common, "--no-recover-highlights", "-o", str(tmp_path / "off.png")]) == 0
+    on, off = read_image(tmp_path / "on.png"), read_image(tmp_path / "off.png")
+    assert float((on - off)[..., :12, :12].mean()) > 0.01  # brighter bokeh around the lights
+    assert float((on - off).abs()[..., :, 28:].max()) <= 1 / 255  # the sharp near side: unchanged

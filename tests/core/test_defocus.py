@@ -50,3 +50,64 @@ def test_highlight_only_boosts_bright_defocused_pixels():
     assert torch.equal(apply_highlight(image, defocus, 0), image)
     with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\]"):
         apply_highlight(image, defocus, 20, threshold=2)
+
+
+# --- highlight recovery of the default pipeline -------------------------------------------------------------
+def _scene_with_lights():
+    g = torch.Generator().manual_seed(7)
+    image = torch.rand(1, 3, 12, 16, generator=g) * 0.9
+    image[0, :, 2, 3] = 1.0  # a white clipped light
+    image[0, :, 8, 12] = torch.tensor([1.0, 0.5, 0.2])  # an orange one: only red clipped
+    image[0, :, 5, 5] = 254 / 255  # bright, not clipped
+    return image
+
+
+def test_recover_highlights_lifts_clipped_blurred_lights_in_linear_light():
+    from bokehme_core.defocus import RECOVER_GAIN, _srgb_to_linear, recover_highlights
+
+    image = _scene_with_lights()
+    out = recover_highlights(image, torch.full((1, 1, 12, 16), 5.0))
+    lin_in, lin_out = _srgb_to_linear(image), _srgb_to_linear(out)
+    for y, x in ((2, 3), (8, 12)):
+        torch.testing.assert_close(lin_out[0, :, y, x], lin_in[0, :, y, x] * RECOVER_GAIN, rtol=1e-5, atol=1e-6)
+    changed = (out != image).any(dim=1)
+    assert int(changed.sum()) == 2  # everything else, 254/255 included, keeps its exact value
+
+
+def test_recover_highlights_leaves_sharp_pixels_and_unclipped_images_alone():
+    from bokehme_core.defocus import recover_highlights
+
+    image = _scene_with_lights()
+    defocus = torch.full((1, 1, 12, 16), 5.0)
+    defocus[..., 2, 3] = 0.3  # the white light is in focus
+    out = recover_highlights(image, defocus)
+    assert torch.equal(out[0, :, 2, 3], image[0, :, 2, 3])
+    assert not torch.equal(out[0, :, 8, 12], image[0, :, 8, 12])
+    unclipped = image.clamp(max=254 / 255)
+    assert recover_highlights(unclipped, defocus) is unclipped
+    assert recover_highlights(image, torch.zeros(1, 1, 12, 16)) is image  # K = 0: nothing is blurred
+
+
+def test_render_inputs_recover_and_lens_lift():
+    from bokehme_core import Lens, render_inputs
+    from bokehme_core.defocus import recover_highlights
+
+    image = _scene_with_lights()
+    disparity = torch.rand(1, 1, 12, 16, generator=torch.Generator().manual_seed(8))
+    plain, defocus = render_inputs(image, disparity, 20.0, 0.5)
+    assert plain is image  # off by default in the library's low-level call
+    recovered, _ = render_inputs(image, disparity, 20.0, 0.5, recover=True)
+    torch.testing.assert_close(recovered, recover_highlights(image, defocus))
+    lens = Lens(highlight_gain=4.0)
+    with_lens, _ = render_inputs(image, disparity, 20.0, 0.5, recover=True, lens=lens)
+    lens_only, _ = render_inputs(image, disparity, 20.0, 0.5, lens=lens)
+    torch.testing.assert_close(with_lens, lens_only)  # the lens's own lift replaces the recovery
+
+
+def test_recover_highlights_bad_inputs():
+    from bokehme_core.defocus import recover_highlights
+
+    with pytest.raises(ValueError, match="defocus_px"):
+        recover_highlights(torch.ones(1, 3, 4, 4), torch.zeros(1, 1, 5, 4))
+    with pytest.raises(ValueError):
+        recover_highlights(torch.ones(1, 4, 4, 4), torch.zeros(1, 1, 4, 4))

@@ -188,3 +188,105 @@ def test_bad_inputs():
         analytic_error_map(d, 5.0, 0.5, max_work_radius=4.5)
     with pytest.raises(TypeError, match="disparity must be a floating point tensor"):
         analytic_error_map(torch.zeros(1, 1, 4, 4, dtype=torch.uint8), 5.0, 0.5)
+
+
+# ---- the layered renderer's map, the numba backend, the map from defocus ---------------------------------
+def _portrait(height: int = 24, width: int = 48) -> torch.Tensor:
+    """Left half a near subject (disparity 0.8), right half background (0)."""
+    d = torch.zeros(1, 1, height, width)
+    d[..., : width // 2] = 0.8
+    return d
+
+
+def test_layered_map_is_zero_for_a_sharp_subject_over_a_blurred_background():
+    d = _portrait()
+    scatter = analytic_error_map(d, 10.0, 0.8)  # focus on the subject: the portrait case
+    layered = analytic_error_map(d, 10.0, 0.8, renderer="layered")
+    assert float(scatter.max()) > 0.9  # the scatter renderer halos there (paper Fig. 6)
+    assert float(layered.max()) == 0.0  # the layered renderer hides the background behind the subject
+
+
+def test_layered_map_keeps_a_blurred_foreground_over_a_sharp_background():
+    d = _portrait()
+    scatter = analytic_error_map(d, 10.0, 0.0)  # focus on the background: the foreground is blurred
+    layered = analytic_error_map(d, 10.0, 0.0, renderer="layered")
+    assert float(layered.max()) > 0.9
+    torch.testing.assert_close(layered, scatter)  # every pair there has the blurred side in front
+
+
+def test_layered_map_between_two_blurred_sides_marks_only_a_nearer_more_blurred_side():
+    d = _portrait()
+    # focus 0.6: subject (0.8) blurred 2 px, background (0) 6 px: the farther side is the more blurred one
+    assert float(analytic_error_map(d, 10.0, 0.6, renderer="layered").max()) == 0.0
+    # focus 0.2: subject blurred 6 px, background 2 px: nearer and more blurred
+    assert float(analytic_error_map(d, 10.0, 0.2, renderer="layered").max()) > 0.5
+
+
+def test_pairwise_front_only():
+    r_near, r_far = torch.tensor([6.0, 1.0]), torch.tensor([-1.0, -6.0])
+    plain = pairwise_error(1.0, r_near, r_far)
+    front = pairwise_error(1.0, r_near, r_far, front_only=True)
+    assert float(plain[0]) > 0.5 and float(plain[1]) > 0.5
+    assert float(front[0]) == pytest.approx(float(plain[0]))  # nearer side (6 px) more blurred: kept
+    assert float(front[1]) == 0.0  # nearer side (1 px) less blurred than the far one (6 px): dropped
+    torch.testing.assert_close(pairwise_error(1.0, r_far, r_near, front_only=True), front)  # symmetric
+
+
+@pytest.mark.parametrize("renderer", ["scatter", "layered"])
+@pytest.mark.parametrize("variant", ["eq5", "eq2"])
+@pytest.mark.parametrize("K", [6.0, 40.0])
+def test_numba_backend_equals_torch(renderer, variant, K):
+    pytest.importorskip("numba")
+    g = torch.Generator().manual_seed(3)
+    d = torch.nn.functional.interpolate(torch.rand(2, 1, 6, 9, generator=g), size=(48, 72), mode="nearest")
+    d = d + 0.02 * torch.rand(d.shape, generator=g)  # a slope inside each region
+    kwargs = dict(renderer=renderer, variant=variant)
+    a = analytic_error_map(d.clamp(0, 1), K, [0.5, 0.1], backend="torch", **kwargs)
+    b = analytic_error_map(d.clamp(0, 1), K, [0.5, 0.1], backend="numba", **kwargs)
+    assert float(a.max()) > 0.5
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+
+
+def test_numba_backend_reports_progress():
+    pytest.importorskip("numba")
+    calls = []
+    analytic_error_map(_portrait(200, 30), 8.0, 0.0, backend="numba", progress=lambda d, t: calls.append((d, t)))
+    assert calls and calls[-1][0] == calls[-1][1] and len(calls) == calls[-1][1]
+
+
+def test_defocus_error_map_equals_analytic_map_of_the_same_radii():
+    from bokehme_core import signed_defocus
+    from bokehme_core.error_map import defocus_error_map
+
+    d = torch.rand(1, 1, 20, 30, generator=torch.Generator().manual_seed(4))
+    for renderer in ("scatter", "layered"):
+        expected = analytic_error_map(d, 12.0, 0.4, renderer=renderer)
+        torch.testing.assert_close(defocus_error_map(signed_defocus(d, 12.0, 0.4), renderer=renderer), expected)
+
+
+def test_error_gate_per_classical_mode():
+    from bokehme_core.error_map import defocus_error_map, error_gate
+
+    defocus = 10.0 * (_portrait() - 0.0)
+    assert error_gate(defocus, "exact") is None and error_gate(defocus, "fast") is None
+    torch.testing.assert_close(error_gate(defocus, "layered"), defocus_error_map(defocus, renderer="layered"))
+    with pytest.raises(ValueError, match="classical_mode"):
+        error_gate(defocus, "scatter")
+
+
+def test_bad_renderer_backend_and_defocus():
+    from bokehme_core.error_map import defocus_error_map
+
+    d = _portrait()
+    with pytest.raises(ValueError, match="renderer"):
+        analytic_error_map(d, 5.0, 0.5, renderer="official")
+    with pytest.raises(ValueError, match="backend"):
+        analytic_error_map(d, 5.0, 0.5, backend="cuda")
+    bad = torch.zeros(1, 1, 4, 4)
+    bad[0, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="defocus_px"):
+        defocus_error_map(bad)
+    with pytest.raises(ValueError, match="2000"):
+        defocus_error_map(torch.full((1, 1, 4, 4), 3000.0))
+    with pytest.raises(ValueError, match="defocus_px"):
+        defocus_error_map(torch.zeros(1, 3, 4, 4))

@@ -276,10 +276,70 @@ def test_analytic_error_map_option(fixture_inputs, nets):
     image, disparity, _, focus, gamma = fixture_inputs
     crop = (..., slice(0, 48), slice(0, 40))
     image, disparity = image[crop], disparity[crop]
-    result = P.render_bokehme(image, disparity, K=20.0, focus=focus, arnet=nets[0], iunet=nets[1], error_map="analytic")
-    expected = analytic_error_map(disparity, 20.0, focus)
-    _close(result.error_map, expected, 0)
-    _close(result.bokeh, (result.classical * (1 - expected) + result.neural * expected).clamp(0, 1), 1e-5)
+    for mode, renderer in (("exact", "scatter"), ("layered", "layered")):
+        result = P.render_bokehme(image, disparity, K=20.0, focus=focus, arnet=nets[0], iunet=nets[1],
+                                  error_map="analytic", classical_mode=mode)
+        expected = analytic_error_map(disparity, 20.0, focus, renderer=renderer)
+        _close(result.error_map, expected, 1e-6)
+        _close(result.bokeh, (result.classical * (1 - expected) + result.neural * expected).clamp(0, 1), 1e-5)
+
+
+def _portrait_scene(seed: int = 11):
+    """A textured image with clipped lights; disparity: a near square (0.8) over a far background (0.1)."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, 3, 40, 48, generator=g) * 0.8
+    image[..., 5, 5] = 1.0
+    image[..., 30, 40] = 1.0
+    disparity = torch.full((1, 1, 40, 48), 0.1)
+    disparity[..., 12:28, 14:34] = 0.8
+    return image, disparity
+
+
+@pytest.mark.parametrize("focus", [0.8, 0.1])
+def test_default_fusion_uses_arnet_map_restricted_to_the_layered_renderer(nets, focus):
+    from bokehme_core.error_map import defocus_error_map
+
+    image, disparity = _portrait_scene()
+    kwargs = dict(K=12.0, focus=focus, gamma=2.2, arnet=nets[0], iunet=nets[1], sparse=False)
+    result = P.render_bokehme(image, disparity, **kwargs)  # layered, predicted (the defaults)
+    exact = P.render_bokehme(image, disparity, classical_mode="exact", **kwargs)
+    gate = defocus_error_map(signed_defocus(disparity, 12.0, focus), renderer="layered")
+    # ARNet's map is the same whatever the classical mode (same inputs); the fusion restricts it for layered
+    _close(result.error_map, exact.error_map * gate, 1e-6)
+    _close(result.bokeh, (result.classical * (1 - result.error_map) + result.neural * result.error_map).clamp(0, 1),
+           1e-5)
+    if focus == 0.8:  # the portrait case: the layered renderer is trusted everywhere
+        assert float(result.error_map.max()) == 0.0 and float(exact.error_map.max()) > 0.01
+        _close(result.bokeh, result.classical, 0)
+    else:  # a blurred foreground: the neural result is used along its edge
+        assert float(result.error_map.max()) > 0.01
+
+
+def test_sparse_equals_dense_with_the_layered_gate(nets):
+    image, disparity = _portrait_scene()
+    kwargs = dict(K=12.0, focus=0.1, gamma=2.2, arnet=nets[0], iunet=nets[1])
+    sparse = P.render_bokehme(image, disparity, **kwargs)
+    dense = P.render_bokehme(image, disparity, sparse=False, **kwargs)
+    _close(sparse.bokeh, dense.bokeh, 1e-4)
+    _close(sparse.error_map, dense.error_map, 0)
+
+
+def test_highlight_recovery_is_the_default_and_can_be_turned_off(nets):
+    from bokehme_core.defocus import recover_highlights
+
+    image, disparity = _portrait_scene()
+    kwargs = dict(K=12.0, focus=0.8, gamma=2.2, arnet=nets[0], iunet=nets[1], sparse=False)
+    default = P.render_bokehme(image, disparity, **kwargs)
+    off = P.render_bokehme(image, disparity, recover_highlights=False, **kwargs)
+    lifted = recover_highlights(image, signed_defocus(disparity, 12.0, 0.8))
+    manual = P.render_bokehme(lifted, disparity, recover_highlights=False, **kwargs)
+    _close(default.bokeh, manual.bokeh, 0)
+    # the lights are in the blurred background: brighter bokeh there, the sharp subject unchanged
+    assert float(default.bokeh.sum()) > float(off.bokeh.sum()) + 1.0
+    _close(default.bokeh[..., 14:26, 16:32], off.bokeh[..., 14:26, 16:32], 1e-6)
+    unclipped = image.clamp(max=0.99)
+    _close(P.render_bokehme(unclipped, disparity, **kwargs).bokeh,
+           P.render_bokehme(unclipped, disparity, recover_highlights=False, **kwargs).bokeh, 0)
 
 
 def test_zero_blur_with_analytic_map_is_identity(nets):

@@ -135,7 +135,7 @@ def test_loader_official_offline_message(pack, cache, tmp_path, serve_official):
 def test_arnet_then_iunet_nodes_match_core(pack, models, scene):
     neural = pack.nodes.neural
     image, disparity = scene
-    lowres, error = neural.BokehMeARNet().run(models, image, disparity, 30.0, 0.1, 4.0)
+    lowres, error = neural.BokehMeARNet().run(models, image, disparity, 30.0, 0.1, 4.0, classical_mode="exact")
     scale = max(30 * 0.85 / 10, 1.0)  # the near box: disparity up to ~0.95
     assert lowres.ndim == 4 and lowres.shape[-1] == 3 and lowres.shape[1] < 40
     assert error.shape == (1, 40, 48) and float(error.min()) > 0 and float(error.max()) < 1
@@ -145,8 +145,10 @@ def test_arnet_then_iunet_nodes_match_core(pack, models, scene):
 
     from bokehme_core.scatter.dilate import dilate_defocus
 
+    from bokehme_core import render_inputs
+
     img, disp = _bchw(image, disparity)
-    defocus = signed_defocus(disp, 30.0, 0.1)
+    img, defocus = render_inputs(img, disp, 30.0, 0.1, recover=True)  # the nodes' default highlight recovery
     dilated = dilate_defocus(defocus)
     core = P.render_neural(img, defocus, dilated, gamma=4.0, arnet=models.arnet, iunet=models.iunet)
     torch.testing.assert_close(neural_bokeh, core.bokeh.clamp(0, 1).permute(0, 2, 3, 1), atol=1e-5, rtol=0)
@@ -155,6 +157,29 @@ def test_arnet_then_iunet_nodes_match_core(pack, models, scene):
     # the same with the dilated defocus connected
     (connected,) = neural.BokehMeIUNet().run(models, image, disparity, 30.0, 0.1, 4.0, lowres, dilated_defocus=dilated)
     torch.testing.assert_close(connected, neural_bokeh, atol=1e-6, rtol=0)
+    # the default error map is the one for the layered classical renderer: ARNet's times the layered gate
+    from bokehme_core.error_map import error_gate
+
+    _, layered_error = neural.BokehMeARNet().run(models, image, disparity, 30.0, 0.1, 4.0)
+    gate = error_gate(defocus, "layered")
+    torch.testing.assert_close(layered_error, error * gate[:, 0], atol=1e-6, rtol=0)
+    assert float(layered_error.max()) > 0.01 and float((layered_error < error - 1e-3).float().mean()) > 0.1
+
+
+def test_arnet_and_iunet_nodes_recover_highlights_like_the_pipeline(pack, models, scene):
+    neural = pack.nodes.neural
+    image, disparity = scene
+    image = image.clone()
+    image[:, 2:4, 2:4] = 1.0  # clipped lights in the blurred background
+    img, disp = _bchw(image, disparity)
+    kwargs = dict(K=30.0, focus=0.1, gamma=4.0, arnet=models.arnet, iunet=models.iunet, sparse=False)
+    for recover in (True, False):
+        lowres, error = neural.BokehMeARNet().run(models, image, disparity, 30.0, 0.1, 4.0, recover_highlights=recover)
+        (neural_bokeh,) = neural.BokehMeIUNet().run(models, image, disparity, 30.0, 0.1, 4.0, lowres,
+                                                    recover_highlights=recover)
+        core = P.render_bokehme(img, disp, recover_highlights=recover, **kwargs)
+        torch.testing.assert_close(neural_bokeh, core.neural.permute(0, 2, 3, 1), atol=1e-5, rtol=0)
+        torch.testing.assert_close(error, core.error_map[:, 0], atol=1e-6, rtol=0)
 
 
 def test_iunet_node_rejects_mismatched_lowres(pack, models, scene):

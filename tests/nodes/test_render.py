@@ -18,7 +18,8 @@ def _scene(b=1, h=24, w=32):
 def _render(pack, **overrides):
     image, disparity = _scene()
     args = dict(image=image, disparity=disparity, K=8.0, focus=0.5, focus_end=-1.0, gamma=2.0, aperture="circle",
-                blades=6, rotation_deg=90.0, anamorphic=1.0, mode="exact", highlight=False, resize_disparity=False)
+                blades=6, rotation_deg=90.0, anamorphic=1.0, mode="exact", highlight=False, resize_disparity=False,
+                recover_highlights=False)
     args.update(overrides)
     return pack.nodes.render.BokehMeClassicalRender().render(**args)
 
@@ -35,6 +36,23 @@ def test_classical_node_equals_core_and_layouts(pack):
     assert in_focus[0, :, 16].min() == 1 and in_focus[0, :, 0].max() == 0
     # preview: near (right) is red, far (left) is blue
     assert preview[0, 0, -1, 0] > preview[0, 0, -1, 2] and preview[0, 0, 0, 2] > preview[0, 0, 0, 0]
+
+
+def test_classical_node_recovers_highlights_by_default(pack):
+    image, disparity = _scene()
+    image = image.clone()
+    image[:, 3:5, 2:4] = 1.0  # clipped lights on the blurred far side
+    img = image.permute(0, 3, 1, 2)
+    disp = disparity[..., :1].permute(0, 3, 1, 2)
+    for recover in (True, False):
+        (bokeh, *_) = _render(pack, image=image, recover_highlights=recover)
+        lifted, defocus = core.render_inputs(img, disp, 8.0, 0.5, recover=recover)
+        ref = core.render_classical(lifted, defocus, gamma=2.0).bokeh.clamp(0, 1)
+        assert torch.allclose(bokeh, ref.permute(0, 2, 3, 1), atol=1e-6)
+    (on, *_), (off, *_) = _render(pack, image=image, recover_highlights=True), _render(pack, image=image)
+    assert float((on - off)[:, :10, :8].mean()) > 0.01
+    options = pack.nodes.render.BokehMeClassicalRender.INPUT_TYPES()["optional"]["recover_highlights"][1]
+    assert options["default"] is True and "clipped" in options["tooltip"]
 
 
 def test_classical_node_batch_focus_pull_and_apertures(pack):
@@ -88,6 +106,10 @@ def test_error_map_and_fuse_nodes(pack):
     disparity[:, :, :16] = 0.0
     (error,) = pack.nodes.render.BokehMeAnalyticErrorMap().compute(disparity, 10.0, 0.0, -1.0)
     assert error.shape == (1, 24, 32) and 0 <= error.min() and error.max() <= 1 and error.max() > 0.5
+    # focus on the near side: the scatter renderer's map marks the edge, the layered renderer's (default) does not
+    (scatter,) = pack.nodes.render.BokehMeAnalyticErrorMap().compute(disparity, 10.0, 1.0, -1.0, classical_mode="exact")
+    (layered,) = pack.nodes.render.BokehMeAnalyticErrorMap().compute(disparity, 10.0, 1.0, -1.0)
+    assert float(scatter.max()) > 0.5 and float(layered.max()) == 0.0
     fuse = pack.nodes.render.BokehMeFuse()
     a, b = torch.zeros(1, 24, 32, 3), torch.ones(1, 24, 32, 3)
     (out,) = fuse.fuse(a, b, error, False)

@@ -18,7 +18,13 @@ Parts (run one or both):
   (+ swirl 0.5); median of ``--runs`` runs, ratio vs the plain run of the same mode in the same process. The lens
   tables (per aperture) and numba kernels are built by a warm-up render first.
 
-Usage: ``nice -n 10 .venv/bin/python bench/bench_classical.py [--part speed|psnr|lens|all] [--threads 2]``.
+* ``layered``: the occlusion-aware mode (issue 11: within 3x ``fast``) at ``--layered-size`` (default 1920x1080),
+  K = ``--layered-K`` (default 30), numba backend (``--layered-backend``): fast vs layered, median of ``--runs``
+  runs each (at least 3), the ratio taken in the same process, on the official demo image 3 (loaded and resized
+  as in ``bench_pipeline.py``, focus 0.5, gamma 4) and on the synthetic scene above (focus 0.5, gamma 4).
+  ``--profile`` adds a cProfile of one layered render per scene (top functions by internal time).
+
+Usage: ``nice -n 10 .venv/bin/python bench/bench_classical.py [--part speed|psnr|lens|layered|all] [--threads 2]``.
 Prints markdown tables.
 """
 
@@ -251,6 +257,47 @@ def part_lens(args):
     print(f"\nload average at end: {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
 
 
+def part_layered(args):
+    from bench_pipeline import load_scene  # bench/ is on sys.path when this file runs as a script
+
+    h, w = _size(args.layered_size)
+    backend = args.layered_backend
+    runs = max(args.runs, 3)
+    warm_image, warm_disparity = synthetic_scene(16, 16)
+    for mode in ("fast", "layered"):  # compile or load the numba kernels before timing
+        render_classical(warm_image, signed_defocus(warm_disparity, 10, 0.5), mode=mode, backend=backend)
+    scenes = [("demo 3.jpg", load_scene(h, w)), ("synthetic", synthetic_scene(h, w))]
+    print(f"\n### Layered vs fast, {w}x{h}, {backend} ({machine_line(args.threads)})\n")
+    print("| scene | K | fast (s) | layered (s) | layered / fast | runs f/l |")
+    print("|---|---|---|---|---|---|")
+    for name, (image, disparity) in scenes:
+        for K in args.layered_K:
+            defocus = signed_defocus(disparity, K, 0.5)
+            cells = []
+            for mode in ("fast", "layered"):
+                t, n, _ = timed(lambda: render_classical(image, defocus, gamma=4.0, mode=mode, backend=backend),
+                                runs, args.max_seconds)
+                cells.append((t, n))
+            (tf, nf), (tl, nl) = cells
+            print(f"| {name} | {K:g} | {tf:.3f} | {tl:.3f} | {tl / tf:.2f}x | {nf}/{nl} |", flush=True)
+    load = os.getloadavg()
+    print(f"\nload average at end: {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
+    if args.profile:
+        import cProfile
+        import io
+        import pstats
+
+        for name, (image, disparity) in scenes:
+            defocus = signed_defocus(disparity, args.layered_K[0], 0.5)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            render_classical(image, defocus, gamma=4.0, mode="layered", backend=backend)
+            profiler.disable()
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(18)
+            print(f"\n#### cProfile, layered, {name}, K = {args.layered_K[0]:g}\n\n```\n{text.getvalue().strip()}\n```")
+
+
 def _size(text: str) -> tuple[int, int]:
     """'1920x1080' -> (height, width)."""
     width, height = (int(v) for v in text.split("x"))
@@ -259,8 +306,12 @@ def _size(text: str) -> tuple[int, int]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["speed", "psnr", "lens", "all"], default="all")
+    parser.add_argument("--part", choices=["speed", "psnr", "lens", "layered", "all"], default="all")
     parser.add_argument("--lens-size", default="1920x1080", help="image size of the lens part (WxH)")
+    parser.add_argument("--layered-size", default="1920x1080", help="image size of the layered part (WxH)")
+    parser.add_argument("--layered-K", nargs="+", type=float, default=[30])
+    parser.add_argument("--layered-backend", choices=["torch", "numba"], default="numba")
+    parser.add_argument("--profile", action="store_true", help="layered part: cProfile one render per scene")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", default=["512x512", "1920x1080", "3840x2160"])
@@ -280,6 +331,8 @@ def main():
         part_psnr(args)
     if args.part in ("lens", "all"):
         part_lens(args)
+    if args.part in ("layered", "all"):
+        part_layered(args)
 
 
 if __name__ == "__main__":

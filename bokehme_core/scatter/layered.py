@@ -33,6 +33,13 @@ hides. The layered mode splits the scene into depth slabs and composites them ba
 5. **Image border:** the inputs are reflect-padded by the largest blur radius (at most 64 px) before
    rendering, so blur at the border sees a plausible continuation instead of losing coverage.
 
+Backends: ``"torch"`` renders slab by slab on crops with :func:`.fast.scatter_fast` (CPU or CUDA); ``"numba"``
+(:mod:`._layered_numba_kernels`) does the hidden-sample search and the whole slab loop in compiled passes: the
+sources bucketed per (slab, row), then every output row composited near to far with each slab's splat row
+(the fast kernel over the slab's box, as the crops; a pixel's two tent parts written by one record). Same
+arithmetic, so the two backends agree to float rounding (the numba path with a shaped lens uses the compiled
+search and the per-slab lens kernels).
+
 Inputs are linear (after ``** gamma``, highlight boost included); :func:`bokehme_core.render_classical`
 (``mode="layered"``) does that and the ``** (1/gamma)``. Memory: about 25 float32 values per (padded) pixel
 of one image at a time (images of a batch are rendered one by one), whatever K; the slab count is capped
@@ -41,6 +48,7 @@ by ``max_slabs``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Callable
@@ -90,8 +98,10 @@ def scatter_layered(
         image: (B, 3, H, W) float, linear values >= 0 (already ``** gamma``).
         defocus_px: (B or 1, 1, H, W) signed defocus in px (positive = nearer than focus).
         aperture: :class:`bokehme_core.Aperture`.
-        progress: optional ``progress(done, total)`` over the slabs of all images.
-        backend: "torch" (:func:`.fast.scatter_fast`, CPU or CUDA) or "numba" (CPU).
+        progress: optional ``progress(done, total)`` over the slabs (torch backend, or numba with a lens) or the
+            rows (numba) of all images.
+        backend: "torch" (:func:`.fast.scatter_fast` per slab, CPU or CUDA) or "numba" (CPU: the hidden-sample
+            search and, without a shaped lens, the whole slab loop in compiled passes, same results).
         slab_px: spacing of the slab centres in px of blur radius, > 0.
         max_slabs: largest number of slabs, >= 1.
         occlusion_gap: slabs this many steps nearer occlude (>= 1; 1 = plain "over").
@@ -145,8 +155,10 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
     src_entry = [entry_target, entry_target]
     src_slab = [lower, lower + 1]
     src_cov = [1.0 - upper_w, upper_w]
+    hidden = None  # (pixels, colour, farther slab, upper tent weight) of the hidden samples
     if fill and n_slabs > _FILL_GAP:
-        hidden_pix, hidden_colour, hidden_d = hidden_layer(colour.view(3, Hp, Wp), defocus, lower, n_slabs, step)
+        search = _hidden_layer_numba if backend == "numba" else hidden_layer
+        hidden_pix, hidden_colour, hidden_d = search(colour.view(3, Hp, Wp), defocus, lower, n_slabs, step)
         if hidden_pix.numel():
             h_pos = ((hidden_d - d_min) / step).clamp(0, n_slabs - 1)
             h_lower = h_pos.floor().clamp(max=n_slabs - 2).long()
@@ -158,8 +170,13 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
             entry_colour = torch.cat([colour, hidden_colour], dim=1)
             entry_d = torch.cat([flat_d, hidden_d])
             entry_target = torch.cat([entry_target, hidden_pix])
+            hidden = (hidden_pix, hidden_colour, h_lower, h_upper)
         logger.debug("layered: %d hidden samples (%.1f%% of the pixels)", hidden_pix.numel(),
                      100.0 * hidden_pix.numel() / n)
+    if backend == "numba" and lens is None:  # one compiled pass over all slabs (same arithmetic)
+        settled = _composite_numba(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, aperture, rmax, gap,
+                                   progress)
+        return _resolve(settled, image, margin, H, W)
     src_entry, src_slab, src_cov = torch.cat(src_entry), torch.cat(src_slab), torch.cat(src_cov)
     keep = src_cov > 0
     src_entry, src_slab, src_cov = src_entry[keep], src_slab[keep], src_cov[keep]
@@ -192,6 +209,11 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
         queue.append(layer)
         if progress is not None:
             progress(done + 1, n_slabs)
+    return _resolve(settled, image, margin, H, W)
+
+
+def _resolve(settled, image, margin, H, W):
+    """Colour = premultiplied colour / coverage (the image where nothing landed), border padding removed."""
     coverage = settled[3:4]
     out = torch.where(coverage > 1e-6, settled[:3] / coverage.clamp(min=1e-6), image)
     if margin > 0:
@@ -222,6 +244,146 @@ def _render_slab(target, cov, c, d, Hp, Wp, aperture, scatter, rmax, frame=None)
     splat = scatter(c_img.view(1, 3, h, w), d_img.view(1, 1, h, w), aperture, coverage=cov_img.view(1, 1, h, w),
                     max_radius=rmax, **extra)
     return (y0, y1, x0, x1), splat[0]
+
+
+def _composite_numba(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, aperture, rmax, gap, progress):
+    """The slab loop of :func:`_layered_one` in one compiled pass (:func:`._layered_numba_kernels.layered_rows`):
+    the same sources, splats (the fast kernel clipped to each slab's box) and compositing, without per-slab
+    crops. Returns ``settled`` (4, Hp, Wp): premultiplied colour and coverage."""
+    import numpy as np
+
+    from .fast import LEVELS_PER_PX, TABLE_RADIUS, row_runs, source_mass
+    from .numba_backend import ROWS_PER_CALL, _set_threads, entry_writes
+
+    kernels = _numba_kernels()
+    _set_threads()
+    n = Hp * Wp
+    ax, ay = aperture.axis_scale
+    runs_tables = row_runs(aperture, float(min(math.floor(rmax) + 1, TABLE_RADIUS)))
+    left_t, right_t, height_t = runs_tables
+    n_levels, n_rows, n_runs = left_t.shape
+    left_flat, right_flat, height_flat = left_t.flatten(), right_t.flatten(), height_t.flatten()
+    entry_cols, entry_coef = entry_writes(left_flat, right_flat, height_flat)
+    # per entry (pixel, then hidden sample): the table level, row scale and row reach of .numba_backend
+    radius = entry_d.abs()
+    mass = source_mass(radius, aperture, runs_tables)
+    reach = torch.floor(radius * ay) + 1
+    big = reach > math.floor(TABLE_RADIUS * ay)
+    level = torch.where(big, n_levels - 1,
+                        torch.round(radius * LEVELS_PER_PX).long().clamp(max=n_levels - 1)).to(torch.int32)
+    scale = torch.where(big, radius / (float(n_levels - 1) / LEVELS_PER_PX), torch.ones_like(radius))
+    reach = reach.to(torch.int32)
+    if hidden is None:
+        hidden_of = torch.full((n,), -1, dtype=torch.int32)
+        h_pix, h_colour = torch.zeros(0, dtype=torch.int64), torch.zeros(3, 0)
+        h_lower, h_upper = torch.zeros(0, dtype=torch.int64), torch.zeros(0)
+    else:
+        h_pix, h_colour, h_lower, h_upper = hidden
+        hidden_of = torch.full((n,), -1, dtype=torch.int32)
+        hidden_of[h_pix] = torch.arange(h_pix.numel(), dtype=torch.int32)
+    lists = (lower.contiguous().numpy(), upper_w.contiguous().numpy(), hidden_of.numpy(),
+             h_lower.contiguous().numpy(), h_upper.contiguous().numpy())
+    big_np = big.numpy()
+    # the two tent parts of a source share their kernel: one record writes both (not above the tables, where
+    # the unit-mass weight depends on the slab)
+    pair = not bool(big_np.any())
+    counts = np.zeros((n_slabs, Hp), dtype=np.int64)
+    kernels["count_sources"](*lists, pair, Hp, Wp, counts)
+    bucket_start = np.zeros(n_slabs * Hp + 1, dtype=np.int64)
+    np.cumsum(counts.ravel(), out=bucket_start[1:])
+    n_src = int(bucket_start[-1])
+    src_x = np.empty(n_src, dtype=np.int32)
+    src_entry = np.empty(n_src, dtype=np.int32)
+    src_cov = np.empty(n_src, dtype=np.float32)
+    premult = np.empty((n_src, 4), dtype=np.float32)
+    partner = np.empty((n_src, 4), dtype=np.float32)  # read only where paired
+    paired = np.empty(n_src, dtype=np.bool_)
+    kernels["fill_sources"](*lists, pair, colour.contiguous().numpy(), h_colour.contiguous().numpy(), mass.numpy(),
+                            Hp, Wp, bucket_start, src_x, src_entry, src_cov, premult, partner, paired)
+    if not pair:  # radii above the tables: their mass is interpolated on a grid set by the slab's largest
+        entry_colour = torch.cat([colour, h_colour], dim=1)
+        for j in range(n_slabs):
+            lo, hi = int(bucket_start[j * Hp]), int(bucket_start[(j + 1) * Hp])
+            entries = torch.from_numpy(src_entry[lo:hi]).long()
+            if hi == lo or not bool(big[entries].any()):
+                continue
+            weight = 1.0 / source_mass(radius[entries], aperture, runs_tables)
+            cov = torch.from_numpy(src_cov[lo:hi])
+            part = torch.cat([entry_colour[:, entries] * cov, cov.view(1, -1)]) * weight
+            premult[lo:hi] = part.t().numpy()
+    boxes = np.zeros((n_slabs, 6), dtype=np.int64)
+    row_reach = np.empty(n_slabs * Hp, dtype=np.int32)
+    reach_np = reach.numpy()
+    kernels["slab_boxes"](bucket_start, src_x, src_entry, paired, reach_np, big_np, entry_d.contiguous().numpy(),
+                          n_slabs, Hp, Wp, float(ay), boxes, row_reach)
+    settled = np.zeros((4, Hp, Wp), dtype=np.float32)
+    # per record, in record order: row reach and table level (-1 - level for the scaled rows above the tables)
+    src_reach = reach_np[src_entry]
+    src_level = np.where(big_np[src_entry], -1 - level.numpy()[src_entry], level.numpy()[src_entry]).astype(np.int32)
+    scale_np = scale.numpy()
+    tables = (entry_cols, entry_coef, left_flat.numpy(), right_flat.numpy(), height_flat.numpy(), n_rows, n_runs,
+              (n_rows - 1) // 2)
+    for row_lo in range(0, Hp, ROWS_PER_CALL):
+        row_hi = min(row_lo + ROWS_PER_CALL, Hp)
+        kernels["layered_rows"](row_lo, row_hi, n_slabs, gap, boxes, bucket_start, row_reach, src_x, src_entry,
+                                premult, partner, paired, src_reach, src_level, scale_np, *tables, settled)
+        if progress is not None:
+            progress(row_hi, Hp)
+    return torch.from_numpy(settled)
+
+
+def _hidden_layer_numba(colour: torch.Tensor, defocus: torch.Tensor, lower: torch.Tensor, n_slabs: int,
+                        step: float):
+    """:func:`hidden_layer` with the compiled kernels (:mod:`._layered_numba_kernels`), CPU; the same samples
+    (in raster order)."""
+    import numpy as np
+
+    kernels = _numba_kernels()
+    H, W = defocus.shape
+    factor = max(1, math.ceil(math.sqrt(H * W / _FILL_CELLS)))
+    h, w = math.ceil(H / factor), math.ceil(W / factor)
+    colour_np = colour.reshape(3, -1).contiguous().numpy()
+    flat_d = defocus.flatten().contiguous().numpy()
+    radius = np.abs(flat_d)
+    order, bounds = kernels["slab_members"](lower.contiguous().numpy(), n_slabs)
+    plate = np.zeros((5, h * w), dtype=np.float32)
+    grid = np.empty((5, h, w), dtype=np.float32)
+    dist = np.empty((h, w), dtype=np.float32)
+    filled = np.empty((4, h, w), dtype=np.float32)
+    cand = np.empty(H * W, dtype=np.bool_)
+    has = np.zeros(H * W, dtype=np.bool_)
+    out_c = np.zeros((3, H * W), dtype=np.float32)
+    out_d = np.zeros(H * W, dtype=np.float32)
+    cells_per = np.float32(factor * factor)
+    covered = False
+    for m in range(n_slabs - _FILL_GAP):
+        if bounds[m + 1] > bounds[m]:
+            kernels["plate_add"](plate, order[bounds[m]:bounds[m + 1]], colour_np, flat_d, W, factor, w)
+            covered = True
+        t_lo, t_hi = bounds[m + _FILL_GAP], bounds[m + _FILL_GAP + 1]
+        if t_hi <= t_lo or not covered:
+            continue
+        targets = order[t_lo:t_hi]
+        plate_reach = kernels["plate_grid"](plate, cells_per, grid)
+        kernels["distance_grid"](grid, factor, dist)
+        if kernels["hidden_candidates"](targets, radius, dist, plate_reach, W, factor, cand) == 0:
+            continue
+        kernels["push_pull"](grid, np.float32(0.25), filled)
+        kernels["hidden_samples"](targets, cand, radius, dist, filled, W, factor, has, out_c, out_d)
+    pix = torch.from_numpy(np.flatnonzero(has))
+    return pix, torch.from_numpy(out_c[:, pix.numpy()]), torch.from_numpy(out_d[pix.numpy()])
+
+
+@functools.lru_cache(maxsize=1)
+def _numba_kernels() -> dict:
+    """The compiled kernels of :mod:`._layered_numba_kernels` (loaded from numba's on-disk cache after the first
+    compilation on a machine), each logging its first call once."""
+    from . import _layered_numba_kernels as k
+    from .numba_backend import logged_first_calls
+
+    names = ("slab_members", "plate_add", "plate_grid", "distance_grid", "hidden_candidates", "push_pull",
+             "hidden_samples", "count_sources", "fill_sources", "slab_boxes", "layered_rows")
+    return logged_first_calls({name: getattr(k, name) for name in names}, "layered")
 
 
 def _scatter_function(backend: str, lens=None):

@@ -3,8 +3,9 @@ available and a lens kernel is needed.
 
 Module-level functions on purpose, as :mod:`._numba_kernels`: numba's on-disk cache (``cache=True``) then
 hits in every later process instead of recompiling. :func:`fast_fields` prepares every source once (lens
-fields, energy factor, premultiplied weights, table levels: no (H, W) torch temporaries), :func:`fast_rows`
-splats them (see :mod:`.lens_numba` for the arithmetic), :func:`exact_rows` is the exact lens kernel.
+fields, energy factor, premultiplied weights, table rows and the rows its lemon and ring reach: no (H, W) torch
+temporaries), :func:`fast_rows` splats them (see :mod:`.lens_numba` for the arithmetic), :func:`exact_rows` is
+the exact lens kernel.
 """
 
 from __future__ import annotations
@@ -12,58 +13,22 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-from ._numba_kernels import add_weighted, resolve_row, splat_table_row, table_run
+from ._numba_kernels import add_weighted, resolve_row
 
 f32 = np.float32
+f64 = np.float64
+u64 = np.uint64
 
-
-@njit(cache=True, inline="always")
-def row_at(lf, rf, hf, n_rows, n_runs, base, row, frac, x_off, run):
-    """:func:`._numba_kernels.table_run` for a table radius (scale 1) at kernel row ``row + frac`` (``row`` an
-    integer table row index, ``frac`` in [0, 1)), moved by ``x_off``."""
-    one = f32(1.0)
-    i0 = min(max(row, 0), n_rows - 1)
-    i1 = min(max(row + 1, 0), n_rows - 1)
-    e0 = base + i0 * n_runs + run
-    e1 = base + i1 * n_runs + run
-    g = one - frac
-    left = lf[e0] * g + lf[e1] * frac + x_off
-    right = rf[e0] * g + rf[e1] * frac + x_off
-    height = hf[e0] * g + hf[e1] * frac
-    return left, right, height
-
-
-@njit(cache=True, inline="always")
-def write_segment(diff, x, left, right, height, p0, p1, p2, p3, W):
-    if not (right > left) or height == 0:
-        return
-    one = f32(1.0)
-    pos_l = left + f32(0.5)
-    pos_r = right + f32(0.5)
-    cell_l = np.floor(pos_l)
-    cell_r = np.floor(pos_r)
-    cover_l = cell_l + one - pos_l
-    cover_r = pos_r - cell_r
-    cl = min(max(cell_l + f32(x), f32(-1.0)), f32(W))
-    cr = min(max(cell_r + f32(x), f32(-1.0)), f32(W))
-    cols = (min(max(int(cl), 0), W), min(max(int(cl) + 1, 0), W), min(max(int(cr), 0), W),
-            min(max(int(cr) + 1, 0), W))
-    coefs = (cover_l * height, (one - cover_l) * height, (cover_r - one) * height, -cover_r * height)
-    for q in range(4):
-        add_weighted(diff, cols[q], coefs[q], p0, p1, p2, p3)
-
-
-@njit(cache=True, inline="always")
-def clipped_segment(diff, x, left, right, height, cl, cr, ch, weight, p0, p1, p2, p3, W):
-    """:func:`write_segment` of the run ``(left, right, height)`` clipped to ``[cl, cr]`` and height ``ch``,
-    times ``weight``; returns the clipped run (nothing written where it is empty)."""
-    left = max(left, cl)
-    right = min(right, cr)
-    height = min(height, ch)
-    write_segment(diff, x, left, right, weight * height, p0, p1, p2, p3, W)
-    return left, right, height
+#: words of a source record of the fast kernel (float32 / int32 views of one buffer, see :func:`fast_fields`)
+RECORD = 16
+#: source kinds of the fast kernel: scaled rows (radius above the tables, or a lemon touching a table's padding
+#: row), the plain table entries, table radii with a shifted clip circle, table radii with a ring only
+SCALED, PLAIN, SHIFTED, RING_ONLY = 0, 1, 2, 3
 
 
 @njit(cache=True, inline="always")
@@ -186,25 +151,56 @@ def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, sxs, sys_, ri
         resolve_row(diff, acc, ty, out)
 
 
+
+@njit(cache=True, inline="always")
+def full_turn_angle(y, x):
+    """``atan2(y, x)`` in [0, 2*pi) for (x, y) != (0, 0), to 2e-8 rad (the direction coordinate of the energy
+    table, where libm's atan2 was a quarter of the per-source cost): the octant's ratio ``z`` in [0, 1], reduced
+    to ``|w| <= tan(pi/8)`` by ``atan(z) = pi/4 + atan((z - 1) / (z + 1))``, then the odd series to ``w^15``."""
+    abs_x = abs(x)
+    abs_y = abs(y)
+    z = min(abs_x, abs_y) / max(abs_x, abs_y)
+    base = 0.0
+    if z > 0.41421356237309503:  # tan(pi/8)
+        z = (z - 1.0) / (z + 1.0)
+        base = 0.25 * math.pi
+    z2 = z * z
+    series = 1.0 / 13.0 - z2 / 15.0
+    for inv in (-1.0 / 11.0, 1.0 / 9.0, -1.0 / 7.0, 1.0 / 5.0, -1.0 / 3.0):
+        series = inv + z2 * series
+    angle = base + z + z * z2 * series
+    if abs_y > abs_x:
+        angle = 0.5 * math.pi - angle
+    if x < 0:
+        angle = math.pi - angle
+    if y < 0:
+        angle = 2.0 * math.pi - angle
+    return angle
+
+
 @njit(cache=True, fastmath=False, parallel=True)
 def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, cos_a, sin_a, ax, ay, max_clip,
-                ring_amount, mass, mass_steps, ring_inner, n_levels, base_radius, lpp, big_reach, src_f, src_x,
-                src_i, reach):
+                ring_amount, mass, mass_steps, ring_inner, n_levels, base_radius, lpp, big_reach, n_rows, n_runs,
+                half_rows, row_lo, row_hi, clip_lo, clip_hi, rec_f, rec_i, span, row_span):
     """Per-source lens state of the fast kernel, one pass over the sources (the arithmetic of
     :meth:`bokehme_core.aperture.Lens.fields` and :func:`.lens_kernels.lens_premult`, fused).
 
     radius (H, W) px; img (C, H, W) linear colour (C = 3) or premultiplied colour + coverage (C = 4, the
-    energy-preserving splat: sources with coverage 0 get reach -1); denom (H, W) the plain weight's denominator
+    energy-preserving splat: sources with coverage 0 reach no row); denom (H, W) the plain weight's denominator
     (``r^2 + 0.2``, or the fast kernel's mass with coverage); the tile's place ``(top, left)`` in a
     ``frame_h x frame_w`` frame; mass (2, radii, clips, angles + 1) the energy table of
-    :func:`bokehme_core.aperture._mass_volume`. Writes ``src_f`` (H, W, 10) float32: the premultiplied weights
-    ``p0..p3``, the shape offset ``ox`` (px), the ring weight and the fractional parts of the four row offsets;
-    ``src_x`` (H, W, 3) float32: ``oy`` (px) and the row scales of the outer and inner shape (read only for
-    scaled rows: the hot loop streams through compact records); ``src_i`` (H, W, 8) int16: the table levels of
-    the outer and inner shape, the kind (1 = the plain fast kernel: no shift, no ring, a table radius; 2 / 3 =
-    table radii for the outer and inner shape, shifted / ring only; 0 = scaled rows), the integer parts of the row offsets ``oy, -oy,
-    RING_INNER*oy, -RING_INNER*oy`` and the last row offset at which the inner shape has runs; ``reach`` (H, W)
-    int32: ``floor(r * ay) + 1``.
+    :func:`bokehme_core.aperture._mass_volume`; row_lo / row_hi (levels,) the first and last row of each level
+    of the aperture's run table with a run (clip_lo / clip_hi: the clip circle's table).
+
+    Writes one record of :data:`RECORD` words per source, ``rec_f`` / ``rec_i`` (H, W, RECORD) float32 / int32
+    views of one buffer: 0-3 the premultiplied weights, 4 the shape offset ``ox`` (px), 5 minus the ring weight,
+    6-9 the fractional parts of the row offsets ``oy, -oy, RING_INNER*oy, -RING_INNER*oy`` (shape, clip circle,
+    inner shape, inner clip circle), 10 ``RING_INNER*ox``, 11-14 the table entries of kernel row 0 of the four
+    (level and integer row offset folded in), 15 the kind. Kind :data:`SCALED` keeps ``oy``, the outer and inner
+    row scales in 6-8 and the outer and inner levels in 11 and 13; :data:`PLAIN` its entry in 11.
+    ``span`` (H, W, 4) int16: the kernel rows ``dy`` the source can reach (within its window ``floor(r*ay) + 1``
+    and where the tables read have runs), then those of its ring (empty: first > last); ``row_span`` (H, 2)
+    int32: the least first and the largest last row of each source row.
     """
     H, W = radius.shape
     coverage = img.shape[0] == 4
@@ -215,31 +211,51 @@ def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, 
     n_c = mass.shape[2]
     n_a = mass.shape[3]
     two_pi = 2.0 * math.pi
+    last_row = n_rows - 1
+    inv_half_diag = 1.0 / half_diag
+    inv_ax = 1.0 / ax
+    inv_ay = 1.0 / ay
     for y in prange(H):
-        ys = (y + top - cy) / half_diag
-        for x in range(W):
-            r = radius[y, x]
-            fade = min(max(r - f32(1.0), f32(0.0)), f32(1.0))
-            sx = f32(0.0)
-            sy = f32(0.0)
-            if shifted:
-                xs = (x + left - cx) / half_diag
+        ys = (y + top - cy) * inv_half_diag
+        first_all = 1 << 30
+        last_all = -(1 << 30)
+        # first the shifts and their table coordinates of the whole row (short independent iterations: the
+        # square roots and divisions of neighbouring sources overlap), then the rest per source
+        shift_x = np.zeros(W, dtype=np.float32)
+        shift_y = np.zeros(W, dtype=np.float32)
+        clip_i = np.zeros(W)
+        turn_i = np.zeros(W)
+        if shifted:
+            for x in range(W):
+                fade = min(max(radius[y, x] - f32(1.0), f32(0.0)), f32(1.0))
+                if not fade > 0:  # no shift, as 0 * the clip vector
+                    continue
+                xs = (x + left - cx) * inv_half_diag
                 rho = math.sqrt(xs * xs + ys * ys)
                 clip = min(gain * rho, max_clip)
-                ux = (cos_a * xs + sin_a * ys) / ax
-                uy = (-sin_a * xs + cos_a * ys) / ay
+                ux = (cos_a * xs + sin_a * ys) * inv_ax
+                uy = (-sin_a * xs + cos_a * ys) * inv_ay
                 length = max(math.sqrt(ux * ux + uy * uy), 1e-12)
                 half = 0.5 * clip / length
                 sx = f32(ux * half) * fade
                 sy = f32(uy * half) * fade
+                shift_x[x] = sx
+                shift_y[x] = sy
+                if sx != 0 or sy != 0:  # (no clip: every direction of the table holds the same value)
+                    clip_i[x] = min(max(2.0 * math.sqrt(float(sx) * sx + float(sy) * sy), 0.0),
+                                    max_clip) / max_clip * (n_c - 1)
+                    turn_i[x] = min(max(full_turn_angle(float(sy), float(sx)) / two_pi * (n_a - 1), 0.0),
+                                    n_a - 1.0)
+        for x in range(W):
+            r = radius[y, x]
+            fade = min(max(r - f32(1.0), f32(0.0)), f32(1.0))
+            sx = shift_x[x]
+            sy = shift_y[x]
             rw = f32(ring_amount) * fade
             # energy: trilinear in (radius, clip distance, direction) as grid_sample(align_corners=True, border)
             ri = min(max(float(r) * mass_steps, 0.0), n_r - 1.0)
-            ci = min(max(2.0 * math.sqrt(float(sx) * sx + float(sy) * sy), 0.0), max_clip) / max_clip * (n_c - 1)
-            ang = math.atan2(float(sy), float(sx))
-            if ang < 0.0:
-                ang += two_pi
-            ti = min(max(ang / two_pi * (n_a - 1), 0.0), n_a - 1.0)
+            ci = clip_i[x]
+            ti = turn_i[x]
             r0 = min(int(ri), n_r - 2) if n_r > 1 else 0
             c0 = min(int(ci), n_c - 2) if n_c > 1 else 0
             t0 = min(int(ti), n_a - 2) if n_a > 1 else 0
@@ -249,159 +265,336 @@ def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, 
             r1 = min(r0 + 1, n_r - 1)
             c1 = min(c0 + 1, n_c - 1)
             t1 = min(t0 + 1, n_a - 1)
-            outer_inner = np.zeros(2)
+            ratio_outer = 0.0
+            ratio_inner = 0.0
             for k in range(2):
                 v00 = mass[k, r0, c0, t0] * (1 - ft) + mass[k, r0, c0, t1] * ft
                 v01 = mass[k, r0, c1, t0] * (1 - ft) + mass[k, r0, c1, t1] * ft
                 v10 = mass[k, r1, c0, t0] * (1 - ft) + mass[k, r1, c0, t1] * ft
                 v11 = mass[k, r1, c1, t0] * (1 - ft) + mass[k, r1, c1, t1] * ft
-                outer_inner[k] = (v00 * (1 - fc) + v01 * fc) * (1 - fr) + (v10 * (1 - fc) + v11 * fc) * fr
-            norm = f32(1.0) / (f32(outer_inner[0]) - rw * f32(outer_inner[1]))
+                value = (v00 * (1 - fc) + v01 * fc) * (1 - fr) + (v10 * (1 - fc) + v11 * fc) * fr
+                if k == 0:
+                    ratio_outer = value
+                else:
+                    ratio_inner = value
+            norm = f32(1.0) / (f32(ratio_outer) - rw * f32(ratio_inner))
             w = norm / denom[y, x]
-            src_f[y, x, 0] = img[0, y, x] * w
-            src_f[y, x, 1] = img[1, y, x] * w
-            src_f[y, x, 2] = img[2, y, x] * w
-            src_f[y, x, 3] = img[3, y, x] * w if coverage else w
+            rec_f[y, x, 0] = img[0, y, x] * w
+            rec_f[y, x, 1] = img[1, y, x] * w
+            rec_f[y, x, 2] = img[2, y, x] * w
+            rec_f[y, x, 3] = img[3, y, x] * w if coverage else w
             ox = sx * r * f32(ax)
             oy = sy * r * f32(ay)
-            src_f[y, x, 4] = ox
-            src_x[y, x, 0] = oy
-            src_f[y, x, 5] = rw
+            rec_f[y, x, 4] = ox
+            rec_f[y, x, 5] = -rw
             lev, sc = level_scale(r, n_levels, base_radius, lpp)
             ilev, isc = level_scale(r * ring_inner, n_levels, base_radius, lpp)
-            src_x[y, x, 1] = sc
-            src_x[y, x, 2] = isc
-            src_i[y, x, 0] = lev
-            src_i[y, x, 1] = ilev
-            rch = int(math.floor(r * f32(ay))) + 1
+            reach = int(math.floor(r * f32(ay))) + 1
             if coverage and not (img[3, y, x] > 0):
-                rch = -1
-            reach[y, x] = rch
-            # table rows of the inner shape beyond its window (level rounding and interpolation: + 2) hold no run
-            src_i[y, x, 7] = int(math.floor(r * ring_inner * f32(ay))) + 3
-            kind = 0
-            if ox == 0 and oy == 0 and rw == 0 and rch <= big_reach:
-                kind = 1
+                reach = -1
+            with_ring = rw > 0
+            kind = SCALED
+            if ox == 0 and oy == 0 and rw == 0 and reach <= big_reach:
+                kind = PLAIN
             elif sc == 1 and isc == 1:
-                kind = 2 if (ox != 0 or oy != 0) else 3
-            src_i[y, x, 2] = kind
-            # kind 2 (table radii): the rows read are dy + offset with the offsets below (shape, clip circle,
-            # inner shape, inner clip), whose integer and fractional parts are the same for every row
-            iy = oy * ring_inner
-            for j in range(4):
-                offset = oy if j == 0 else (-oy if j == 1 else (iy if j == 2 else -iy))
-                whole = np.floor(offset)
-                src_i[y, x, 3 + j] = int(whole)
-                src_f[y, x, 6 + j] = offset - whole
+                kind = SHIFTED if (ox != 0 or oy != 0) else RING_ONLY
+            first = -reach
+            last = reach
+            ring_first = 1
+            ring_last = 0
+            if kind == PLAIN:
+                rec_i[y, x, 11] = (lev * n_rows + half_rows) * n_runs
+                first = max(first, row_lo[lev] - half_rows)
+                last = min(last, row_hi[lev] - half_rows)
+            elif kind != SCALED:
+                # table radii: kernel row dy reads the table rows dy + offset and the next one (the offsets'
+                # fractional parts are the same for every row); only the rows where all the tables read have runs
+                # matter, and those never reach a table's padding rows (else: scaled rows, which clamp)
+                iy = oy * ring_inner
+                whole = (np.floor(oy), np.floor(-oy), np.floor(iy), np.floor(-iy))
+                rec_f[y, x, 6] = oy - whole[0]
+                rec_f[y, x, 7] = -oy - whole[1]
+                rec_f[y, x, 8] = iy - whole[2]
+                rec_f[y, x, 9] = -iy - whole[3]
+                rec_f[y, x, 10] = ox * ring_inner
+                shape_row = half_rows + int(whole[0])
+                clip_row = half_rows + int(whole[1])
+                inner_row = half_rows + int(whole[2])
+                inner_clip_row = half_rows + int(whole[3])
+                rec_i[y, x, 11] = (lev * n_rows + shape_row) * n_runs
+                rec_i[y, x, 12] = lev * n_rows + clip_row
+                rec_i[y, x, 13] = (ilev * n_rows + inner_row) * n_runs
+                rec_i[y, x, 14] = ilev * n_rows + inner_clip_row
+                edge = row_lo[lev] == 0 or row_hi[lev] == last_row
+                first = max(first, row_lo[lev] - 1 - shape_row)
+                last = min(last, row_hi[lev] - shape_row)
+                if kind == SHIFTED:
+                    edge = edge or clip_lo[lev] == 0 or clip_hi[lev] == last_row
+                    first = max(first, clip_lo[lev] - 1 - clip_row)
+                    last = min(last, clip_hi[lev] - clip_row)
+                if with_ring:
+                    edge = edge or row_lo[ilev] == 0 or row_hi[ilev] == last_row
+                    ring_first = max(first, row_lo[ilev] - 1 - inner_row)
+                    ring_last = min(last, row_hi[ilev] - inner_row)
+                    if kind == SHIFTED:
+                        edge = edge or clip_lo[ilev] == 0 or clip_hi[ilev] == last_row
+                        ring_first = max(ring_first, clip_lo[ilev] - 1 - inner_clip_row)
+                        ring_last = min(ring_last, clip_hi[ilev] - inner_clip_row)
+                if edge:
+                    kind = SCALED
+                    first = -reach
+                    last = reach
+            if kind == SCALED:
+                rec_f[y, x, 6] = oy
+                rec_f[y, x, 7] = sc
+                rec_f[y, x, 8] = isc
+                rec_i[y, x, 11] = lev
+                rec_i[y, x, 13] = ilev
+                if with_ring:
+                    ring_first = first
+                    ring_last = last
+            rec_i[y, x, 15] = kind
+            span[y, x, 0] = first
+            span[y, x, 1] = last
+            span[y, x, 2] = ring_first
+            span[y, x, 3] = ring_last
+            if first <= last:
+                first_all = min(first_all, first)
+                last_all = max(last_all, last)
+        row_span[y, 0] = first_all
+        row_span[y, 1] = last_all
+
+
+@njit(cache=True, inline="always")
+def table_row(table, e, step, frac, x_off):
+    """Run ``(left, right, height)`` between the interleaved table entries ``e`` and ``e + step`` (the next table
+    row) at ``frac`` in [0, 1), moved by ``x_off`` (unsigned entries: no negative-index code in the hot loop)."""
+    g = f32(1.0) - frac
+    e0 = u64(e)
+    e1 = u64(e + step)
+    left = table[e0, 0] * g + table[e1, 0] * frac + x_off
+    right = table[e0, 1] * g + table[e1, 1] * frac + x_off
+    height = table[e0, 2] * g + table[e1, 2] * frac
+    return left, right, height
+
+
+@njit(cache=True, inline="always")
+def scaled_row(table, n_rows, n_runs, half_rows, level, sc, row, x_off, run):
+    """:func:`._numba_kernels.table_run` on an interleaved table: run ``run`` at fractional kernel row ``row``
+    (px) of a table level scaled by ``sc``, moved by ``x_off``."""
+    one = f32(1.0)
+    u = row / sc
+    u0 = np.floor(u)
+    frac = u - u0
+    i0 = min(max(int(u0) + half_rows, 0), n_rows - 1)
+    i1 = min(max(int(u0) + 1 + half_rows, 0), n_rows - 1)
+    base = level * (n_rows * n_runs)
+    e0 = base + i0 * n_runs + run
+    e1 = base + i1 * n_runs + run
+    left = (table[e0, 0] * (one - frac) + table[e1, 0] * frac) * sc + x_off
+    right = (table[e0, 1] * (one - frac) + table[e1, 1] * frac) * sc + x_off
+    height = table[e0, 2] * (one - frac) + table[e1, 2] * frac
+    return left, right, height
+
+
+@intrinsic
+def add_scaled(typingctx, diff, k, col, weight, q0, q1, q2, q3):
+    """``diff[k, col, :] += (q0, q1, q2, q3) * weight`` for a C-contiguous (rows, W + 1, 4) float64 ``diff``, as
+    one 4-lane float64 multiply and add (no index wraparound: ``k``, ``col`` >= 0).
+
+    Lane for lane the arithmetic of the scalar ``diff[k, col, c] += q_c * f64(weight)`` (same bits); numba keeps
+    LLVM's SLP vectoriser off, and as four scalar updates these writes took about half of the fast lens kernel's
+    time.
+    """
+    if not (isinstance(diff, types.Array) and diff.dtype == types.float64 and diff.ndim == 3 and diff.layout == "C"):
+        return None
+    signature = types.void(diff, k, col, weight, q0, q1, q2, q3)
+
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        index = [context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 2)]
+        index.append(context.get_constant(types.intp, 0))
+        pointer = cgutils.get_item_pointer(context, builder, sig.args[0], array, index, wraparound=False)
+        lanes = ir.VectorType(ir.DoubleType(), 4)
+        pointer = builder.bitcast(pointer, lanes.as_pointer())
+        undefined = ir.Constant(lanes, ir.Undefined)
+        values = undefined
+        for lane in range(4):
+            value = context.cast(builder, args[4 + lane], sig.args[4 + lane], types.float64)
+            values = builder.insert_element(values, value, ir.Constant(ir.IntType(32), lane))
+        scale = context.cast(builder, args[3], sig.args[3], types.float64)
+        scale = builder.insert_element(undefined, scale, ir.Constant(ir.IntType(32), 0))
+        scale = builder.shuffle_vector(scale, undefined, ir.Constant(ir.VectorType(ir.IntType(32), 4), [0, 0, 0, 0]))
+        total = builder.fadd(builder.load(pointer, align=8), builder.fmul(values, scale))
+        builder.store(total, pointer, align=8)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@njit(cache=True, inline="always")
+def box_segment(diff, k, x, left, right, height, q0, q1, q2, q3, W, inside):
+    """The box ``[x + left, x + right]`` of ``height`` into row ``k`` of the difference arrays: the four writes of
+    :func:`.lens_kernels._write_segments` (fractional coverage at both ends). ``inside``: the source is far enough
+    from the borders that no column needs clamping."""
+    if not (right > left) or height == 0:
+        return
+    one = f32(1.0)
+    pos_l = left + f32(0.5)
+    pos_r = right + f32(0.5)
+    cell_l = np.floor(pos_l)
+    cell_r = np.floor(pos_r)
+    cover_l = cell_l + one - pos_l
+    cover_r = pos_r - cell_r
+    if inside:
+        col_l = int(cell_l) + x
+        col_r = int(cell_r) + x
+        add_scaled(diff, k, col_l, cover_l * height, q0, q1, q2, q3)
+        add_scaled(diff, k, col_l + 1, (one - cover_l) * height, q0, q1, q2, q3)
+        add_scaled(diff, k, col_r, (cover_r - one) * height, q0, q1, q2, q3)
+        add_scaled(diff, k, col_r + 1, -cover_r * height, q0, q1, q2, q3)
+    else:
+        col_l = int(min(max(cell_l + f32(x), f32(-1.0)), f32(W)))  # clamp as floats first (huge radii)
+        col_r = int(min(max(cell_r + f32(x), f32(-1.0)), f32(W)))
+        add_scaled(diff, k, min(max(col_l, 0), W), cover_l * height, q0, q1, q2, q3)
+        add_scaled(diff, k, min(col_l + 1, W), (one - cover_l) * height, q0, q1, q2, q3)
+        add_scaled(diff, k, min(max(col_r, 0), W), (cover_r - one) * height, q0, q1, q2, q3)
+        add_scaled(diff, k, min(col_r + 1, W), -cover_r * height, q0, q1, q2, q3)
 
 
 @njit(cache=True, fastmath=False, parallel=True)
-def fast_rows(row_lo, row_hi, win_y, row_reach, reach, src_f, src_x, src_i, entry_cols, entry_coef, s_l, s_r, s_h, c_l,
-              c_r, c_h, n_rows, n_runs, half_rows, ring_inner, out):
-    """Target rows ``row_lo .. row_hi`` of the fast lens scatter (sources prepared by :func:`fast_fields`)."""
-    H, W = reach.shape
-    no_acc = np.zeros((0, 4), dtype=np.float64)
+def fast_rows(row_lo, row_hi, block, win_y, row_span, span, rec_f, rec_i, shape_t, clip_t, entry_cols, entry_coef,
+              margin, n_rows, n_runs, half_rows, ring_inner, out):
+    """Target rows ``row_lo .. row_hi`` of the fast lens scatter (sources prepared by :func:`fast_fields`).
+
+    Blocks of ``block`` target rows (``prange``), each with its own float64 difference arrays: the source rows that
+    reach the block are read once, in order, and every source splats all its kernel rows that fall in the block
+    (one record read per source and block instead of one per kernel row). The blocks do not depend on the thread
+    count, nor does the result. shape_t / clip_t: the run tables interleaved, (entries, 3) ``left, right,
+    height``; margin: sources with ``margin <= x < W - margin`` write no column outside the row.
+    """
+    H = rec_i.shape[0]
+    W = rec_i.shape[1]
     big = f32(1e30)
-    one = f32(1.0)
-    for ty in prange(row_lo, row_hi):
-        diff = np.zeros((W + 1, 4), dtype=np.float64)
-        for dy in range(-win_y, win_y + 1):
-            sy = ty - dy
-            if sy < 0 or sy >= H:
+    no_acc = np.zeros((0, 4), dtype=np.float64)
+    n_blocks = (row_hi - row_lo + block - 1) // block
+    for b in prange(n_blocks):
+        t0 = row_lo + b * block
+        t1 = min(t0 + block, row_hi)
+        diff = np.zeros((t1 - t0, W + 1, 4), dtype=np.float64)
+        for sy in range(max(t0 - win_y, 0), min(t1 + win_y, H)):
+            d_first = t0 - sy  # kernel rows dy with t0 <= sy + dy < t1
+            d_last = t1 - 1 - sy
+            if row_span[sy, 1] < d_first or row_span[sy, 0] > d_last:
                 continue
-            ady = abs(dy)
-            if row_reach[sy] < ady:
-                continue
-            fdy = f32(dy)
-            table_row = dy + half_rows
+            usy = u64(sy)
             for x in range(W):
-                if reach[sy, x] < ady:
+                ux = u64(x)
+                first = max(d_first, span[usy, ux, 0])
+                last = min(d_last, span[usy, ux, 1])
+                if last < first:
                     continue
-                p0 = src_f[sy, x, 0]
-                p1 = src_f[sy, x, 1]
-                p2 = src_f[sy, x, 2]
-                p3 = src_f[sy, x, 3]
-                lev = src_i[sy, x, 0]
-                if src_i[sy, x, 2] == 1:  # the plain fast kernel (table radius, no shift, no ring)
-                    if table_row < 0 or table_row >= n_rows:
-                        continue
-                    splat_table_row(diff, x, lev * (n_rows * n_runs) + table_row * n_runs, n_runs, s_h, entry_cols,
-                                    entry_coef, p0, p1, p2, p3, W)
-                    continue
-                sx_ = src_f[sy, x, 4]
-                rw = src_f[sy, x, 5]
-                kind = src_i[sy, x, 2]
-                if kind >= 2:  # table radii: fixed row offsets (see fast_fields); 2 = shifted, 3 = ring only
-                    t_base = lev * (n_rows * n_runs)
-                    t_row = table_row + src_i[sy, x, 3]
-                    t_frac = src_f[sy, x, 6]
-                    t_shifted = kind == 2
-                    t_ring = rw > 0 and abs(dy + src_i[sy, x, 5]) <= src_i[sy, x, 7]
-                    t_ix = sx_ * ring_inner
-                    t_ibase = src_i[sy, x, 1] * (n_rows * n_runs)
-                    t_irow = table_row + src_i[sy, x, 5]
-                    t_ifrac = src_f[sy, x, 8]
-                    t_cl = -big
-                    t_cr = big
-                    t_ch = big
-                    t_icl = -big
-                    t_icr = big
-                    t_ich = big
-                    if t_shifted:
-                        t_cl, t_cr, t_ch = row_at(c_l, c_r, c_h, n_rows, 1, lev * n_rows,
-                                                  table_row + src_i[sy, x, 4], src_f[sy, x, 7], sx_, 0)
-                        if not (t_cr > t_cl) or t_ch == 0:
-                            continue  # the clip circle misses this row: so does the lemon (and its ring)
-                        if t_ring:
-                            t_icl, t_icr, t_ich = row_at(c_l, c_r, c_h, n_rows, 1, src_i[sy, x, 1] * n_rows,
-                                                         table_row + src_i[sy, x, 6], src_f[sy, x, 9], t_ix, 0)
-                            if not (t_icr > t_icl) or t_ich == 0:
-                                t_ring = False
-                    for run in range(n_runs):
-                        left, right, height = row_at(s_l, s_r, s_h, n_rows, n_runs, t_base, t_row, t_frac, -sx_,
-                                                     run)
-                        left, right, height = clipped_segment(diff, x, left, right, height, t_cl, t_cr, t_ch, one,
-                                                              p0, p1, p2, p3, W)
-                        if t_ring and right > left and height != 0:
-                            il, ir, ih = row_at(s_l, s_r, s_h, n_rows, n_runs, t_ibase, t_irow, t_ifrac, -t_ix, run)
-                            clipped_segment(diff, x, il, ir, ih, max(t_icl, left), min(t_icr, right),
-                                            min(t_ich, height), -rw, p0, p1, p2, p3, W)
-                    continue
-                sy_ = src_x[sy, x, 0]
-                sc = src_x[sy, x, 1]
-                shifted = sx_ != 0 or sy_ != 0
-                cl = -big
-                cr = big
-                ch = big
-                if shifted:
-                    cl, cr, ch = table_run(c_l, c_r, c_h, n_rows, 1, half_rows, lev, sc, fdy - sy_, sx_, 0)
-                    if not (cr > cl) or ch == 0:
-                        continue  # the clip circle misses this row: so does the lemon (and its ring)
-                with_ring = rw > 0
-                ilev = lev
-                isc = sc
-                ix = sx_
-                iy = sy_
-                icl = -big
-                icr = big
-                ich = big
-                if with_ring:
-                    ilev = src_i[sy, x, 1]
-                    isc = src_x[sy, x, 2]
-                    ix = sx_ * ring_inner
-                    iy = sy_ * ring_inner
-                    if shifted:
-                        icl, icr, ich = table_run(c_l, c_r, c_h, n_rows, 1, half_rows, ilev, isc, fdy - iy, ix, 0)
-                        if not (icr > icl) or ich == 0:
-                            with_ring = False
-                for run in range(n_runs):
-                    left, right, height = table_run(s_l, s_r, s_h, n_rows, n_runs, half_rows, lev, sc, fdy + sy_,
-                                                    -sx_, run)
-                    left, right, height = clipped_segment(diff, x, left, right, height, cl, cr, ch, one, p0, p1, p2,
-                                                          p3, W)
-                    if with_ring and right > left and height != 0:
-                        il, ir, ih = table_run(s_l, s_r, s_h, n_rows, n_runs, half_rows, ilev, isc, fdy + iy, -ix,
-                                               run)
-                        clipped_segment(diff, x, il, ir, ih, max(icl, left), min(icr, right), min(ich, height), -rw,
-                                        p0, p1, p2, p3, W)
-        resolve_row(diff, no_acc, ty, out)
+                kind = rec_i[usy, ux, 15]
+                q0 = f64(rec_f[usy, ux, 0])
+                q1 = f64(rec_f[usy, ux, 1])
+                q2 = f64(rec_f[usy, ux, 2])
+                q3 = f64(rec_f[usy, ux, 3])
+                inside = x >= margin and x < W - margin
+                ox = rec_f[usy, ux, 4]
+                ring_weight = rec_f[usy, ux, 5]
+                ring_first = span[usy, ux, 2]
+                ring_last = span[usy, ux, 3]
+                if kind == SHIFTED or kind == RING_ONLY:
+                    shape_frac = rec_f[usy, ux, 6]
+                    clip_frac = rec_f[usy, ux, 7]
+                    inner_frac = rec_f[usy, ux, 8]
+                    inner_clip_frac = rec_f[usy, ux, 9]
+                    ix = rec_f[usy, ux, 10]
+                    shape_e = rec_i[usy, ux, 11]
+                    clip_e = rec_i[usy, ux, 12]
+                    inner_e = rec_i[usy, ux, 13]
+                    inner_clip_e = rec_i[usy, ux, 14]
+                    for dy in range(first, last + 1):
+                        k = sy + dy - t0
+                        cl = -big
+                        cr = big
+                        ch = big
+                        if kind == SHIFTED:
+                            cl, cr, ch = table_row(clip_t, clip_e + dy, 1, clip_frac, ox)
+                            if not (cr > cl) or ch == 0:
+                                continue  # the clip circle misses this row: so does the lemon (and its ring)
+                        ring = ring_first <= dy and dy <= ring_last
+                        icl = -big
+                        icr = big
+                        ich = big
+                        if ring and kind == SHIFTED:
+                            icl, icr, ich = table_row(clip_t, inner_clip_e + dy, 1, inner_clip_frac, ix)
+                            if not (icr > icl) or ich == 0:
+                                ring = False
+                        for run in range(n_runs):
+                            left, right, height = table_row(shape_t, shape_e + dy * n_runs + run, n_runs, shape_frac,
+                                                            -ox)
+                            left = max(left, cl)
+                            right = min(right, cr)
+                            height = min(height, ch)
+                            box_segment(diff, k, x, left, right, height, q0, q1, q2, q3, W, inside)
+                            if ring and right > left and height != 0:
+                                il, ir, ih = table_row(shape_t, inner_e + dy * n_runs + run, n_runs, inner_frac, -ix)
+                                il = max(il, max(icl, left))
+                                ir = min(ir, min(icr, right))
+                                ih = min(ih, min(ich, height))
+                                box_segment(diff, k, x, il, ir, ring_weight * ih, q0, q1, q2, q3, W, inside)
+                elif kind == PLAIN:  # the plain fast kernel's precomputed writes (table radius, no shift, no ring)
+                    entry = rec_i[usy, ux, 11]
+                    for dy in range(first, last + 1):
+                        k = sy + dy - t0
+                        for run in range(n_runs):
+                            e = entry + dy * n_runs + run
+                            if shape_t[e, 2] == 0:
+                                continue
+                            for q in range(4):
+                                add_scaled(diff, k, min(max(x + entry_cols[e, q], 0), W), entry_coef[e, q], q0, q1,
+                                           q2, q3)
+                else:  # scaled rows (radius above the tables): the table rows read at dy / scale
+                    oy = rec_f[usy, ux, 6]
+                    sc = rec_f[usy, ux, 7]
+                    isc = rec_f[usy, ux, 8]
+                    lev = rec_i[usy, ux, 11]
+                    ilev = rec_i[usy, ux, 13]
+                    shifted = ox != 0 or oy != 0
+                    iy = oy * ring_inner
+                    ix = ox * ring_inner
+                    for dy in range(first, last + 1):
+                        k = sy + dy - t0
+                        fdy = f32(dy)
+                        cl = -big
+                        cr = big
+                        ch = big
+                        if shifted:
+                            cl, cr, ch = scaled_row(clip_t, n_rows, 1, half_rows, lev, sc, fdy - oy, ox, 0)
+                            if not (cr > cl) or ch == 0:
+                                continue
+                        ring = ring_first <= dy and dy <= ring_last
+                        icl = -big
+                        icr = big
+                        ich = big
+                        if ring and shifted:
+                            icl, icr, ich = scaled_row(clip_t, n_rows, 1, half_rows, ilev, isc, fdy - iy, ix, 0)
+                            if not (icr > icl) or ich == 0:
+                                ring = False
+                        for run in range(n_runs):
+                            left, right, height = scaled_row(shape_t, n_rows, n_runs, half_rows, lev, sc, fdy + oy,
+                                                             -ox, run)
+                            left = max(left, cl)
+                            right = min(right, cr)
+                            height = min(height, ch)
+                            box_segment(diff, k, x, left, right, height, q0, q1, q2, q3, W, False)
+                            if ring and right > left and height != 0:
+                                il, ir, ih = scaled_row(shape_t, n_rows, n_runs, half_rows, ilev, isc, fdy + iy, -ix,
+                                                        run)
+                                il = max(il, max(icl, left))
+                                ir = min(ir, min(icr, right))
+                                ih = min(ih, min(ich, height))
+                                box_segment(diff, k, x, il, ir, ring_weight * ih, q0, q1, q2, q3, W, False)
+        for ty in range(t0, t1):
+            resolve_row(diff[ty - t0], no_acc, ty, out)

@@ -2,17 +2,22 @@
 :class:`bokehme_core.aperture.Lens` for :func:`.numba_backend.scatter_fast_numba` and
 :func:`.numba_backend.scatter_exact_numba` (which hand over here when given a lens whose shapes are not neutral).
 
-Same structure as :mod:`.numba_backend`: a gather over target rows (``prange``), each row owning its float64
-accumulators, so results do not depend on the thread count.
+Gathers over target rows, as :mod:`.numba_backend`: every target row is summed by one thread into its own
+float64 accumulators in an order fixed by the kernel, so results do not depend on the thread count.
 
 * fast: the arithmetic of :func:`.lens_kernels.scatter_fast_lens` (aperture run table read at the moved row,
   intersected with the moved clip circle's run, ring = the same at ``RING_INNER * r`` subtracted); sources with
   no shift and no ring (in focus, r <= 1, or at the frame centre) take the plain table entries of the fast path.
+  One pass prepares a compact record per source (weights, shifts, table entries, and the kernel rows where the
+  tables read have runs: rows where the lemon or its ring is empty are never visited); the splat then works in
+  blocks of :data:`BLOCK_ROWS` target rows (``prange`` over blocks), reading each source once per block and
+  writing all its rows in the block. The float32 products of the torch path are float64 here (the weights times
+  the box coefficients), so both agree to float32 rounding.
 * exact: per source and row, the lemon's support and interior are intervals, from chords of circles (the
   aperture's circumcircle / inscribed circle moved by ``-o``, the clip circle moved by ``+o``): interior cells
   add 1 through the difference array, rim cells get the exact float32 profile ``min(A, C)`` (written as
   ``1 / (1 + exp(-8*(edge - dist)))``); the ring's inner lemon likewise with weight ``-ring``. Circle and
-  polygon apertures (masks stay on torch, as without a lens).
+  polygon apertures (masks stay on torch, as without a lens). A gather over single target rows (``prange``).
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ from .numba_backend import _per_image, _run_rows, _set_threads, check_exact_aper
 
 __all__ = ["scatter_fast_lens_numba", "scatter_exact_lens_numba"]
 
+#: target rows per block of the fast kernel (:func:`._lens_numba_kernels.fast_rows`): each block reads the source
+#: rows that reach it once; fixed, so the result does not depend on the thread count
+BLOCK_ROWS = 8
+
+
 @functools.lru_cache(maxsize=1)
 def _kernels():
     """The compiled lens kernels (:mod:`._lens_numba_kernels`, loaded from numba's on-disk cache after the first
@@ -36,6 +46,22 @@ def _kernels():
     from . import _lens_numba_kernels as k
 
     return logged_first_calls({"fast_fields": k.fast_fields, "fast": k.fast_rows, "exact": k.exact_rows}, "lens")
+
+
+def _interleaved(table) -> tuple:
+    """A row-run table ``(left, right, height)`` (levels, rows, runs) as the fast kernel reads it: the
+    ``(entries, 3)`` float32 array of the three interleaved (one cache line per lookup), the first and last row
+    of each level holding a run ((levels,) int32; ``rows, -1`` for none) and the largest run end (px)."""
+    left, right, height = table
+    n_rows = left.shape[1]
+    interleaved = np.ascontiguousarray(torch.stack([t.flatten() for t in table], dim=1).numpy())
+    has_run = (height != 0).any(dim=2)  # (levels, rows)
+    rows = torch.arange(n_rows).view(1, -1)
+    row_lo = torch.where(has_run, rows, n_rows).amin(dim=1).to(torch.int32).numpy()
+    row_hi = torch.where(has_run, rows, -1).amax(dim=1).to(torch.int32).numpy()
+    on = height != 0
+    extent = float(torch.maximum(left.abs(), right.abs())[on].max()) if bool(on.any()) else 0.0
+    return interleaved, row_lo, row_hi, extent
 
 
 def _fields(aperture: Aperture, lens: Lens, img, dfc, dtype):
@@ -71,6 +97,7 @@ def scatter_fast_lens_numba(
     """
     from ..aperture import _MASS_STEPS_PER_PX, CAT_EYE_GAIN, MAX_CLIP, SWIRL_ANGLE, SWIRL_GAIN, _mass_volume
     from .fast import LEVELS_PER_PX, TABLE_RADIUS, source_mass
+    from ._lens_numba_kernels import RECORD
     from .lens_kernels import fast_tables
 
     kernels = _kernels()
@@ -78,14 +105,18 @@ def scatter_fast_lens_numba(
     rmax = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
     tables = fast_tables(aperture, rmax)
     s_l, s_r, s_h = tables["shape"]
-    c_l, c_r, c_h = tables["clip"]
     n_levels, n_rows, n_runs = s_l.shape
     half_rows = (n_rows - 1) // 2
     base_radius = tables["base_radius"]
     ax, ay = aperture.axis_scale
-    flat = [t.flatten().contiguous() for t in (s_l, s_r, s_h)]
-    entry_cols, entry_coef = entry_writes(*flat)
-    clip_flat = [t.flatten().contiguous().numpy() for t in (c_l, c_r, c_h)]
+    entry_cols, entry_coef = entry_writes(*(t.flatten().contiguous() for t in (s_l, s_r, s_h)))
+    shape_t, row_lo, row_hi, extent = _interleaved(tables["shape"])
+    if tables["clip"][0] is tables["shape"][0]:  # circle apertures: one table (half the cache footprint)
+        clip_t, clip_lo, clip_hi = shape_t, row_lo, row_hi
+    else:
+        clip_t, clip_lo, clip_hi, _ = _interleaved(tables["clip"])
+    # sources this far from the borders write no column outside the row: run ends + the largest shift + rounding
+    margin = math.ceil(extent + 0.5 * MAX_CLIP * min(rmax, base_radius) * ax) + 3
     big_reach = math.floor(TABLE_RADIUS * ay)
     mass = _mass_volume(aperture, torch.device("cpu"))[0].contiguous().numpy()  # (2, radii, clips, angles + 1)
     shifted = lens.cat_eye > 0 or lens.swirl > 0
@@ -100,19 +131,19 @@ def scatter_fast_lens_numba(
         else:
             denom = radius * radius + 0.2
         top, left, frame_h, frame_w = frame if frame is not None else (0, 0, H, W)
-        src_f = np.empty((H, W, 10), dtype=np.float32)  # compact records for the hot loop (see fast_fields)
-        src_x = np.empty((H, W, 3), dtype=np.float32)
-        src_i = np.empty((H, W, 8), dtype=np.int16)
-        reach = np.empty((H, W), dtype=np.int32)
+        records = np.empty((H, W, RECORD), dtype=np.float32)  # one record per source (see fast_fields)
+        span = np.empty((H, W, 4), dtype=np.int16)
+        row_span = np.empty((H, 2), dtype=np.int32)
         kernels["fast_fields"](radius.numpy(), img.contiguous().numpy(), denom.contiguous().numpy(), int(top),
                                int(left), int(frame_h), int(frame_w), shifted, float(gain), math.cos(angle),
                                math.sin(angle), float(ax), float(ay), float(MAX_CLIP), float(lens.ring), mass,
                                float(_MASS_STEPS_PER_PX), np.float32(RING_INNER), n_levels, np.float32(base_radius),
-                               np.float32(LEVELS_PER_PX), big_reach, src_f, src_x, src_i, reach)
+                               np.float32(LEVELS_PER_PX), big_reach, n_rows, n_runs, half_rows, row_lo, row_hi,
+                               clip_lo, clip_hi, records, records.view(np.int32), span, row_span)
         win_y = min(math.floor(float(radius.max()) * ay) + 1, H - 1)
         out = np.empty((4 if raw or img.shape[0] == 4 else 3, H, W), dtype=np.float32)
-        args = (win_y, reach.max(axis=1), reach, src_f, src_x, src_i, entry_cols, entry_coef, flat[0].numpy(),
-                flat[1].numpy(), flat[2].numpy(), *clip_flat, n_rows, n_runs, half_rows, np.float32(RING_INNER), out)
+        args = (BLOCK_ROWS, win_y, row_span, span, records, records.view(np.int32), shape_t, clip_t, entry_cols,
+                entry_coef, margin, n_rows, n_runs, half_rows, np.float32(RING_INNER), out)
         _run_rows(kernels["fast"], H, args, (), sub, 0, H)
         return torch.from_numpy(out)
 

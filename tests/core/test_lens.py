@@ -289,6 +289,50 @@ def test_numba_equals_torch_and_exact_matches_the_loop_reference(aperture, lens)
     assert psnr > 27.0  # the box model of the clipped rows (see bench/README.md for the full-size numbers)
 
 
+@pytest.mark.parametrize("aperture", [Aperture.circle(), Aperture.polygon(6, rotation=0.2)], ids=["circle", "hexagon"])
+def test_fast_lens_numba_equals_torch_away_from_the_borders(aperture):
+    """Sources far from the borders take the numba fast kernel's unclamped writes (the 10x12 scenes above only
+    the clamped ones); both agree with torch."""
+    _numba()
+    image, defocus = _scene(40, 72, seed=13, kmax=5.0)
+    for lens in (Lens(cat_eye=0.9, swirl=0.4, ring=0.7), Lens(ring=0.5), Lens(cat_eye=0.6)):
+        outs = [render_classical(image, defocus, aperture=aperture, mode="fast", backend=backend, lens=lens).bokeh
+                for backend in ("torch", "numba")]
+        torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=0)
+
+
+def test_fast_lens_numba_does_not_depend_on_the_thread_count():
+    _numba()
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 numba threads")
+    image, defocus = _scene(37, 45, seed=14, kmax=6.0)
+    lens = Lens(cat_eye=0.8, swirl=0.3, ring=0.6)
+    outs = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            outs.append(render_classical(image, defocus, mode="fast", backend="numba", lens=lens).bokeh)
+        finally:
+            torch.set_num_threads(1)
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_fast_lens_numba_at_the_largest_table_radius_of_a_squeezed_aperture():
+    """With this squeeze the largest table level has a run in its padding row (the numba kernel reads such
+    sources clamped, as scaled rows): still the torch arithmetic."""
+    _numba()
+    aperture = Aperture.circle(anamorphic=1.45499)
+    image, _ = _scene(30, 40, seed=15)
+    defocus = torch.full((1, 1, 30, 40), 48.05)
+    defocus[..., :, :5] = 20.0  # and table radii next to them
+    lens = Lens(cat_eye=0.8, ring=0.6)
+    outs = [render_classical(image, defocus, aperture=aperture, mode="fast", backend=backend, lens=lens).bokeh
+            for backend in ("torch", "numba")]
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=0)
+
+
 def test_mask_aperture_with_lens_in_every_mode_and_big_radii():
     _numba()
     yy, xx = np.mgrid[:21, :21] - 10.0

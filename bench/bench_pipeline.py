@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import bokehme_core as bm  # noqa: E402
 from bokehme_core.defocus import render_inputs  # noqa: E402
+from bokehme_core.error_map import error_gate  # noqa: E402
 from bokehme_core.neural import stages  # noqa: E402
 from bokehme_core.weights import load_bundled_models  # noqa: E402
 
@@ -90,13 +91,18 @@ def stage_split(image, disparity, K, arnet, iunet, mode: str) -> dict:
     times = {}
     with torch.inference_mode():
         start = time.perf_counter()
-        img, defocus = render_inputs(image, disparity, K, 0.5)
+        img, defocus = render_inputs(image, disparity, K, 0.5, recover=True)
         classical = bm.render_classical(img, defocus, gamma=4.0, mode=mode)
         times["classical"] = time.perf_counter() - start
+        start = time.perf_counter()
+        gate = error_gate(defocus, mode)
+        times["error gate"] = time.perf_counter() - start
         start = time.perf_counter()
         lowres, error, scale = stages.arnet_stage(arnet, img, defocus, 4.0)
         times["ARNet"] = time.perf_counter() - start
         start = time.perf_counter()
+        if gate is not None:
+            error = error * gate
         needed = error > stages.SPARSE_ERROR_THRESHOLD
         neural = stages.iunet_stage(iunet, img, defocus, classical.dilated_defocus, lowres, scale, 4.0, needed=needed)
         times["IUNet (sparse)"] = time.perf_counter() - start
@@ -124,7 +130,7 @@ def bench_1080p(Ks, repeats: int) -> None:
           f"{arnet.config.middle_channels} ch, IUNet {iunet.config.middle_channels} ch), default classical mode "
           f"'{mode}', focus 0.5, gamma 4; median of {repeats} runs, seconds (ratio to the 16-slice blend)\n")
     print("| K | 16-slice blend (OpenCV) | classical fast | hybrid (default) | hybrid, dense IUNet | "
-          "stages of the default: classical / ARNet / IUNet (sparse) / fusion | s |")
+          "stages of the default: classical / error gate / ARNet / IUNet (sparse) / fusion | s |")
     print("|---|---|---|---|---|---|---|")
     for K in Ks:
         blend = median_seconds(lambda: sliced_gaussian_blend(image, disparity, K, 0.5), repeats)
@@ -136,7 +142,7 @@ def bench_1080p(Ks, repeats: int) -> None:
                                                          iunet=iunet, sparse=False), repeats)
         splits = [stage_split(image, disparity, K, arnet, iunet, mode) for _ in range(repeats)]
         med = {k: statistics.median(s[k] for s in splits) for k in splits[0]}
-        parts = " / ".join(f"{med[k]:.2f}" for k in ("classical", "ARNet", "IUNet (sparse)", "fusion"))
+        parts = " / ".join(f"{med[k]:.2f}" for k in ("classical", "error gate", "ARNet", "IUNet (sparse)", "fusion"))
         print(f"| {K:g} | {blend:.2f} | {fast:.2f} ({fast / blend:.2f}x) | **{hybrid:.2f} ({hybrid / blend:.2f}x)** | "
               f"{dense:.2f} ({dense / blend:.2f}x) | {parts} | {med['scale']:.2f} |")
 

@@ -3,9 +3,9 @@ available and a lens kernel is needed.
 
 Module-level functions on purpose, as :mod:`._numba_kernels`: numba's on-disk cache (``cache=True``) then
 hits in every later process instead of recompiling. :func:`fast_fields` prepares every source once (lens
-fields, energy factor, premultiplied weights, table rows and the rows its lemon and ring reach: no (H, W) torch
-temporaries), :func:`fast_rows` splats them (see :mod:`.lens_numba` for the arithmetic), :func:`exact_rows` is
-the exact lens kernel.
+fields, the mass of its lens kernel as :func:`fast_rows` writes it, premultiplied weights, table rows and the rows
+its lemon and ring reach: no (H, W) torch temporaries), :func:`fast_rows` splats them (see :mod:`.lens_numba` for
+the arithmetic), :func:`exact_rows` is the exact lens kernel.
 """
 
 from __future__ import annotations
@@ -152,45 +152,24 @@ def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, sxs, sys_, ri
 
 
 
-@njit(cache=True, inline="always")
-def full_turn_angle(y, x):
-    """``atan2(y, x)`` in [0, 2*pi) for (x, y) != (0, 0), to 2e-8 rad (the direction coordinate of the energy
-    table, where libm's atan2 was a quarter of the per-source cost): the octant's ratio ``z`` in [0, 1], reduced
-    to ``|w| <= tan(pi/8)`` by ``atan(z) = pi/4 + atan((z - 1) / (z + 1))``, then the odd series to ``w^15``."""
-    abs_x = abs(x)
-    abs_y = abs(y)
-    z = min(abs_x, abs_y) / max(abs_x, abs_y)
-    base = 0.0
-    if z > 0.41421356237309503:  # tan(pi/8)
-        z = (z - 1.0) / (z + 1.0)
-        base = 0.25 * math.pi
-    z2 = z * z
-    series = 1.0 / 13.0 - z2 / 15.0
-    for inv in (-1.0 / 11.0, 1.0 / 9.0, -1.0 / 7.0, 1.0 / 5.0, -1.0 / 3.0):
-        series = inv + z2 * series
-    angle = base + z + z * z2 * series
-    if abs_y > abs_x:
-        angle = 0.5 * math.pi - angle
-    if x < 0:
-        angle = math.pi - angle
-    if y < 0:
-        angle = 2.0 * math.pi - angle
-    return angle
-
-
 @njit(cache=True, fastmath=False, parallel=True)
-def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, cos_a, sin_a, ax, ay, max_clip,
-                ring_amount, mass, mass_steps, ring_inner, n_levels, base_radius, lpp, big_reach, n_rows, n_runs,
-                half_rows, row_lo, row_hi, clip_lo, clip_hi, rec_f, rec_i, span, row_span):
-    """Per-source lens state of the fast kernel, one pass over the sources (the arithmetic of
-    :meth:`bokehme_core.aperture.Lens.fields` and :func:`.lens_kernels.lens_premult`, fused).
+def fast_fields(radius, img, top, left, frame_h, frame_w, shifted, gain, cos_a, sin_a, ax, ay, max_clip,
+                ring_amount, plain_mass, shape_t, clip_t, ring_inner, n_levels, base_radius, lpp, big_reach, n_rows,
+                n_runs, half_rows, row_lo, row_hi, clip_lo, clip_hi, rec_f, rec_i, span, row_span):
+    """Per-source lens state of the fast kernel, one pass over the sources (the clip vectors of
+    :meth:`bokehme_core.aperture.Lens.fields` and the weights of :func:`.lens_kernels.scatter_fast_lens`, fused).
 
     radius (H, W) px; img (C, H, W) linear colour (C = 3) or premultiplied colour + coverage (C = 4, the
-    energy-preserving splat: sources with coverage 0 reach no row); denom (H, W) the plain weight's denominator
-    (``r^2 + 0.2``, or the fast kernel's mass with coverage); the tile's place ``(top, left)`` in a
-    ``frame_h x frame_w`` frame; mass (2, radii, clips, angles + 1) the energy table of
-    :func:`bokehme_core.aperture._mass_volume`; row_lo / row_hi (levels,) the first and last row of each level
-    of the aperture's run table with a run (clip_lo / clip_hi: the clip circle's table).
+    energy-preserving splat: sources with coverage 0 reach no row); the tile's place ``(top, left)`` in a
+    ``frame_h x frame_w`` frame; plain_mass (levels, half_rows + 1) float64: the mass of the plain kernel rows
+    ``|dy| <= k`` of each table level; shape_t / clip_t the interleaved run tables of :func:`fast_rows`; row_lo /
+    row_hi (levels,) the first and last row of each level of the aperture's run table with a run (clip_lo /
+    clip_hi: the clip circle's table).
+
+    The weight of a source is its plain kernel's energy (``plain mass / (r^2 + 0.2)``, or 1 with coverage) over
+    the mass of its lens kernel as :func:`fast_rows` writes it (:func:`table_mass`, :func:`scaled_mass`: the
+    box segments' areas summed row by row), so every lens kernel keeps the plain kernel's energy at every radius
+    and position (before the image borders clip it).
 
     Writes one record of :data:`RECORD` words per source, ``rec_f`` / ``rec_i`` (H, W, RECORD) float32 / int32
     views of one buffer: 0-3 the premultiplied weights, 4 the shape offset ``ox`` (px), 5 minus the ring weight,
@@ -207,10 +186,6 @@ def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, 
     cy = (frame_h - 1) / 2.0
     cx = (frame_w - 1) / 2.0
     half_diag = max(math.hypot(cx, cy), 1e-6)
-    n_r = mass.shape[1]
-    n_c = mass.shape[2]
-    n_a = mass.shape[3]
-    two_pi = 2.0 * math.pi
     last_row = n_rows - 1
     inv_half_diag = 1.0 / half_diag
     inv_ax = 1.0 / ax
@@ -219,12 +194,10 @@ def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, 
         ys = (y + top - cy) * inv_half_diag
         first_all = 1 << 30
         last_all = -(1 << 30)
-        # first the shifts and their table coordinates of the whole row (short independent iterations: the
-        # square roots and divisions of neighbouring sources overlap), then the rest per source
+        # first the shifts of the whole row (short independent iterations: the square roots and divisions of
+        # neighbouring sources overlap), then the rest per source
         shift_x = np.zeros(W, dtype=np.float32)
         shift_y = np.zeros(W, dtype=np.float32)
-        clip_i = np.zeros(W)
-        turn_i = np.zeros(W)
         if shifted:
             for x in range(W):
                 fade = min(max(radius[y, x] - f32(1.0), f32(0.0)), f32(1.0))
@@ -237,52 +210,14 @@ def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, 
                 uy = (-sin_a * xs + cos_a * ys) * inv_ay
                 length = max(math.sqrt(ux * ux + uy * uy), 1e-12)
                 half = 0.5 * clip / length
-                sx = f32(ux * half) * fade
-                sy = f32(uy * half) * fade
-                shift_x[x] = sx
-                shift_y[x] = sy
-                if sx != 0 or sy != 0:  # (no clip: every direction of the table holds the same value)
-                    clip_i[x] = min(max(2.0 * math.sqrt(float(sx) * sx + float(sy) * sy), 0.0),
-                                    max_clip) / max_clip * (n_c - 1)
-                    turn_i[x] = min(max(full_turn_angle(float(sy), float(sx)) / two_pi * (n_a - 1), 0.0),
-                                    n_a - 1.0)
+                shift_x[x] = f32(ux * half) * fade
+                shift_y[x] = f32(uy * half) * fade
         for x in range(W):
             r = radius[y, x]
             fade = min(max(r - f32(1.0), f32(0.0)), f32(1.0))
             sx = shift_x[x]
             sy = shift_y[x]
             rw = f32(ring_amount) * fade
-            # energy: trilinear in (radius, clip distance, direction) as grid_sample(align_corners=True, border)
-            ri = min(max(float(r) * mass_steps, 0.0), n_r - 1.0)
-            ci = clip_i[x]
-            ti = turn_i[x]
-            r0 = min(int(ri), n_r - 2) if n_r > 1 else 0
-            c0 = min(int(ci), n_c - 2) if n_c > 1 else 0
-            t0 = min(int(ti), n_a - 2) if n_a > 1 else 0
-            fr = ri - r0
-            fc = ci - c0
-            ft = ti - t0
-            r1 = min(r0 + 1, n_r - 1)
-            c1 = min(c0 + 1, n_c - 1)
-            t1 = min(t0 + 1, n_a - 1)
-            ratio_outer = 0.0
-            ratio_inner = 0.0
-            for k in range(2):
-                v00 = mass[k, r0, c0, t0] * (1 - ft) + mass[k, r0, c0, t1] * ft
-                v01 = mass[k, r0, c1, t0] * (1 - ft) + mass[k, r0, c1, t1] * ft
-                v10 = mass[k, r1, c0, t0] * (1 - ft) + mass[k, r1, c0, t1] * ft
-                v11 = mass[k, r1, c1, t0] * (1 - ft) + mass[k, r1, c1, t1] * ft
-                value = (v00 * (1 - fc) + v01 * fc) * (1 - fr) + (v10 * (1 - fc) + v11 * fc) * fr
-                if k == 0:
-                    ratio_outer = value
-                else:
-                    ratio_inner = value
-            norm = f32(1.0) / (f32(ratio_outer) - rw * f32(ratio_inner))
-            w = norm / denom[y, x]
-            rec_f[y, x, 0] = img[0, y, x] * w
-            rec_f[y, x, 1] = img[1, y, x] * w
-            rec_f[y, x, 2] = img[2, y, x] * w
-            rec_f[y, x, 3] = img[3, y, x] * w if coverage else w
             ox = sx * r * f32(ax)
             oy = sy * r * f32(ay)
             rec_f[y, x, 4] = ox
@@ -353,6 +288,25 @@ def fast_fields(radius, img, denom, top, left, frame_h, frame_w, shifted, gain, 
                 if with_ring:
                     ring_first = first
                     ring_last = last
+            # the weights: the plain kernel's energy over the mass of this lens kernel as fast_rows writes it
+            plain = plain_mass[lev, min(max(reach, 0), half_rows)]
+            if kind == PLAIN:
+                lemon = plain
+            elif kind == SCALED:
+                lemon, plain = scaled_mass(shape_t, clip_t, n_rows, n_runs, half_rows, lev, sc, ilev, isc, ox, oy,
+                                           ring_inner, rec_f[y, x, 5], first, last, ring_first, ring_last, reach,
+                                           not coverage)
+            else:
+                lemon = table_mass(shape_t, clip_t, n_runs, kind == SHIFTED, first, last, ring_first, ring_last,
+                                   rec_i[y, x, 11], rec_f[y, x, 6], rec_i[y, x, 12], rec_f[y, x, 7], rec_i[y, x, 13],
+                                   rec_f[y, x, 8], rec_i[y, x, 14], rec_f[y, x, 9], ox, rec_f[y, x, 10],
+                                   rec_f[y, x, 5])
+            energy = 1.0 if coverage else plain / f64(r * r + f32(0.2))
+            w = f32(energy / lemon) if lemon > 0 else f32(0.0)
+            rec_f[y, x, 0] = img[0, y, x] * w
+            rec_f[y, x, 1] = img[1, y, x] * w
+            rec_f[y, x, 2] = img[2, y, x] * w
+            rec_f[y, x, 3] = img[3, y, x] * w if coverage else w
             rec_i[y, x, 15] = kind
             span[y, x, 0] = first
             span[y, x, 1] = last
@@ -395,6 +349,101 @@ def scaled_row(table, n_rows, n_runs, half_rows, level, sc, row, x_off, run):
     right = (table[e0, 1] * (one - frac) + table[e1, 1] * frac) * sc + x_off
     height = table[e0, 2] * (one - frac) + table[e1, 2] * frac
     return left, right, height
+
+
+@njit(cache=True, inline="always")
+def segment_mass(left, right, height):
+    """Mass of the box segment ``[left, right]`` of ``height`` as :func:`box_segment` writes it (0 when it writes
+    nothing)."""
+    if not (right > left) or height == 0:
+        return 0.0
+    return f64(right - left) * f64(height)
+
+
+@njit(cache=True, inline="always")
+def table_mass(shape_t, clip_t, n_runs, clipped, first, last, ring_first, ring_last, shape_e, shape_frac, clip_e,
+               clip_frac, inner_e, inner_frac, inner_clip_e, inner_clip_frac, ox, ix, ring_weight):
+    """Mass of the lens kernel of a table-radius source (kinds :data:`SHIFTED`, ``clipped``, and
+    :data:`RING_ONLY`): the segments of :func:`fast_rows` on rows ``first .. last`` (same float32 arithmetic,
+    the record's fields as arguments), summed instead of written. Without its early exits: a row the clip circle
+    misses gives an empty segment anyway (and so does its ring's), and the sum stays the same."""
+    big = f32(1e30)
+    zero = f32(0.0)
+    total = 0.0
+    for dy in range(first, last + 1):
+        cl = -big
+        cr = big
+        ch = big
+        if clipped:
+            cl, cr, ch = table_row(clip_t, clip_e + dy, 1, clip_frac, ox)
+        ring = ring_first <= dy and dy <= ring_last
+        icl = -big
+        icr = big
+        ich = big
+        if ring and clipped:
+            icl, icr, ich = table_row(clip_t, inner_clip_e + dy, 1, inner_clip_frac, ix)
+        for run in range(n_runs):
+            left, right, height = table_row(shape_t, shape_e + dy * n_runs + run, n_runs, shape_frac, -ox)
+            left = max(left, cl)
+            right = min(right, cr)
+            height = min(height, ch)
+            total += f64(max(right - left, zero)) * f64(height)
+            if ring:
+                il, ir, ih = table_row(shape_t, inner_e + dy * n_runs + run, n_runs, inner_frac, -ix)
+                il = max(il, max(icl, left))
+                ir = min(ir, min(icr, right))
+                ih = min(ih, min(ich, height))
+                total += f64(max(ir - il, zero)) * f64(ring_weight * ih)
+    return total
+
+
+@njit(cache=True, inline="always")
+def scaled_mass(shape_t, clip_t, n_rows, n_runs, half_rows, lev, sc, ilev, isc, ox, oy, ring_inner, ring_weight,
+                first, last, ring_first, ring_last, reach, with_plain):
+    """``(lens mass, plain mass)`` of a :data:`SCALED` source: its segments of :func:`fast_rows` on rows
+    ``first .. last`` summed (same float32 arithmetic), and with ``with_plain`` the mass of the plain kernel's
+    scaled rows ``|dy| <= reach`` (else 0)."""
+    big = f32(1e30)
+    shifted = ox != 0 or oy != 0
+    iy = oy * ring_inner
+    ix = ox * ring_inner
+    total = 0.0
+    for dy in range(first, last + 1):
+        fdy = f32(dy)
+        cl = -big
+        cr = big
+        ch = big
+        if shifted:
+            cl, cr, ch = scaled_row(clip_t, n_rows, 1, half_rows, lev, sc, fdy - oy, ox, 0)
+            if not (cr > cl) or ch == 0:
+                continue
+        ring = ring_first <= dy and dy <= ring_last
+        icl = -big
+        icr = big
+        ich = big
+        if ring and shifted:
+            icl, icr, ich = scaled_row(clip_t, n_rows, 1, half_rows, ilev, isc, fdy - iy, ix, 0)
+            if not (icr > icl) or ich == 0:
+                ring = False
+        for run in range(n_runs):
+            left, right, height = scaled_row(shape_t, n_rows, n_runs, half_rows, lev, sc, fdy + oy, -ox, run)
+            left = max(left, cl)
+            right = min(right, cr)
+            height = min(height, ch)
+            total += segment_mass(left, right, height)
+            if ring and right > left and height != 0:
+                il, ir, ih = scaled_row(shape_t, n_rows, n_runs, half_rows, ilev, isc, fdy + iy, -ix, run)
+                il = max(il, max(icl, left))
+                ir = min(ir, min(icr, right))
+                ih = min(ih, min(ich, height))
+                total += segment_mass(il, ir, ring_weight * ih)
+    plain = 0.0
+    if with_plain:
+        for dy in range(-reach, reach + 1):
+            for run in range(n_runs):
+                left, right, height = scaled_row(shape_t, n_rows, n_runs, half_rows, lev, sc, f32(dy), f32(0.0), run)
+                plain += segment_mass(left, right, height)
+    return total, plain
 
 
 @intrinsic

@@ -12,7 +12,10 @@ neutral (with a neutral lens they run their plain code, bit-identical to no lens
   :func:`.fast.row_runs`, read at the fractional row of the moved shape and scaled above the table radius) is
   intersected with the run of the moved clip circle (the circle's table), giving box segments of height
   ``min(heights)``; the ring subtracts the same construction at ``RING_INNER * r`` (intersected with the outer
-  segment) with weight ``ring``. Four difference-array writes per segment, one prefix sum per row.
+  segment) with weight ``ring``. Four difference-array writes per segment, one prefix sum per row. Each source
+  is weighted by the mass of its own segments (a first pass over the rows sums their areas), not by the energy
+  table of :meth:`.Lens.fields` (the exact kernel's): the box model of a lemon a few pixels wide holds 0.5 to
+  1.1 times the exact one's mass, so only its own mass keeps the energy.
 """
 
 from __future__ import annotations
@@ -159,9 +162,12 @@ def scatter_fast_lens(
     """Fast-mode lens-character scatter; same contract as :func:`scatter_exact_lens`.
 
     ``coverage`` (B,1,H,W) / ``max_radius``: the energy-preserving splat of :func:`.fast.scatter_fast` (``image``
-    premultiplied colour, each source's lens kernel scaled to unit mass with ``norm / source_mass``, sources with
-    coverage 0 skipped, (B,4,H,W) sums returned). ``frame = (top, left, frame_height, frame_width)`` places the
-    image in a larger frame for the lens fields (:meth:`Lens.fields`).
+    premultiplied colour, each source's lens kernel scaled to unit mass (1 / the mass of its box segments), sources
+    with coverage 0 skipped, (B,4,H,W) sums returned). Without ``coverage`` each source's weight is its plain fast
+    kernel's energy (its rows' mass / (r^2 + 0.2)) over the mass of its box segments: the lens keeps every bokeh
+    ball's energy at every radius and position (up to float rounding; the image borders clip as without a lens).
+    ``frame = (top, left, frame_height, frame_width)`` places the image in a larger frame for the lens fields
+    (:meth:`Lens.fields`).
     """
     rmax = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
     tables = fast_tables(aperture, rmax, image.device)
@@ -216,6 +222,25 @@ def _lemon_rows(tables, radius, dy, ox, oy):
     return left, right, height
 
 
+def _segments(tables, radius, dy: float, ox, oy, ring):
+    """Box segments of the lens kernels of sources with ``radius`` (n,) on kernel row dy: the lemon's
+    (left, right, height) and, with ``ring`` (n,) (None: no ring), the ring's inner lemon (height times -ring)."""
+    left, right, height = _lemon_rows(tables, radius, dy, ox, oy)
+    segments = [(left, right, height)]
+    if ring is not None:
+        il, ir, ih = _lemon_rows(tables, radius * RING_INNER, dy, ox * RING_INNER, oy * RING_INNER)
+        il, ir = torch.maximum(il, left), torch.minimum(ir, right)
+        ih = torch.where(ir > il, torch.minimum(ih, height), torch.zeros_like(ih)) * -ring.unsqueeze(1)
+        segments.append((il, ir, ih))
+    return segments
+
+
+def _segment_mass(left, right, height) -> torch.Tensor:
+    """(n,) float64: the mass that :func:`_write_segments` writes for segments (n, runs)."""
+    area = (right - left).double() * height.double()
+    return torch.where(right > left, area, torch.zeros_like(area)).sum(dim=1)
+
+
 def _fast_one(image, defocus, aperture: Aperture, lens: Lens, tables, progress, raw: bool, coverage=None,
               frame=None) -> torch.Tensor:
     _, H, W = image.shape
@@ -223,14 +248,6 @@ def _fast_one(image, defocus, aperture: Aperture, lens: Lens, tables, progress, 
     ax, ay = aperture.axis_scale
     radius_map = defocus.to(torch.float32).abs()
     fields = lens.fields(aperture, radius_map, frame)
-    if coverage is None:
-        premult = lens_premult(image, radius_map, fields.norm, torch.float32)
-    else:  # energy-preserving splat: premultiplied colour + coverage, unit-mass lens kernels
-        from .fast import source_mass
-
-        weight = fields.norm / source_mass(radius_map, aperture, tables["shape"])
-        premult = (torch.cat([image.reshape(3, -1), coverage.reshape(1, -1)]).to(torch.float32)
-                   * weight.reshape(1, -1)).t().contiguous()
     radius = radius_map.flatten()
     reach = (torch.floor(radius * ay) + 1).to(torch.int64)
     if coverage is not None:  # sources with coverage 0 add nothing: they reach no row
@@ -240,28 +257,47 @@ def _fast_one(image, defocus, aperture: Aperture, lens: Lens, tables, progress, 
     radius_sorted = radius[order]
     ys = torch.div(order, W, rounding_mode="floor")
     xs = order - ys * W
-    premult_sorted = premult[order]
     ox_all = (fields.shift_x.flatten()[order] * radius_sorted * ax).contiguous()
     oy_all = (fields.shift_y.flatten()[order] * radius_sorted * ay).contiguous()
-    ring_all = fields.ring.flatten()[order].contiguous()
-    with_ring = lens.ring > 0
+    ring_all = fields.ring.flatten()[order].contiguous() if lens.ring > 0 else None
     win_y = min(int(reach_sorted[-1]), H - 1)
+    n_src = radius.numel()
+    # the weights: the plain kernel's energy (plain mass / (r^2 + 0.2), or 1 with coverage) over the mass of the
+    # lens kernel's box segments, so that every source keeps the plain energy at every radius and position (all
+    # its rows, also those outside the image)
+    lemon_mass = torch.zeros(n_src, dtype=torch.float64, device=device)
+    plain_mass = torch.zeros(n_src, dtype=torch.float64, device=device) if coverage is None else None
+    no_offset = torch.zeros_like(radius_sorted)
+    base_radius, lpp = tables["base_radius"], tables["levels_per_px"]
+    max_reach = int(reach_sorted[-1])
+    for dy in range(-max_reach, max_reach + 1):
+        first = int(torch.searchsorted(reach_sorted, torch.tensor([abs(dy)], device=device)))
+        for start in range(first, n_src, CHUNK):
+            part = slice(start, min(start + CHUNK, n_src))
+            r = radius_sorted[part]
+            ring = None if ring_all is None else ring_all[part]
+            for segment in _segments(tables, r, float(dy), ox_all[part], oy_all[part], ring):
+                lemon_mass[part] += _segment_mass(*segment)
+            if plain_mass is not None:
+                plain_mass[part] += _segment_mass(*_rows(tables["shape"], r, no_offset[part] + dy, no_offset[part],
+                                                         base_radius, lpp))
+    if coverage is None:
+        energy = plain_mass / (radius_sorted * radius_sorted + 0.2).double()
+        colour = torch.cat([image.reshape(3, -1), torch.ones(1, H * W, device=device)])
+    else:  # energy-preserving splat: premultiplied colour + coverage, unit-mass lens kernels
+        energy = torch.ones_like(lemon_mass)
+        colour = torch.cat([image.reshape(3, -1), coverage.reshape(1, -1)])
+    weight = torch.where(lemon_mass > 0, energy / lemon_mass.clamp(min=1e-300), 0.0).to(torch.float32)
+    premult_sorted = (colour.to(torch.float32)[:, order] * weight.view(1, -1)).t().contiguous()
     rows = torch.zeros(H + 1, W + 1, 4, dtype=torch.float32, device=device)  # row H: dump row
     rows_flat = rows.view(-1, 4)
-    n_src = radius.numel()
     total = 2 * win_y + 1
     for done, dy in enumerate(range(-win_y, win_y + 1)):
         first = int(torch.searchsorted(reach_sorted, torch.tensor([abs(dy)], device=device)))
         for start in range(first, n_src, CHUNK):
             part = slice(start, min(start + CHUNK, n_src))
-            r, ox, oy = radius_sorted[part], ox_all[part], oy_all[part]
-            left, right, height = _lemon_rows(tables, r, float(dy), ox, oy)
-            segments = [(left, right, height)]
-            if with_ring:
-                il, ir, ih = _lemon_rows(tables, r * RING_INNER, float(dy), ox * RING_INNER, oy * RING_INNER)
-                il, ir = torch.maximum(il, left), torch.minimum(ir, right)
-                ih = torch.where(ir > il, torch.minimum(ih, height), torch.zeros_like(ih)) * -ring_all[part].unsqueeze(1)
-                segments.append((il, ir, ih))
+            ring = None if ring_all is None else ring_all[part]
+            segments = _segments(tables, radius_sorted[part], float(dy), ox_all[part], oy_all[part], ring)
             y = ys[part] + dy
             y = torch.where((y >= 0) & (y < H), y, H)
             x = xs[part].to(torch.float32).unsqueeze(1)

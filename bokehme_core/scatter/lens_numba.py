@@ -6,8 +6,10 @@ Gathers over target rows, as :mod:`.numba_backend`: every target row is summed b
 float64 accumulators in an order fixed by the kernel, so results do not depend on the thread count.
 
 * fast: the arithmetic of :func:`.lens_kernels.scatter_fast_lens` (aperture run table read at the moved row,
-  intersected with the moved clip circle's run, ring = the same at ``RING_INNER * r`` subtracted); sources with
-  no shift and no ring (in focus, r <= 1, or at the frame centre) take the plain table entries of the fast path.
+  intersected with the moved clip circle's run, ring = the same at ``RING_INNER * r`` subtracted, each source
+  weighted by its plain kernel's energy over the mass of its box segments, so it keeps the plain energy at every
+  radius); sources with no shift and no ring (in focus, r <= 1, or at the frame centre) take the plain table
+  entries of the fast path.
   One pass prepares a compact record per source (weights, shifts, table entries, and the kernel rows where the
   tables read have runs: rows where the lemon or its ring is empty are never visited); the splat then works in
   blocks of :data:`BLOCK_ROWS` target rows (``prange`` over blocks), reading each source once per block and
@@ -64,6 +66,17 @@ def _interleaved(table) -> tuple:
     return interleaved, row_lo, row_hi, extent
 
 
+def _plain_row_mass(table) -> np.ndarray:
+    """(levels, half_rows + 1) float64: the mass of the rows ``|dy| <= k`` of each level of a run table (the
+    plain fast kernel of a table radius with reach ``k``), summed as :func:`._lens_numba_kernels.segment_mass`."""
+    left, right, height = table
+    half_rows = (left.shape[1] - 1) // 2
+    row_mass = ((right - left).double() * height.double()).sum(dim=2)  # (levels, rows)
+    centre = row_mass[:, half_rows:half_rows + 1]
+    pairs = row_mass[:, half_rows + 1:] + row_mass[:, :half_rows].flip(1)
+    return np.ascontiguousarray(torch.cat([centre, centre + pairs.cumsum(dim=1)], dim=1).numpy())
+
+
 def _fields(aperture: Aperture, lens: Lens, img, dfc, dtype):
     from .lens_kernels import lens_premult
 
@@ -90,13 +103,13 @@ def scatter_fast_lens_numba(
 
     image (B,3,H,W) linear, CPU; defocus_px (B or 1,1,H,W) px -> (B,3,H,W) float32 ((B,4,H,W) sums with ``raw``).
     ``coverage`` (B,1,H,W) / ``max_radius``: the energy-preserving splat of :func:`.fast.scatter_fast` (``image``
-    premultiplied colour, every source's lens kernel scaled to unit mass: ``norm / source_mass``, coverage-0
-    sources skipped, (B,4,H,W) sums returned). ``frame = (top, left, frame_height, frame_width)`` places the
+    premultiplied colour, every source's lens kernel scaled to unit mass: 1 / the mass its box segments write,
+    coverage-0 sources skipped, (B,4,H,W) sums returned). ``frame = (top, left, frame_height, frame_width)`` places the
     image in a larger frame for the lens fields (:meth:`Lens.clip_vectors`; default: the image is the frame).
     The per-source lens state is computed inside the compiled code (:func:`._lens_numba_kernels.fast_fields`).
     """
-    from ..aperture import _MASS_STEPS_PER_PX, CAT_EYE_GAIN, MAX_CLIP, SWIRL_ANGLE, SWIRL_GAIN, _mass_volume
-    from .fast import LEVELS_PER_PX, TABLE_RADIUS, source_mass
+    from ..aperture import CAT_EYE_GAIN, MAX_CLIP, SWIRL_ANGLE, SWIRL_GAIN
+    from .fast import LEVELS_PER_PX, TABLE_RADIUS
     from ._lens_numba_kernels import RECORD
     from .lens_kernels import fast_tables
 
@@ -118,7 +131,7 @@ def scatter_fast_lens_numba(
     # sources this far from the borders write no column outside the row: run ends + the largest shift + rounding
     margin = math.ceil(extent + 0.5 * MAX_CLIP * min(rmax, base_radius) * ax) + 3
     big_reach = math.floor(TABLE_RADIUS * ay)
-    mass = _mass_volume(aperture, torch.device("cpu"))[0].contiguous().numpy()  # (2, radii, clips, angles + 1)
+    plain_mass = _plain_row_mass(tables["shape"])
     shifted = lens.cat_eye > 0 or lens.swirl > 0
     gain = CAT_EYE_GAIN * lens.cat_eye + SWIRL_GAIN * lens.swirl
     angle = lens.swirl * SWIRL_ANGLE
@@ -126,20 +139,16 @@ def scatter_fast_lens_numba(
     def one(img, dfc, sub):
         H, W = dfc.shape
         radius = dfc.abs().contiguous()
-        if img.shape[0] == 4:  # premultiplied colour + coverage: unit-mass kernels
-            denom = source_mass(radius, aperture, tables["shape"])
-        else:
-            denom = radius * radius + 0.2
         top, left, frame_h, frame_w = frame if frame is not None else (0, 0, H, W)
         records = np.empty((H, W, RECORD), dtype=np.float32)  # one record per source (see fast_fields)
         span = np.empty((H, W, 4), dtype=np.int16)
         row_span = np.empty((H, 2), dtype=np.int32)
-        kernels["fast_fields"](radius.numpy(), img.contiguous().numpy(), denom.contiguous().numpy(), int(top),
-                               int(left), int(frame_h), int(frame_w), shifted, float(gain), math.cos(angle),
-                               math.sin(angle), float(ax), float(ay), float(MAX_CLIP), float(lens.ring), mass,
-                               float(_MASS_STEPS_PER_PX), np.float32(RING_INNER), n_levels, np.float32(base_radius),
-                               np.float32(LEVELS_PER_PX), big_reach, n_rows, n_runs, half_rows, row_lo, row_hi,
-                               clip_lo, clip_hi, records, records.view(np.int32), span, row_span)
+        kernels["fast_fields"](radius.numpy(), img.contiguous().numpy(), int(top), int(left), int(frame_h),
+                               int(frame_w), shifted, float(gain), math.cos(angle), math.sin(angle), float(ax),
+                               float(ay), float(MAX_CLIP), float(lens.ring), plain_mass, shape_t, clip_t,
+                               np.float32(RING_INNER), n_levels, np.float32(base_radius), np.float32(LEVELS_PER_PX),
+                               big_reach, n_rows, n_runs, half_rows, row_lo, row_hi, clip_lo, clip_hi, records,
+                               records.view(np.int32), span, row_span)
         win_y = min(math.floor(float(radius.max()) * ay) + 1, H - 1)
         out = np.empty((4 if raw or img.shape[0] == 4 else 3, H, W), dtype=np.float32)
         args = (BLOCK_ROWS, win_y, row_span, span, records, records.view(np.int32), shape_t, clip_t, entry_cols,

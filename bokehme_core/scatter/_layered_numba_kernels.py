@@ -26,7 +26,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._numba_kernels import add_weighted, table_run
+from ._numba_kernels import splat_scaled_row, splat_table_row
 
 f32 = np.float32
 
@@ -444,51 +444,6 @@ def slab_boxes(bucket_start, src_x, src_entry, paired, reach, big, entry_d, n_sl
 
 
 # ----------------------------------------------------------------------------------------------- compositing
-@njit(cache=True, inline="always")
-def _clipped(value, lo, hi):
-    return min(max(value, lo), hi)
-
-
-@njit(cache=True, inline="always")
-def _splat_table(diff, x, bw, e_start, n_runs, height_flat, entry_cols, entry_coef, p0, p1, p2, p3):
-    """One table row of a source at box column ``x``: each run's four difference-array writes, clipped to the
-    box ``[0, bw]`` (:func:`._numba_kernels.splat_table_row` in box coordinates)."""
-    for run in range(n_runs):
-        t = e_start + run
-        if height_flat[t] == 0:
-            continue
-        for q in range(4):
-            add_weighted(diff, _clipped(x + entry_cols[t, q], 0, bw), entry_coef[t, q], p0, p1, p2, p3)
-
-
-@njit(cache=True, inline="always")
-def _splat_scaled(diff, x, bw, dy, sc, lev, n_rows, n_runs, half_rows, left_flat, right_flat, height_flat, p0, p1, p2,
-                  p3):
-    """One row ``dy`` of a source above the tables (scaled base rows) at box column ``x``, clipped to the box
-    (the ``big`` branch of :func:`._numba_kernels.fast_rows`)."""
-    one = f32(1.0)
-    half = f32(0.5)
-    xf = f32(x)
-    for run in range(n_runs):
-        left, right, height = table_run(left_flat, right_flat, height_flat, n_rows, n_runs, half_rows, lev, sc,
-                                        f32(dy), xf, run)
-        if height == 0:
-            continue
-        pos_l = left + half
-        pos_r = right + half
-        cell_l = np.floor(pos_l)
-        cell_r = np.floor(pos_r)
-        cover_l = cell_l + one - pos_l
-        cover_r = pos_r - cell_r
-        cl = min(max(cell_l, f32(-1.0)), f32(bw))  # clamp as floats first (huge radii)
-        cr = min(max(cell_r, f32(-1.0)), f32(bw))
-        cols = (_clipped(int(cl), 0, bw), _clipped(int(cl) + 1, 0, bw), _clipped(int(cr), 0, bw),
-                _clipped(int(cr) + 1, 0, bw))
-        coefs = (cover_l * height, (one - cover_l) * height, (cover_r - one) * height, -cover_r * height)
-        for q in range(4):
-            add_weighted(diff, cols[q], coefs[q], p0, p1, p2, p3)
-
-
 @njit(cache=True, parallel=True)
 def layered_rows(row_lo, row_hi, n_slabs, gap, boxes, bucket_start, row_reach, src_x, src_entry, premult, partner,
                  paired, src_reach, src_level, scale, entry_cols, entry_coef, left_flat, right_flat, height_flat,
@@ -558,21 +513,22 @@ def layered_rows(row_lo, row_hi, n_slabs, gap, boxes, bucket_start, row_reach, s
                         if table_row < 0 or table_row >= n_rows:
                             continue
                         e_start = lev * level_stride + table_row * n_runs
-                        _splat_table(diff, src_x[s] - x0, bw, e_start, n_runs, height_flat, entry_cols, entry_coef,
-                                     premult[s, 0], premult[s, 1], premult[s, 2], premult[s, 3])
+                        splat_table_row(diff, src_x[s] - x0, e_start, n_runs, height_flat, entry_cols, entry_coef,
+                                        premult[s, 0], premult[s, 1], premult[s, 2], premult[s, 3], bw)
                         if both:
-                            _splat_table(diff_next, src_x[s] - nx0, nbw, e_start, n_runs, height_flat, entry_cols,
-                                         entry_coef, partner[s, 0], partner[s, 1], partner[s, 2], partner[s, 3])
+                            splat_table_row(diff_next, src_x[s] - nx0, e_start, n_runs, height_flat, entry_cols,
+                                            entry_coef, partner[s, 0], partner[s, 1], partner[s, 2], partner[s, 3],
+                                            nbw)
                     else:
                         e = src_entry[s]
                         lev = -1 - lev
-                        _splat_scaled(diff, src_x[s] - x0, bw, dy, scale[e], lev, n_rows, n_runs, half_rows,
-                                      left_flat, right_flat, height_flat, premult[s, 0], premult[s, 1], premult[s, 2],
-                                      premult[s, 3])
+                        splat_scaled_row(diff, src_x[s] - x0, bw, dy, scale[e], lev, n_rows, n_runs, half_rows,
+                                         left_flat, right_flat, height_flat, premult[s, 0], premult[s, 1],
+                                         premult[s, 2], premult[s, 3])
                         if both:
-                            _splat_scaled(diff_next, src_x[s] - nx0, nbw, dy, scale[e], lev, n_rows, n_runs,
-                                          half_rows, left_flat, right_flat, height_flat, partner[s, 0],
-                                          partner[s, 1], partner[s, 2], partner[s, 3])
+                            splat_scaled_row(diff_next, src_x[s] - nx0, nbw, dy, scale[e], lev, n_rows, n_runs,
+                                             half_rows, left_flat, right_flat, height_flat, partner[s, 0],
+                                             partner[s, 1], partner[s, 2], partner[s, 3])
             first, last = span[cur, 0], span[cur, 1]
             span[cur, 0] = W
             span[cur, 1] = 0

@@ -36,6 +36,36 @@ def splat_table_row(diff, x, e_start, n_runs, heights, entry_cols, entry_coef, p
 
 
 @njit(cache=True, inline="always")
+def splat_scaled_row(diff, x, W, dy, sc, level, n_rows, n_runs, half_rows, left_flat, right_flat, height_flat,
+                     p0, p1, p2, p3):
+    """Kernel row ``dy`` of a source above the tables (its table level's rows read at ``dy / sc``) at column ``x``
+    of a difference array of width ``W + 1``: each run's four writes (fractional coverage at both ends), columns
+    clipped to ``[0, W]``."""
+    one = f32(1.0)
+    half = f32(0.5)
+    xf = f32(x)
+    for run in range(n_runs):
+        # left, right: xf + the scaled run ends (the sum as the table run moved by xf)
+        left, right, height = table_run(left_flat, right_flat, height_flat, n_rows, n_runs, half_rows, level, sc,
+                                        f32(dy), xf, run)
+        if height == 0:
+            continue
+        pos_l = left + half
+        pos_r = right + half
+        cell_l = np.floor(pos_l)
+        cell_r = np.floor(pos_r)
+        cover_l = cell_l + one - pos_l
+        cover_r = pos_r - cell_r
+        cl = min(max(cell_l, f32(-1.0)), f32(W))  # clamp as floats first (huge radii)
+        cr = min(max(cell_r, f32(-1.0)), f32(W))
+        cols = (min(max(int(cl), 0), W), min(max(int(cl) + 1, 0), W),
+                min(max(int(cr), 0), W), min(max(int(cr) + 1, 0), W))
+        coefs = (cover_l * height, (one - cover_l) * height, (cover_r - one) * height, -cover_r * height)
+        for q in range(4):
+            add_weighted(diff, cols[q], coefs[q], p0, p1, p2, p3)
+
+
+@njit(cache=True, inline="always")
 def table_run(lf, rf, hf, n_rows, n_runs, half_rows, level, sc, row, x_off, run):
     """Run ``run`` of a row-run table at fractional kernel row ``row`` (px), scaled by ``sc``, moved by
     ``x_off``: ``(left, right, height)`` interpolated linearly between the two nearest table rows."""
@@ -95,8 +125,6 @@ def resolve_row(diff, acc, ty, out):
 def fast_rows(row_lo, row_hi, win_y, row_reach, reach, premult, level, big, scale, entry_cols, entry_coef,
               left_flat, right_flat, height_flat, n_rows, n_runs, half_rows, out):
     H, W = reach.shape
-    one = f32(1.0)
-    half = f32(0.5)
     level_stride = n_rows * n_runs
     no_acc = np.zeros((0, 4), dtype=np.float64)
     for ty in prange(row_lo, row_hi):
@@ -123,29 +151,10 @@ def fast_rows(row_lo, row_hi, win_y, row_reach, reach, premult, level, big, scal
                     splat_table_row(diff, x, base + table_row * n_runs, n_runs, height_flat, entry_cols, entry_coef,
                                     p0, p1, p2, p3, W)
                 else:
-                    sc = scale[sy, x]
-                    xf = f32(x)
-                    for run in range(n_runs):
-                        # left, right: xf + the scaled run ends (the sum as the table run moved by xf)
-                        left, right, height = table_run(left_flat, right_flat, height_flat, n_rows, n_runs,
-                                                        half_rows, level[sy, x], sc, f32(dy), xf, run)
-                        if height == 0:
-                            continue
-                        pos_l = left + half
-                        pos_r = right + half
-                        cell_l = np.floor(pos_l)
-                        cell_r = np.floor(pos_r)
-                        cover_l = cell_l + one - pos_l
-                        cover_r = pos_r - cell_r
-                        cl = min(max(cell_l, f32(-1.0)), f32(W))  # clamp as floats first (huge radii)
-                        cr = min(max(cell_r, f32(-1.0)), f32(W))
-                        cols = (min(max(int(cl), 0), W), min(max(int(cl) + 1, 0), W),
-                                min(max(int(cr), 0), W), min(max(int(cr) + 1, 0), W))
-                        coefs = (cover_l * height, (one - cover_l) * height, (cover_r - one) * height,
-                                 -cover_r * height)
-                        for q in range(4):
-                            add_weighted(diff, cols[q], coefs[q], p0, p1, p2, p3)
+                    splat_scaled_row(diff, x, W, dy, scale[sy, x], level[sy, x], n_rows, n_runs, half_rows,
+                                     left_flat, right_flat, height_flat, p0, p1, p2, p3)
         resolve_row(diff, no_acc, ty, out)
+
 
 @njit(cache=True, fastmath=False, parallel=True)
 def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, thr, lo, dist_tab, edge_tab, polygon, out):

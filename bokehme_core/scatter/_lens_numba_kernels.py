@@ -18,7 +18,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._numba_kernels import add_weighted, resolve_row
+from ._numba_kernels import add_weighted, resolve_row, scaled_entries
 
 f32 = np.float32
 f64 = np.float64
@@ -337,14 +337,7 @@ def scaled_row(table, n_rows, n_runs, half_rows, level, sc, row, x_off, run):
     """:func:`._numba_kernels.table_run` on an interleaved table: run ``run`` at fractional kernel row ``row``
     (px) of a table level scaled by ``sc``, moved by ``x_off``."""
     one = f32(1.0)
-    u = row / sc
-    u0 = np.floor(u)
-    frac = u - u0
-    i0 = min(max(int(u0) + half_rows, 0), n_rows - 1)
-    i1 = min(max(int(u0) + 1 + half_rows, 0), n_rows - 1)
-    base = level * (n_rows * n_runs)
-    e0 = base + i0 * n_runs + run
-    e1 = base + i1 * n_runs + run
+    e0, e1, frac = scaled_entries(n_rows, n_runs, half_rows, level, sc, row, run)
     left = (table[e0, 0] * (one - frac) + table[e1, 0] * frac) * sc + x_off
     right = (table[e0, 1] * (one - frac) + table[e1, 1] * frac) * sc + x_off
     height = table[e0, 2] * (one - frac) + table[e1, 2] * frac

@@ -66,18 +66,24 @@ def splat_scaled_row(diff, x, W, dy, sc, level, n_rows, n_runs, half_rows, left_
 
 
 @njit(cache=True, inline="always")
-def table_run(lf, rf, hf, n_rows, n_runs, half_rows, level, sc, row, x_off, run):
-    """Run ``run`` of a row-run table at fractional kernel row ``row`` (px), scaled by ``sc``, moved by
-    ``x_off``: ``(left, right, height)`` interpolated linearly between the two nearest table rows."""
-    one = f32(1.0)
+def scaled_entries(n_rows, n_runs, half_rows, level, sc, row, run):
+    """The two table entries (run ``run`` of the rows around ``row / sc`` of table level ``level``, rows clamped to
+    the table) and the interpolation weight of the second: ``(e0, e1, frac)``."""
     u = row / sc
     u0 = np.floor(u)
     frac = u - u0
     i0 = min(max(int(u0) + half_rows, 0), n_rows - 1)
     i1 = min(max(int(u0) + 1 + half_rows, 0), n_rows - 1)
     base = level * (n_rows * n_runs)
-    e0 = base + i0 * n_runs + run
-    e1 = base + i1 * n_runs + run
+    return base + i0 * n_runs + run, base + i1 * n_runs + run, frac
+
+
+@njit(cache=True, inline="always")
+def table_run(lf, rf, hf, n_rows, n_runs, half_rows, level, sc, row, x_off, run):
+    """Run ``run`` of a row-run table at fractional kernel row ``row`` (px), scaled by ``sc``, moved by
+    ``x_off``: ``(left, right, height)`` interpolated linearly between the two nearest table rows."""
+    one = f32(1.0)
+    e0, e1, frac = scaled_entries(n_rows, n_runs, half_rows, level, sc, row, run)
     left = (lf[e0] * (one - frac) + lf[e1] * frac) * sc + x_off
     right = (rf[e0] * (one - frac) + rf[e1] * frac) * sc + x_off
     height = hf[e0] * (one - frac) + hf[e1] * frac

@@ -345,6 +345,13 @@ def scaled_row(table, n_rows, n_runs, half_rows, level, sc, row, x_off, run):
 
 
 @njit(cache=True, inline="always")
+def clip_box(left, right, height, clip_left, clip_right, clip_height):
+    """A row segment ``[left, right]`` of ``height`` clipped to another (the clip circle's, or the outer shape's
+    for the ring): ``(max of the lefts, min of the rights, min of the heights)``; empty when right <= left."""
+    return max(left, clip_left), min(right, clip_right), min(height, clip_height)
+
+
+@njit(cache=True, inline="always")
 def segment_mass(left, right, height):
     """Mass of the box segment ``[left, right]`` of ``height`` as :func:`box_segment` writes it (0 when it writes
     nothing)."""
@@ -377,15 +384,11 @@ def table_mass(shape_t, clip_t, n_runs, clipped, first, last, ring_first, ring_l
             icl, icr, ich = table_row(clip_t, inner_clip_e + dy, 1, inner_clip_frac, ix)
         for run in range(n_runs):
             left, right, height = table_row(shape_t, shape_e + dy * n_runs + run, n_runs, shape_frac, -ox)
-            left = max(left, cl)
-            right = min(right, cr)
-            height = min(height, ch)
+            left, right, height = clip_box(left, right, height, cl, cr, ch)
             total += f64(max(right - left, zero)) * f64(height)
             if ring:
                 il, ir, ih = table_row(shape_t, inner_e + dy * n_runs + run, n_runs, inner_frac, -ix)
-                il = max(il, max(icl, left))
-                ir = min(ir, min(icr, right))
-                ih = min(ih, min(ich, height))
+                il, ir, ih = clip_box(il, ir, ih, max(icl, left), min(icr, right), min(ich, height))
                 total += f64(max(ir - il, zero)) * f64(ring_weight * ih)
     return total
 
@@ -420,15 +423,11 @@ def scaled_mass(shape_t, clip_t, n_rows, n_runs, half_rows, lev, sc, ilev, isc, 
                 ring = False
         for run in range(n_runs):
             left, right, height = scaled_row(shape_t, n_rows, n_runs, half_rows, lev, sc, fdy + oy, -ox, run)
-            left = max(left, cl)
-            right = min(right, cr)
-            height = min(height, ch)
+            left, right, height = clip_box(left, right, height, cl, cr, ch)
             total += segment_mass(left, right, height)
             if ring and right > left and height != 0:
                 il, ir, ih = scaled_row(shape_t, n_rows, n_runs, half_rows, ilev, isc, fdy + iy, -ix, run)
-                il = max(il, max(icl, left))
-                ir = min(ir, min(icr, right))
-                ih = min(ih, min(ich, height))
+                il, ir, ih = clip_box(il, ir, ih, max(icl, left), min(icr, right), min(ich, height))
                 total += segment_mass(il, ir, ring_weight * ih)
     plain = 0.0
     if with_plain:
@@ -576,15 +575,11 @@ def fast_rows(row_lo, row_hi, block, win_y, row_span, span, rec_f, rec_i, shape_
                         for run in range(n_runs):
                             left, right, height = table_row(shape_t, shape_e + dy * n_runs + run, n_runs, shape_frac,
                                                             -ox)
-                            left = max(left, cl)
-                            right = min(right, cr)
-                            height = min(height, ch)
+                            left, right, height = clip_box(left, right, height, cl, cr, ch)
                             box_segment(diff, k, x, left, right, height, q0, q1, q2, q3, W, inside)
                             if ring and right > left and height != 0:
                                 il, ir, ih = table_row(shape_t, inner_e + dy * n_runs + run, n_runs, inner_frac, -ix)
-                                il = max(il, max(icl, left))
-                                ir = min(ir, min(icr, right))
-                                ih = min(ih, min(ich, height))
+                                il, ir, ih = clip_box(il, ir, ih, max(icl, left), min(icr, right), min(ich, height))
                                 box_segment(diff, k, x, il, ir, ring_weight * ih, q0, q1, q2, q3, W, inside)
                 elif kind == PLAIN:  # the plain fast kernel's precomputed writes (table radius, no shift, no ring)
                     entry = rec_i[usy, ux, 11]
@@ -627,16 +622,12 @@ def fast_rows(row_lo, row_hi, block, win_y, row_span, span, rec_f, rec_i, shape_
                         for run in range(n_runs):
                             left, right, height = scaled_row(shape_t, n_rows, n_runs, half_rows, lev, sc, fdy + oy,
                                                              -ox, run)
-                            left = max(left, cl)
-                            right = min(right, cr)
-                            height = min(height, ch)
+                            left, right, height = clip_box(left, right, height, cl, cr, ch)
                             box_segment(diff, k, x, left, right, height, q0, q1, q2, q3, W, False)
                             if ring and right > left and height != 0:
                                 il, ir, ih = scaled_row(shape_t, n_rows, n_runs, half_rows, ilev, isc, fdy + iy, -ix,
                                                         run)
-                                il = max(il, max(icl, left))
-                                ir = min(ir, min(icr, right))
-                                ih = min(ih, min(ich, height))
+                                il, ir, ih = clip_box(il, ir, ih, max(icl, left), min(icr, right), min(ich, height))
                                 box_segment(diff, k, x, il, ir, ring_weight * ih, q0, q1, q2, q3, W, False)
         for ty in range(t0, t1):
             resolve_row(diff[ty - t0], no_acc, ty, out)

@@ -175,14 +175,9 @@ def analytic_error_map(
         )
     K = check_range(K, "K", 0.0, MAX_K)
     focus_t = check_focus(focus, disparity.shape[0]).to(disparity.device, torch.float32)
-    check_choice(variant, "variant", ("eq5", "eq2"))
     delta1 = check_range(delta1, "delta1", 1e-3, 100.0)
     delta2 = check_range(delta2, "delta2", 1e-3, 1.0)
-    if isinstance(max_work_radius, bool) or not isinstance(max_work_radius, int):
-        raise TypeError(f"max_work_radius must be an int in [2, 128], got {max_work_radius!r}")
-    check_range(max_work_radius, "max_work_radius", 2, 128)
-    check_choice(renderer, "renderer", RENDERERS)
-    check_choice(backend, "backend", ("auto", "torch", "numba"))
+    _check_options(variant, renderer, backend, max_work_radius)
     radius = K * (disparity.to(torch.float32) - focus_t.view(-1, 1, 1, 1))
     return _error_map(radius, variant, delta1, delta2, max_work_radius, progress, renderer == "layered",
                       backend).to(disparity.dtype)
@@ -210,16 +205,20 @@ def defocus_error_map(
     """
     check_disparity(defocus_px, "defocus_px")
     check_finite(defocus_px, "defocus_px")
+    _check_options(variant, renderer, backend, max_work_radius)
+    if float(defocus_px.abs().max()) > MAX_K:
+        raise ValueError(f"defocus_px must be within +-{MAX_K:g} px, got up to {float(defocus_px.abs().max()):g}")
+    return _error_map(defocus_px.to(torch.float32), variant, 4.0, 2.0 / 3.0, max_work_radius, progress,
+                      renderer == "layered", backend)
+
+
+def _check_options(variant, renderer, backend, max_work_radius) -> None:
     check_choice(variant, "variant", ("eq5", "eq2"))
     check_choice(renderer, "renderer", RENDERERS)
     check_choice(backend, "backend", ("auto", "torch", "numba"))
     if isinstance(max_work_radius, bool) or not isinstance(max_work_radius, int):
         raise TypeError(f"max_work_radius must be an int in [2, 128], got {max_work_radius!r}")
     check_range(max_work_radius, "max_work_radius", 2, 128)
-    if float(defocus_px.abs().max()) > MAX_K:
-        raise ValueError(f"defocus_px must be within +-{MAX_K:g} px, got up to {float(defocus_px.abs().max()):g}")
-    return _error_map(defocus_px.to(torch.float32), variant, 4.0, 2.0 / 3.0, max_work_radius, progress,
-                      renderer == "layered", backend)
 
 
 def error_gate(defocus_px: torch.Tensor, classical_mode: str) -> torch.Tensor | None:

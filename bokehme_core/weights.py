@@ -95,6 +95,9 @@ class WeightsSource:
 
 
 _BOKEHME = "https://github.com/JuewenPeng/BokehMe"
+#: The authors' repository carries an MIT ``LICENSE`` and a ``LICENSE.md`` that restricts the software to
+#: non-commercial purposes; the pack treats the official weights as non-commercial.
+_BOKEHME_LICENCE = "BokehMe licence: non-commercial use only (upstream LICENSE.md)"
 
 
 def _hf(repo: str, filename: str) -> str:
@@ -104,9 +107,9 @@ def _hf(repo: str, filename: str) -> str:
 #: name -> :class:`WeightsSource` of every official file the pack can download.
 PROVENANCE = {
     "arnet": WeightsSource("BokehMe ARNet (official)", f"{_BOKEHME}/raw/main/checkpoints/arnet.pth", "arnet.pth",
-                           "Apache-2.0", "arnet", None, _BOKEHME),
+                           _BOKEHME_LICENCE, "arnet", None, _BOKEHME),
     "iunet": WeightsSource("BokehMe IUNet (official)", f"{_BOKEHME}/raw/main/checkpoints/iunet.pth", "iunet.pth",
-                           "Apache-2.0", "iunet",
+                           _BOKEHME_LICENCE, "iunet",
                            "6df927797a1657ba700410d43a9434f98268fe5888553d30ebb9f1fd7130a02d", _BOKEHME),
     "depth_anything_v2_vits": WeightsSource(
         "Depth Anything V2 Small", _hf("depth-anything/Depth-Anything-V2-Small", "depth_anything_v2_vits.pth"),

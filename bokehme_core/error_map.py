@@ -328,17 +328,17 @@ def _error_numba(work_radius, search, variant, delta1, delta2, front_only, progr
     """The map on the work grid with the compiled kernel (:mod:`._error_map_kernels`), image by image."""
     import numpy as np
 
-    from .scatter.numba_backend import _set_threads
+    from .scatter.numba_backend import numba_threads
 
     kernel = _kernel()
-    _set_threads()
     batch, _, work_h, work_w = work_radius.shape
     out = np.zeros((batch, work_h, work_w), dtype=np.float32)
     blocks = [(b, y) for b in range(batch) for y in range(0, work_h, _ROWS_PER_CALL)]
-    for index, (b, y) in enumerate(blocks):
-        radius = work_radius[b, 0].detach().to(torch.float32).contiguous().numpy()
-        kernel(radius, y, min(y + _ROWS_PER_CALL, work_h), search, variant == "eq2", float(delta1), float(delta2),
-               _TANH_SLOPE, front_only, out[b])
-        if progress is not None:
-            progress(index + 1, len(blocks))
+    with numba_threads():
+        for index, (b, y) in enumerate(blocks):
+            radius = work_radius[b, 0].detach().to(torch.float32).contiguous().numpy()
+            kernel(radius, y, min(y + _ROWS_PER_CALL, work_h), search, variant == "eq2", float(delta1),
+                   float(delta2), _TANH_SLOPE, front_only, out[b])
+            if progress is not None:
+                progress(index + 1, len(blocks))
     return torch.from_numpy(out).unsqueeze(1)

@@ -30,6 +30,17 @@ def pack():
     return import_pack()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module on one torch thread (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): the scatter
+    loops are many medium-sized torch ops, and on a shared 2-core machine a second OpenMP thread mostly adds
+    contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def official_fixture():
     """The official numerical reference arrays (see ../shared/bokehme_official/README.md)."""

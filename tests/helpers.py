@@ -31,3 +31,16 @@ def random_official_depth_weights(family: str, variant: str, seed: int = 0) -> d
         if key in state:
             state[key] = torch.full_like(state[key], 0.5)
     return state
+
+
+def scatter_scene(h: int, w: int, seed: int = 0, kmax: float = 6.0, lights: tuple = (5, 7)):
+    """A test scene for the classical renderer: ``(image (1,3,h,w) in [0, 1], defocus_px (1,1,h,w))``, a
+    squared-noise image with white highlights every ``lights = (rows, cols)`` pixels and a signed defocus
+    ``kmax * 2 * (disparity - 0.5)`` of a noisy ramp (so |defocus| <= kmax)."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(1, 3, h, w, generator=g) ** 2
+    image[:, :, :: lights[0], :: lights[1]] = 1.0
+    yy = torch.linspace(0, 1, h).view(1, 1, h, 1)
+    xx = torch.linspace(0, 1, w).view(1, 1, 1, w)
+    disparity = (0.6 * yy + 0.4 * xx + 0.1 * torch.rand(1, 1, h, w, generator=g)).clamp(0, 1)
+    return image, kmax * 2 * (disparity - 0.5)

@@ -153,10 +153,10 @@ def exact_rows(row_lo, row_hi, win_y, row_radius, radius, premult, sxs, sys_, ri
 
 
 @njit(cache=True, fastmath=False, parallel=True)
-def fast_fields(radius, img, top, left, frame_h, frame_w, shifted, gain, cos_a, sin_a, ax, ay, max_clip,
+def fast_fields(y_lo, y_hi, radius, img, top, left, frame_h, frame_w, shifted, gain, cos_a, sin_a, ax, ay, max_clip,
                 ring_amount, plain_mass, shape_t, clip_t, ring_inner, n_levels, base_radius, lpp, big_reach, n_rows,
                 n_runs, half_rows, row_lo, row_hi, clip_lo, clip_hi, rec_f, rec_i, span, row_span):
-    """Per-source lens state of the fast kernel, one pass over the sources (the clip vectors of
+    """Per-source lens state of the fast kernel, one pass over the source rows ``y_lo .. y_hi - 1`` (the clip vectors of
     :meth:`bokehme_core.aperture.Lens.fields` and the weights of :func:`.lens_kernels.scatter_fast_lens`, fused).
 
     radius (H, W) px; img (C, H, W) linear colour (C = 3) or premultiplied colour + coverage (C = 4, the
@@ -190,7 +190,7 @@ def fast_fields(radius, img, top, left, frame_h, frame_w, shifted, gain, cos_a, 
     inv_half_diag = 1.0 / half_diag
     inv_ax = 1.0 / ax
     inv_ay = 1.0 / ay
-    for y in prange(H):
+    for y in prange(y_lo, y_hi):
         ys = (y + top - cy) * inv_half_diag
         first_all = 1 << 30
         last_all = -(1 << 30)

@@ -19,13 +19,17 @@ __all__ = ["available", "scatter_exact_cupy"]
 
 logger = logging.getLogger(__name__)
 
+#: most window cells one kernel launch visits (progress is reported between launches)
+LAUNCH_CELLS = 1 << 32
+
 _SOURCE = r"""
 extern "C" __global__
 void bokeh_scatter(const float* image, const float* defocus, float* acc, const int H, const int W,
-                   const int shape, const int blades, const float rotation, const float ax, const float ay)
+                   const int shape, const int blades, const float rotation, const float ax, const float ay,
+                   const int p_lo, const int p_hi)
 {
-    const int p = blockDim.x * blockIdx.x + threadIdx.x;
-    if (p >= H * W) return;
+    const int p = p_lo + blockDim.x * blockIdx.x + threadIdx.x;
+    if (p >= p_hi) return;
     const int y = p / W;
     const int x = p - y * W;
     const float r = fabsf(defocus[p]);
@@ -99,14 +103,22 @@ def scatter_exact_cupy(image: torch.Tensor, defocus_px: torch.Tensor, aperture: 
             )
             acc = cupy.zeros((4, H, W), dtype=cupy.float32)
             threads = 256
-            blocks = math.ceil(H * W / threads)
-            _kernel()(
-                (blocks,), (threads,),
-                (img, dfc, acc, cupy.int32(H), cupy.int32(W), cupy.int32(shape), cupy.int32(aperture.blades),
-                 cupy.float32(aperture.rotation), cupy.float32(ax), cupy.float32(ay)),
-            )
+            # bands of source rows, each launch visiting at most LAUNCH_CELLS window cells; progress after each
+            rmax = float(defocus_px[b if defocus_px.shape[0] > 1 else 0].abs().max())
+            window = (2 * math.floor(rmax * ax) + 3) * (2 * math.floor(rmax * ay) + 3)
+            band = max(1, LAUNCH_CELLS // max(1, W * window))
+            for row_lo in range(0, H, band):
+                row_hi = min(row_lo + band, H)
+                blocks = math.ceil((row_hi - row_lo) * W / threads)
+                _kernel()(
+                    (blocks,), (threads,),
+                    (img, dfc, acc, cupy.int32(H), cupy.int32(W), cupy.int32(shape), cupy.int32(aperture.blades),
+                     cupy.float32(aperture.rotation), cupy.float32(ax), cupy.float32(ay), cupy.int32(row_lo * W),
+                     cupy.int32(row_hi * W)),
+                )
+                if progress is not None:
+                    cupy.cuda.get_current_stream().synchronize()
+                    progress(b * H + row_hi, B * H)
             acc_t = torch.from_dlpack(acc)
             outs.append(acc_t[:3] / acc_t[3:4])
-            if progress is not None:
-                progress(b + 1, B)
     return torch.stack(outs)

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from ..aperture import Aperture, Lens
+from .common import Progress
 
 __all__ = ["scatter_exact", "DELTA", "per_image"]
 
@@ -118,8 +119,7 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
     )
     lo = torch.maximum(reach, win_lo).to(torch.float32)
 
-    total = 2 * (2 * win_y + 1)
-    done = 0
+    ticks = Progress(progress, 2 * (2 * win_y + 1))
     rows = torch.zeros(H, W + 1, 4, dtype=acc_dtype, device=device)
     rows_flat = rows.view(-1, 4)
     acc = torch.zeros(H * W, 4, dtype=torch.float32, device=device)
@@ -141,9 +141,8 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
             base = torch.clamp(y, 0, H - 1) * (W + 1)
             vals = premult_sorted[start:stop] * keep.unsqueeze(1)
             rows_flat.index_add_(0, torch.cat([base + left, base + right]), torch.cat([vals, -vals]))
-        done += 1
-        if progress is not None:
-            progress(done, total)
+            ticks.work(stop - start)
+        ticks.step()
 
     # ---- rim: exact profile, offset by offset, on the slice of sources for which it is a rim cell
     for row_index in range(2 * win_y + 1):
@@ -170,9 +169,8 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
                 prof = aperture.profile(dx_t, dy_t, r) * keep
                 target = torch.clamp(pos[start:stop] + shift, 0, H * W - 1)
                 acc.index_add_(0, target, premult_sorted32[start:stop] * prof.unsqueeze(1))
-        done += 1
-        if progress is not None:
-            progress(done, total)
+                ticks.work(stop - start)
+        ticks.step()
 
     del premult_sorted, premult_sorted32
     rows.cumsum_(dim=1)

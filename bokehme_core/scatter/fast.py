@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from ..aperture import Aperture, Lens
+from .common import Progress
 
 __all__ = ["scatter_fast", "row_runs", "source_mass", "TABLE_RADIUS", "LEVELS_PER_PX"]
 
@@ -231,8 +232,8 @@ def _scatter_one(image, defocus, aperture: Aperture, tables, progress, coverage=
         and torch.equal(height_t, height_t.flip(1))
     )
     row_offsets = range(0, win_y + 1) if mirrored else range(-win_y, win_y + 1)
-    total = len(row_offsets)
-    for done, dy in enumerate(row_offsets):
+    ticks = Progress(progress, len(row_offsets))
+    for dy in row_offsets:
         # sources whose window reaches row dy: floor(r*ay) + 1 >= |dy|
         first = int(torch.searchsorted(reach_sorted, torch.tensor([abs(dy)], device=device)))
         table_row = dy + half_rows
@@ -254,8 +255,8 @@ def _scatter_one(image, defocus, aperture: Aperture, tables, progress, coverage=
                 for target_dy in targets:
                     _scaled_rows(rows_flat, target_dy, slice(mid, stop), ys, xs, scale, level_base, left_flat,
                                  right_flat, height_flat, runs, n_runs, n_rows, half_rows, premult_sorted, H, W)
-        if progress is not None:
-            progress(done + 1, total)
+            ticks.work((stop - start) * len(targets))
+        ticks.step()
     del premult_sorted, entry_cols, entry_coef
     total_acc = rows[:H].to(torch.float64)
     del rows, rows_flat

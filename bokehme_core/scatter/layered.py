@@ -58,6 +58,7 @@ import torch.nn.functional as F
 
 from .._checks import check_choice, check_range
 from ..aperture import Aperture
+from .common import Progress
 from .exact import per_image
 
 __all__ = ["scatter_layered", "hidden_layer", "SLAB_PX", "MAX_SLABS", "OCCLUSION_GAP"]
@@ -121,7 +122,12 @@ def scatter_layered(
         return _layered_one(img.to(torch.float32), d.to(torch.float32), aperture, sub, backend, float(slab_px),
                             int(max_slabs), int(occlusion_gap), bool(fill), bool(pad), lens)
 
-    return per_image(image, defocus_px, one, progress)
+    if backend != "numba":
+        return per_image(image, defocus_px, one, progress)
+    from .numba_backend import numba_threads
+
+    with numba_threads():
+        return per_image(image, defocus_px, one, progress)
 
 
 def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs, gap, fill, pad, lens):
@@ -146,6 +152,8 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
     lower = pos.floor().clamp(max=max(n_slabs - 2, 0)).long()
     upper_w = pos - lower
     colour = image.reshape(3, -1)
+    # progress: over the output rows (numba, one compiled pass) or the slabs; heartbeats during the fill
+    ticks = Progress(progress, Hp if backend == "numba" and lens is None else n_slabs)
     logger.debug("layered: %dx%d (+%d px border), %d slabs of %.3f px, gap %d, fill %s", W, H, margin, n_slabs,
                  step, gap, fill)
 
@@ -158,7 +166,8 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
     hidden = None  # (pixels, colour, farther slab, upper tent weight) of the hidden samples
     if fill and n_slabs > _FILL_GAP:
         search = _hidden_layer_numba if backend == "numba" else hidden_layer
-        hidden_pix, hidden_colour, hidden_d = search(colour.view(3, Hp, Wp), defocus, lower, n_slabs, step)
+        hidden_pix, hidden_colour, hidden_d = search(colour.view(3, Hp, Wp), defocus, lower, n_slabs, step,
+                                                     work=ticks.work)
         if hidden_pix.numel():
             h_pos = ((hidden_d - d_min) / step).clamp(0, n_slabs - 1)
             h_lower = h_pos.floor().clamp(max=n_slabs - 2).long()
@@ -175,7 +184,7 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
                      100.0 * hidden_pix.numel() / n)
     if backend == "numba" and lens is None:  # one compiled pass over all slabs (same arithmetic)
         settled = _composite_numba(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, aperture, rmax, gap,
-                                   progress)
+                                   ticks)
         return _resolve(settled, image, margin, H, W)
     src_entry, src_slab, src_cov = torch.cat(src_entry), torch.cat(src_slab), torch.cat(src_cov)
     keep = src_cov > 0
@@ -193,7 +202,7 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
     settled = torch.zeros(4, Hp, Wp, dtype=torch.float32, device=device)
     occluder = torch.zeros(1, Hp, Wp, dtype=torch.float32, device=device)
     queue: list = [None] * gap
-    for done, j in enumerate(range(n_slabs - 1, -1, -1)):
+    for j in range(n_slabs - 1, -1, -1):
         due = queue.pop(0)
         if due is not None:
             (y0, y1, x0, x1), splat = due
@@ -203,12 +212,12 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
         if hi > lo:
             entries = src_entry[lo:hi]
             layer = _render_slab(entry_target[entries], src_cov[lo:hi], entry_colour[:, entries], entry_d[entries],
-                                 Hp, Wp, aperture, scatter, rmax, (margin, H, W) if lens is not None else None)
+                                 Hp, Wp, aperture, scatter, rmax, (margin, H, W) if lens is not None else None,
+                                 ticks.heartbeat)
             (y0, y1, x0, x1), splat = layer
             settled[:, y0:y1, x0:x1] += splat * (1.0 - occluder[:, y0:y1, x0:x1]).clamp(0.0, 1.0)
         queue.append(layer)
-        if progress is not None:
-            progress(done + 1, n_slabs)
+        ticks.step()
     return _resolve(settled, image, margin, H, W)
 
 
@@ -221,10 +230,11 @@ def _resolve(settled, image, margin, H, W):
     return out.contiguous()
 
 
-def _render_slab(target, cov, c, d, Hp, Wp, aperture, scatter, rmax, frame=None):
+def _render_slab(target, cov, c, d, Hp, Wp, aperture, scatter, rmax, frame=None, heartbeat=None):
     """Scatter one slab's sources (pixel ``target``, coverage, linear colour (3, n), signed defocus) inside
     their bounding box plus their largest radius; returns ``((y0, y1, x0, x1), (4, h, w) splat)``.
-    ``frame = (margin, H, W)`` (with a lens): the crop's place in the unpadded image, for the lens fields."""
+    ``frame = (margin, H, W)`` (with a lens): the crop's place in the unpadded image, for the lens fields;
+    ``heartbeat``: the slab kernel's progress callback."""
     ys = torch.div(target, Wp, rounding_mode="floor")
     xs = target - ys * Wp
     reach = int(math.ceil(float(d.abs().max()))) + 2
@@ -241,22 +251,22 @@ def _render_slab(target, cov, c, d, Hp, Wp, aperture, scatter, rmax, frame=None)
     c_img.index_add_(1, local, c * cov)
     d_img[local] = d
     extra = {} if frame is None else {"lens_frame": (y0 - frame[0], x0 - frame[0], frame[1], frame[2])}
-    splat = scatter(c_img.view(1, 3, h, w), d_img.view(1, 1, h, w), aperture, coverage=cov_img.view(1, 1, h, w),
-                    max_radius=rmax, **extra)
+    splat = scatter(c_img.view(1, 3, h, w), d_img.view(1, 1, h, w), aperture, heartbeat,
+                    coverage=cov_img.view(1, 1, h, w), max_radius=rmax, **extra)
     return (y0, y1, x0, x1), splat[0]
 
 
-def _composite_numba(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, aperture, rmax, gap, progress):
+def _composite_numba(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, aperture, rmax, gap, ticks):
     """The slab loop of :func:`_layered_one` in one compiled pass (:func:`._layered_numba_kernels.layered_rows`):
     the same sources, splats (the fast kernel clipped to each slab's box) and compositing, without per-slab
-    crops. Returns ``settled`` (4, Hp, Wp): premultiplied colour and coverage."""
+    crops; ``ticks`` (:class:`.common.Progress` over the Hp rows) steps after every band of rows. Returns
+    ``settled`` (4, Hp, Wp): premultiplied colour and coverage."""
     import numpy as np
 
     from .fast import LEVELS_PER_PX, TABLE_RADIUS, row_runs, source_mass
-    from .numba_backend import ROWS_PER_CALL, _set_threads, entry_writes
+    from .numba_backend import band_rows, entry_writes
 
     kernels = _numba_kernels()
-    _set_threads()
     n = Hp * Wp
     ax, ay = aperture.axis_scale
     runs_tables = row_runs(aperture, float(min(math.floor(rmax) + 1, TABLE_RADIUS)))
@@ -323,17 +333,17 @@ def _composite_numba(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, a
     scale_np = scale.numpy()
     tables = (entry_cols, entry_coef, left_flat.numpy(), right_flat.numpy(), height_flat.numpy(), n_rows, n_runs,
               (n_rows - 1) // 2)
-    for row_lo in range(0, Hp, ROWS_PER_CALL):
-        row_hi = min(row_lo + ROWS_PER_CALL, Hp)
+    band = band_rows(Wp, min(math.floor(rmax * ay) + 1, Hp - 1))
+    for row_lo in range(0, Hp, band):
+        row_hi = min(row_lo + band, Hp)
         kernels["layered_rows"](row_lo, row_hi, n_slabs, gap, boxes, bucket_start, row_reach, src_x, src_entry,
                                 premult, partner, paired, src_reach, src_level, scale_np, *tables, settled)
-        if progress is not None:
-            progress(row_hi, Hp)
+        ticks.step(row_hi)
     return torch.from_numpy(settled)
 
 
 def _hidden_layer_numba(colour: torch.Tensor, defocus: torch.Tensor, lower: torch.Tensor, n_slabs: int,
-                        step: float):
+                        step: float, work=None):
     """:func:`hidden_layer` with the compiled kernels (:mod:`._layered_numba_kernels`), CPU; the same samples
     (in raster order)."""
     import numpy as np
@@ -357,6 +367,8 @@ def _hidden_layer_numba(colour: torch.Tensor, defocus: torch.Tensor, lower: torc
     cells_per = np.float32(factor * factor)
     covered = False
     for m in range(n_slabs - _FILL_GAP):
+        if work is not None:
+            work(h * w)
         if bounds[m + 1] > bounds[m]:
             kernels["plate_add"](plate, order[bounds[m]:bounds[m + 1]], colour_np, flat_d, W, factor, w)
             covered = True
@@ -397,14 +409,15 @@ def _scatter_function(backend: str, lens=None):
 
 
 # ------------------------------------------------------------------------------------------ hidden fill
-def hidden_layer(colour: torch.Tensor, defocus: torch.Tensor, lower: torch.Tensor, n_slabs: int, step: float):
+def hidden_layer(colour: torch.Tensor, defocus: torch.Tensor, lower: torch.Tensor, n_slabs: int, step: float,
+                 work=None):
     """Hidden samples behind the pixels whose blur can reveal what they hide.
 
     colour (3, H, W) linear, defocus (H, W) px, lower (H*W,) the farther slab of every pixel's tent.
     For every slab index m, the content of slabs ``<= m`` (the "plate") is extended by push-pull and read at
     the pixels of slab ``m + 3``; a pixel gets a hidden sample when farther content lies within its own blur
     radius plus the hidden sample's radius (plus one grid cell). Returns ``(pixel indices (n,), colour (3, n),
-    defocus (n,))``.
+    defocus (n,))``. ``work``: optional ``work(units)`` called after each slab (progress heartbeats).
     """
     H, W = defocus.shape
     device = colour.device
@@ -419,6 +432,8 @@ def hidden_layer(colour: torch.Tensor, defocus: torch.Tensor, lower: torch.Tenso
     plate = torch.zeros(5, h * w, dtype=torch.float32, device=device)
     out_pix, out_c, out_d = [], [], []
     for m in range(n_slabs - _FILL_GAP):
+        if work is not None:
+            work(h * w)
         lo, hi = bounds[m], bounds[m + 1]
         if hi > lo:
             members = order[lo:hi]

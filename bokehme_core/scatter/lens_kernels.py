@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from ..aperture import RING_INNER, Aperture, Lens
+from .common import Progress
 from .exact import per_image
 
 __all__ = ["scatter_exact_lens", "scatter_fast_lens", "lens_premult"]
@@ -89,8 +90,8 @@ def _exact_one(image, defocus, aperture: Aperture, lens: Lens, progress, raw: bo
     win_y = min(math.floor(rmax * ay) + 1, H - 1)
     lo = _support_table(aperture, win_x, win_y, device)
     acc = torch.zeros(H * W, 4, dtype=torch.float64, device=device)
-    total = 2 * win_y + 1
-    for row_index in range(total):
+    ticks = Progress(progress, 2 * win_y + 1)
+    for row_index in range(2 * win_y + 1):
         dy = row_index - win_y
         lo_row = lo[row_index].tolist()
         dy_t = torch.tensor(float(dy), device=device)
@@ -108,8 +109,8 @@ def _exact_one(image, defocus, aperture: Aperture, lens: Lens, progress, raw: bo
                 prof = prof.to(torch.float64) * keep
                 target = torch.clamp((y + dy) * W + x + dx, 0, H * W - 1)
                 acc.index_add_(0, target, premult_sorted[s0:s1] * prof.unsqueeze(1))
-        if progress is not None:
-            progress(row_index + 1, total)
+                ticks.work(s1 - s0)
+        ticks.step()
     return _finish(acc, H, W, raw)
 
 
@@ -270,6 +271,7 @@ def _fast_one(image, defocus, aperture: Aperture, lens: Lens, tables, progress, 
     no_offset = torch.zeros_like(radius_sorted)
     base_radius, lpp = tables["base_radius"], tables["levels_per_px"]
     max_reach = int(reach_sorted[-1])
+    ticks = Progress(progress, (2 * max_reach + 1) + (2 * win_y + 1))  # the mass pass, then the splat
     for dy in range(-max_reach, max_reach + 1):
         first = int(torch.searchsorted(reach_sorted, torch.tensor([abs(dy)], device=device)))
         for start in range(first, n_src, CHUNK):
@@ -281,6 +283,8 @@ def _fast_one(image, defocus, aperture: Aperture, lens: Lens, tables, progress, 
             if plain_mass is not None:
                 plain_mass[part] += _segment_mass(*_rows(tables["shape"], r, no_offset[part] + dy, no_offset[part],
                                                          base_radius, lpp))
+            ticks.work(part.stop - part.start)
+        ticks.step()
     if coverage is None:
         energy = plain_mass / (radius_sorted * radius_sorted + 0.2).double()
         colour = torch.cat([image.reshape(3, -1), torch.ones(1, H * W, device=device)])
@@ -291,8 +295,7 @@ def _fast_one(image, defocus, aperture: Aperture, lens: Lens, tables, progress, 
     premult_sorted = (colour.to(torch.float32)[:, order] * weight.view(1, -1)).t().contiguous()
     rows = torch.zeros(H + 1, W + 1, 4, dtype=torch.float32, device=device)  # row H: dump row
     rows_flat = rows.view(-1, 4)
-    total = 2 * win_y + 1
-    for done, dy in enumerate(range(-win_y, win_y + 1)):
+    for dy in range(-win_y, win_y + 1):
         first = int(torch.searchsorted(reach_sorted, torch.tensor([abs(dy)], device=device)))
         for start in range(first, n_src, CHUNK):
             part = slice(start, min(start + CHUNK, n_src))
@@ -303,8 +306,8 @@ def _fast_one(image, defocus, aperture: Aperture, lens: Lens, tables, progress, 
             x = xs[part].to(torch.float32).unsqueeze(1)
             for seg_left, seg_right, seg_height in segments:
                 _write_segments(rows_flat, x, y, seg_left, seg_right, seg_height, premult_sorted[part], W)
-        if progress is not None:
-            progress(done + 1, total)
+            ticks.work(part.stop - part.start)
+        ticks.step()
     total_acc = rows[:H].to(torch.float64)
     total_acc.cumsum_(dim=1)
     return _finish(total_acc[:, :W], H, W, raw)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..aperture import RING_INNER, Aperture, Lens
-from .numba_backend import _per_image, _run_rows, _set_threads, check_exact_aperture, entry_writes, logged_first_calls
+from .numba_backend import _per_image, _run_rows, band_rows, check_exact_aperture, entry_writes, logged_first_calls, numba_threads
 
 __all__ = ["scatter_fast_lens_numba", "scatter_exact_lens_numba"]
 
@@ -114,7 +114,6 @@ def scatter_fast_lens_numba(
     from .lens_kernels import fast_tables
 
     kernels = _kernels()
-    _set_threads()
     rmax = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
     tables = fast_tables(aperture, rmax)
     s_l, s_r, s_h = tables["shape"]
@@ -143,22 +142,25 @@ def scatter_fast_lens_numba(
         records = np.empty((H, W, RECORD), dtype=np.float32)  # one record per source (see fast_fields)
         span = np.empty((H, W, 4), dtype=np.int16)
         row_span = np.empty((H, 2), dtype=np.int32)
-        kernels["fast_fields"](radius.numpy(), img.contiguous().numpy(), int(top), int(left), int(frame_h),
-                               int(frame_w), shifted, float(gain), math.cos(angle), math.sin(angle), float(ax),
-                               float(ay), float(MAX_CLIP), float(lens.ring), plain_mass, shape_t, clip_t,
-                               np.float32(RING_INNER), n_levels, np.float32(base_radius), np.float32(LEVELS_PER_PX),
-                               big_reach, n_rows, n_runs, half_rows, row_lo, row_hi, clip_lo, clip_hi, records,
-                               records.view(np.int32), span, row_span)
         win_y = min(math.floor(float(radius.max()) * ay) + 1, H - 1)
+        band = band_rows(W, win_y, BLOCK_ROWS)
+        # two passes over the rows, each in bands with progress: the per-source records, then the splat
+        fields = (radius.numpy(), img.contiguous().numpy(), int(top), int(left), int(frame_h), int(frame_w), shifted,
+                  float(gain), math.cos(angle), math.sin(angle), float(ax), float(ay), float(MAX_CLIP),
+                  float(lens.ring), plain_mass, shape_t, clip_t, np.float32(RING_INNER), n_levels,
+                  np.float32(base_radius), np.float32(LEVELS_PER_PX), big_reach, n_rows, n_runs, half_rows, row_lo,
+                  row_hi, clip_lo, clip_hi, records, records.view(np.int32), span, row_span)
+        _run_rows(kernels["fast_fields"], H, fields, (), sub, 0, 2 * H, band)
         out = np.empty((4 if raw or img.shape[0] == 4 else 3, H, W), dtype=np.float32)
         args = (BLOCK_ROWS, win_y, row_span, span, records, records.view(np.int32), shape_t, clip_t, entry_cols,
                 entry_coef, margin, n_rows, n_runs, half_rows, np.float32(RING_INNER), out)
-        _run_rows(kernels["fast"], H, args, (), sub, 0, H)
+        _run_rows(kernels["fast"], H, args, (), sub, H, 2 * H, band)
         return torch.from_numpy(out)
 
     if coverage is not None:
         image = torch.cat([image, coverage.to(image.dtype).expand(image.shape[0], -1, -1, -1)], dim=1)
-    return _per_image(image, defocus_px, one, progress)
+    with numba_threads():
+        return _per_image(image, defocus_px, one, progress)
 
 
 def scatter_exact_lens_numba(
@@ -175,7 +177,6 @@ def scatter_exact_lens_numba(
 
     check_exact_aperture(aperture)
     kernel = _kernels()["exact"]
-    _set_threads()
     ax, ay = aperture.axis_scale
     polygon = aperture.kind == "polygon"
     blades = aperture.blades if polygon else 3
@@ -191,7 +192,8 @@ def scatter_exact_lens_numba(
                 fields.shift_y.numpy(), fields.ring.numpy(), float(ax), float(ay), float(aperture.inner_fraction),
                 float(DELTA), polygon, np.float32(a1), np.float32(a2), np.float32(aperture.rotation),
                 float(RING_INNER), out)
-        _run_rows(kernel, H, args, (), sub, 0, H)
+        _run_rows(kernel, H, args, (), sub, 0, H, band_rows(W, win_y))
         return torch.from_numpy(out)
 
-    return _per_image(image, defocus_px, one, progress)
+    with numba_threads():
+        return _per_image(image, defocus_px, one, progress)

@@ -34,6 +34,7 @@ Threads: ``min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -49,8 +50,10 @@ __all__ = ["available", "scatter_fast_numba", "scatter_exact_numba", "dilate_def
 
 logger = logging.getLogger(__name__)
 
-#: target rows per kernel call (progress is reported between calls)
+#: most target rows per kernel call (progress is reported between calls; see :func:`band_rows`)
 ROWS_PER_CALL = 64
+#: most (source, kernel row) pairs one kernel call visits (:func:`band_rows`)
+BAND_PAIRS = 1 << 24
 
 
 def logged_first_calls(kernels: dict, family: str) -> dict:
@@ -130,10 +133,29 @@ def _kernels():
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _set_threads() -> None:
+@contextlib.contextmanager
+def numba_threads():
+    """Run the ``with`` block with ``min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)`` numba threads;
+    the previous setting comes back on exit, also when the block raises (a cancelled render)."""
     import numba
 
+    previous = numba.get_num_threads()
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def band_rows(width: int, win_y: int, multiple: int = 1) -> int:
+    """Target rows per kernel call for a ``width``-pixel image whose kernels reach ``win_y`` rows: at most
+    :data:`ROWS_PER_CALL`, fewer when one call would visit more than :data:`BAND_PAIRS` (source, kernel row)
+    pairs, a multiple of ``multiple`` (the lens kernel's row blocks) and at least ``multiple``. Progress is
+    reported between calls, so this bounds the work between two reports; the rows are independent, so the
+    result does not depend on it."""
+    per_row = max(1, int(width) * (2 * max(int(win_y), 0) + 1))
+    rows = min(ROWS_PER_CALL, BAND_PAIRS // per_row)
+    return max(multiple, rows - rows % multiple)
 
 
 def _row_max(values: torch.Tensor) -> np.ndarray:
@@ -141,10 +163,12 @@ def _row_max(values: torch.Tensor) -> np.ndarray:
     return values.amax(dim=1).contiguous().numpy()
 
 
-def _run_rows(kernel, H: int, args_before: tuple, args_after: tuple, progress, offset: int, total: int) -> None:
-    """Call ``kernel(row_lo, row_hi, *args_before... )`` over all target rows in blocks, reporting progress."""
-    for row_lo in range(0, H, ROWS_PER_CALL):
-        row_hi = min(row_lo + ROWS_PER_CALL, H)
+def _run_rows(kernel, H: int, args_before: tuple, args_after: tuple, progress, offset: int, total: int,
+              band: int = ROWS_PER_CALL) -> None:
+    """Call ``kernel(row_lo, row_hi, *args_before... )`` over all target rows in bands of ``band`` rows
+    (:func:`band_rows`), reporting ``progress(offset + row_hi, total)`` after each."""
+    for row_lo in range(0, H, band):
+        row_hi = min(row_lo + band, H)
         kernel(row_lo, row_hi, *args_before, *args_after)
         if progress is not None:
             progress(offset + row_hi, total)
@@ -210,7 +234,6 @@ def scatter_fast_numba(
     from .fast import LEVELS_PER_PX, TABLE_RADIUS, row_runs, source_mass
 
     kernel = _kernels()["fast"]
-    _set_threads()
     rmax_all = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
     runs_tables = row_runs(aperture, float(min(math.floor(rmax_all) + 1, TABLE_RADIUS)))
     left_t, right_t, height_t = runs_tables
@@ -246,13 +269,14 @@ def scatter_fast_numba(
         out = np.empty((img.shape[0], H, W), dtype=np.float32)  # 4 channels: raw sums (resolve_row)
         reach = reach.to(torch.int32)
         _run_rows(kernel, H, (win_y, _row_max(reach), reach.numpy(), premult, level.numpy(),
-                              big.numpy(), scale.numpy()), (*tables, out), sub, 0, H)
+                              big.numpy(), scale.numpy()), (*tables, out), sub, 0, H, band_rows(W, win_y))
         return torch.from_numpy(out)
 
     if coverage is not None:
         cov = coverage.to(image.dtype)
         image = torch.cat([image, cov.expand(image.shape[0], -1, -1, -1)], dim=1)
-    return _per_image(image, defocus_px, one, progress)
+    with numba_threads():
+        return _per_image(image, defocus_px, one, progress)
 
 
 # ----------------------------------------------------------------------------------------------- exact
@@ -277,7 +301,6 @@ def scatter_exact_numba(
 
     check_exact_aperture(aperture)
     kernel = _kernels()["exact"]
-    _set_threads()
     ax, ay = aperture.axis_scale
     inner = aperture.inner_fraction
     polygon = aperture.kind == "polygon"
@@ -316,10 +339,12 @@ def scatter_exact_numba(
             edge_tab = torch.ones(1, 1)
         out = np.empty((3, H, W), dtype=np.float32)
         _run_rows(kernel, H, (win_y, _row_max(radius), radius.numpy(), premult, thr.numpy(), lo.numpy()),
-                  (dist_tab.numpy(), edge_tab.to(torch.float32).contiguous().numpy(), polygon, out), sub, 0, H)
+                  (dist_tab.numpy(), edge_tab.to(torch.float32).contiguous().numpy(), polygon, out), sub, 0, H,
+                  band_rows(W, win_y))
         return torch.from_numpy(out)
 
-    return _per_image(image, defocus_px, one, progress)
+    with numba_threads():
+        return _per_image(image, defocus_px, one, progress)
 
 
 # -------------------------------------------------------------------------------------------- dilation
@@ -329,26 +354,32 @@ def dilate_defocus_numba(defocus_px: torch.Tensor) -> torch.Tensor:
     defocus_px (B,1,H,W) px, finite, |d| <= 2000 -> (B,1,H,W) float32 holding integers, on the CPU.
     """
     kernel = _kernels()["dilate"]
-    _set_threads()
     B, _, H, W = defocus_px.shape
     out = torch.empty(B, 1, H, W, dtype=torch.float32)
     levels = max(1, W.bit_length())
     floor_log2 = np.zeros(W + 1, dtype=np.int64)
     for j in range(1, levels + 1):
         floor_log2[1 << (j - 1):] = j - 1
-    for b in range(B):
-        dfc = defocus_px[b, 0].detach().to("cpu", torch.float32).contiguous()
-        radius = dfc.abs()
-        rmax = float(radius.max())
-        reach_rows = min(math.floor(rmax), H - 1)
-        reach_cols = min(math.floor(rmax), W - 1)
-        k = torch.arange(reach_cols + 1, dtype=torch.float32)
-        dy = torch.arange(reach_rows + 1, dtype=torch.float32)
-        dist_tab = torch.sqrt(k.view(1, -1) * k.view(1, -1) + dy.view(-1, 1) * dy.view(-1, 1))  # float32
-        value = torch.trunc(dfc).to(torch.int32)
-        result = np.empty((H, W), dtype=np.int32)
-        reach = torch.floor(radius).to(torch.int32)
-        _run_rows(kernel, H, (reach_rows, _row_max(reach), reach.numpy(), radius.numpy(), value.numpy(), dist_tab.numpy(),
-                              floor_log2, levels, -(2**31) + 1), (result,), None, 0, H)
-        out[b, 0] = torch.from_numpy(result).to(torch.float32)
+    with numba_threads():
+        for b in range(B):
+            _dilate_one(kernel, defocus_px[b, 0], out[b, 0], floor_log2, levels)
     return out
+
+
+def _dilate_one(kernel, dfc, out, floor_log2, levels) -> None:
+    """One (H, W) defocus map into ``out`` (H, W) float32."""
+    H, W = dfc.shape
+    dfc = dfc.detach().to("cpu", torch.float32).contiguous()
+    radius = dfc.abs()
+    rmax = float(radius.max())
+    reach_rows = min(math.floor(rmax), H - 1)
+    reach_cols = min(math.floor(rmax), W - 1)
+    k = torch.arange(reach_cols + 1, dtype=torch.float32)
+    dy = torch.arange(reach_rows + 1, dtype=torch.float32)
+    dist_tab = torch.sqrt(k.view(1, -1) * k.view(1, -1) + dy.view(-1, 1) * dy.view(-1, 1))  # float32
+    value = torch.trunc(dfc).to(torch.int32)
+    result = np.empty((H, W), dtype=np.int32)
+    reach = torch.floor(radius).to(torch.int32)
+    _run_rows(kernel, H, (reach_rows, _row_max(reach), reach.numpy(), radius.numpy(), value.numpy(), dist_tab.numpy(),
+                          floor_log2, levels, -(2**31) + 1), (result,), None, 0, H)
+    out.copy_(torch.from_numpy(result).to(torch.float32))

@@ -1,4 +1,6 @@
-"""Shared test fixtures. Tests never touch the network; data comes from ../shared and from the repo."""
+"""Common test fixtures. Tests never touch the network. Their data comes from the repository (tests/data) and,
+for the tests marked ``needs_shared``, from the external folder ``helpers.SHARED`` (../shared: the official
+BokehMe fixtures and weights); without it those tests are skipped with one reason, everything else runs."""
 
 from __future__ import annotations
 
@@ -10,19 +12,45 @@ import pytest
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-OFFICIAL = SHARED / "bokehme_official"
-FIXTURE = OFFICIAL / "refs" / "small_a_K45_f90_g4.npz"
-BENCH_DEV = SHARED / "bench_dev"
 
 for _path in (ROOT, ROOT / "tests", ROOT / "tools"):  # bokehme_core, tests/helpers.py, tools/pack_loader.py
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from helpers import random_official_depth_weights  # noqa: E402
+from helpers import HAVE_SHARED, OFFICIAL, SHARED_REASON, random_official_depth_weights  # noqa: E402
 from pack_loader import import_pack  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Fixtures that read the external data: a test that uses one (directly or through another fixture) is marked
+# ``needs_shared`` automatically.
+SHARED_FIXTURES = frozenset({"official_fixture", "official_checkpoints", "official_iunet_pth", "seed0_arnet_state"})
+
+
+class _PackRootIsAFolder:
+    """The repository root is the node pack: its ``__init__.py`` is ComfyUI's entry point, with relative imports.
+    pytest would import it as a test package, which fails under a folder name that is not a Python identifier
+    (``ComfyUI-BokehMe``, the default clone name) and errors every test; the root is collected as a plain folder.
+    (A plugin, not a hook of this file: a conftest's hooks do not apply to the folder above it.)"""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path, parent):
+        return pytest.Dir.from_parent(parent, path=path) if path == ROOT else None
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_PackRootIsAFolder(), "bokehme-pack-root")
+    config.addinivalue_line(
+        "markers", "needs_shared: reads the official BokehMe fixtures / weights of ../shared (skipped without it)")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason=SHARED_REASON)
+    for item in items:
+        if SHARED_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_shared)
+        if not HAVE_SHARED and item.get_closest_marker("needs_shared") is not None:
+            item.add_marker(skip)
 
 @pytest.fixture(scope="session")
 def pack():
@@ -41,13 +69,40 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def _shared_file(path: pathlib.Path) -> pathlib.Path:
+    if not path.is_file():  # the folder is there but incomplete: an error, not a skip
+        pytest.fail(f"{path.name} missing from {path.parent}; {SHARED_REASON}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def official_fixture():
-    """The official numerical reference arrays (see ../shared/bokehme_official/README.md)."""
-    if not FIXTURE.exists():
-        pytest.fail(f"official fixture missing: {FIXTURE} (the ../shared folder must be present)")
-    with np.load(FIXTURE, allow_pickle=False) as z:
+    """The official numerical reference arrays (K=45, focus 90/255, gamma 4; see the README of the official data)."""
+    with np.load(_shared_file(OFFICIAL / "refs" / "small_a_K45_f90_g4.npz"), allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="session")
+def official_checkpoints():
+    """The folder of the official IUNet in its three forms: iunet.pth (as shipped), iunet_model_state_dict.pth,
+    iunet.safetensors."""
+    for name in ("iunet.pth", "iunet_model_state_dict.pth", "iunet.safetensors"):
+        _shared_file(OFFICIAL / "checkpoints" / name)
+    return OFFICIAL / "checkpoints"
+
+
+@pytest.fixture(scope="session")
+def official_iunet_pth(official_checkpoints):
+    """The official iunet.pth, as shipped (a training checkpoint holding numpy objects)."""
+    return official_checkpoints / "iunet.pth"
+
+
+@pytest.fixture(scope="session")
+def seed0_arnet_state():
+    """The official ARNet initialised with seed 0 by the official code (tensors shared by all tests: copy before
+    changing them); its outputs on the official fixture are the ARNet parity reference."""
+    with np.load(_shared_file(OFFICIAL / "refs" / "arnet_seed0_weights.npz")) as z:
+        return {k: torch.from_numpy(z[k].copy()) for k in z.files}
 
 
 @pytest.fixture
@@ -83,12 +138,3 @@ def comfy(tmp_path, monkeypatch):
     from comfy_standin import ComfyStandIn
 
     return ComfyStandIn(tmp_path / "comfy").install(monkeypatch)
-
-
-@pytest.fixture(scope="session")
-def official_iunet_pth():
-    """The official iunet.pth (../shared/bokehme_official/checkpoints)."""
-    path = OFFICIAL / "checkpoints" / "iunet.pth"
-    if not path.is_file():
-        pytest.fail(f"official checkpoint missing: {path} (the ../shared folder must be present)")
-    return path

@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+
 import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"  # small inputs and goldens the project made itself
+
+# The one place that knows where the external test data lives: the official BokehMe fixtures and weights and the
+# path-traced scenes, in ``../shared`` beside the checkout (or wherever BOKEHME_SHARED points). Tests that read it
+# carry the ``needs_shared`` marker (tests/conftest.py skips them, with SHARED_REASON, when it is absent).
+SHARED = pathlib.Path(os.environ.get("BOKEHME_SHARED") or ROOT.parent / "shared")
+OFFICIAL = SHARED / "bokehme_official"
+HAVE_SHARED = (OFFICIAL / "refs").is_dir() and (OFFICIAL / "checkpoints").is_dir()
+SHARED_REASON = (f"needs the official BokehMe fixtures and weights in {OFFICIAL} "
+                 "(a ../shared folder beside the checkout, or BOKEHME_SHARED)")
+
+
+def random_arnet_state(seed: int = 0) -> dict:
+    """A seeded, freshly initialised ARNet state dict in the official key layout (for loader and file-form tests
+    that need the layout, not the official values)."""
+    from bokehme_core.neural.arnet import ARNet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return {k: v.clone() for k, v in ARNet().state_dict().items()}
 
 
 def random_official_depth_weights(family: str, variant: str, seed: int = 0) -> dict:

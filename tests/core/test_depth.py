@@ -3,7 +3,7 @@ bad files, download. Forward passes use vits / dpt_hybrid on tiny inputs only.""
 
 from __future__ import annotations
 
-from helpers import random_official_depth_weights
+from helpers import DATA, random_official_depth_weights
 
 import json
 import math
@@ -29,7 +29,6 @@ from bokehme_core.depth import (
     to_official_state_dict,
 )
 
-DATA = pathlib.Path(__file__).parent / "data"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 

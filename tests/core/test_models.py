@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
 
 import numpy as np
 import pytest
@@ -12,10 +11,6 @@ from bokehme_core.neural.arnet import ARNet
 from bokehme_core.neural.blocks import NetConfig
 from bokehme_core.neural.iunet import IUNet
 
-
-OFFICIAL = pathlib.Path(__file__).resolve().parents[3] / "shared" / "bokehme_official"
-SEED0 = OFFICIAL / "refs" / "arnet_seed0_weights.npz"
-IUNET_ST = OFFICIAL / "checkpoints" / "iunet.safetensors"
 
 
 def _official_keys():
@@ -27,20 +22,18 @@ def _official_keys():
 
 
 @pytest.fixture(scope="module")
-def seed0_arnet():
-    with np.load(SEED0) as z:
-        state = {k: torch.from_numpy(z[k]) for k in z.files}
+def seed0_arnet(seed0_arnet_state):
     net = ARNet()
-    net.load_state_dict(state, strict=True)
+    net.load_state_dict(seed0_arnet_state, strict=True)
     return net.eval()
 
 
 @pytest.fixture(scope="module")
-def official_iunet():
+def official_iunet(official_checkpoints):
     from safetensors.torch import load_file
 
     net = IUNet()
-    net.load_state_dict(load_file(str(IUNET_ST)), strict=True)
+    net.load_state_dict(load_file(str(official_checkpoints / "iunet.safetensors")), strict=True)
     return net.eval()
 
 

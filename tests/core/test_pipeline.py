@@ -3,7 +3,6 @@ bad inputs."""
 
 from __future__ import annotations
 
-import pathlib
 
 import numpy as np
 import pytest
@@ -15,18 +14,13 @@ from bokehme_core.defocus import signed_defocus
 from bokehme_core.neural.arnet import ARNet
 from bokehme_core.weights import load_iunet, load_network
 
-OFFICIAL = pathlib.Path(__file__).resolve().parents[3] / "shared" / "bokehme_official"
-SEED0 = OFFICIAL / "refs" / "arnet_seed0_weights.npz"
-
 NET_ATOL = 1e-5
 FUSED_ATOL = 5e-5
 
 
 @pytest.fixture(scope="module")
-def nets():
-    with np.load(SEED0) as z:
-        arnet = load_network(ARNet, {k: torch.from_numpy(z[k].copy()) for k in z.files})
-    return arnet, load_iunet(OFFICIAL / "checkpoints" / "iunet.pth")
+def nets(seed0_arnet_state, official_iunet_pth):
+    return load_network(ARNet, dict(seed0_arnet_state)), load_iunet(official_iunet_pth)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +101,7 @@ def test_neural_chain_and_fusion(fx, nets):
 
 
 def test_loop_counts_and_sizes_demo_21():
-    """SPEC 4: inputs/21 (1350x1080) at K=60: s = 3.882353, ARNet at 347x278, one IUNet doubling to 695x556."""
+    """Official behaviour, section 4: inputs/21 (1350x1080) at K=60: s = 3.882353, ARNet at 347x278, one IUNet doubling to 695x556."""
     scale = max(60 * (1 - 90 / 255) / 10, 1)
     assert scale == pytest.approx(3.882353, abs=1e-6)
     assert P.lowres_size(1350, 1080, scale) == (347, 278)

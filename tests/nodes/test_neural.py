@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
-import shutil
-
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -14,26 +10,21 @@ import bokehme_core.paths
 from bokehme_core import pipeline as P
 from bokehme_core.defocus import signed_defocus
 from bokehme_core.neural.arnet import ARNet
+from bokehme_core.neural.iunet import IUNet
 from bokehme_core.weights import load_iunet
-
-OFFICIAL = pathlib.Path(__file__).resolve().parents[3] / "shared" / "bokehme_official"
-SEED0 = OFFICIAL / "refs" / "arnet_seed0_weights.npz"
-IUNET_PTH = OFFICIAL / "checkpoints" / "iunet.pth"
-
-
-def _seed0_state() -> dict:
-    with np.load(SEED0) as z:
-        return {k: torch.from_numpy(z[k].copy()) for k in z.files}
+from helpers import random_arnet_state
 
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    """User cache dir (= the bokehme model folder outside ComfyUI) holding a seed-0 ARNet and the official
-    IUNet, plus a depth model that the loader must not list."""
+    """User cache dir (= the bokehme model folder outside ComfyUI) holding a seeded ARNet (safetensors) and an
+    IUNet training checkpoint in the official form (.pth), plus a depth model that the loader must not list."""
     folder = tmp_path / "cache"
     (folder / "depth").mkdir(parents=True)
-    save_file(_seed0_state(), str(folder / "arnet_seed0.safetensors"))
-    shutil.copy(IUNET_PTH, folder / "iunet_official.pth")
+    save_file(random_arnet_state(), str(folder / "arnet_seed0.safetensors"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        torch.save({"global_step": 1, "model": IUNet().state_dict()}, folder / "iunet_official.pth")
     save_file({"head.weight": torch.zeros(1)}, str(folder / "depth" / "da_v2.safetensors"))
     monkeypatch.setenv("BOKEHME_CACHE", str(folder))
     return folder
@@ -109,16 +100,16 @@ def test_loader_bundled(pack, cache, tmp_path, monkeypatch):
     folder = tmp_path / "weights"
     folder.mkdir()
     save_safetensors(ARNet(8, 1), folder / "arnet.safetensors")
-    save_safetensors(load_iunet(IUNET_PTH), folder / "iunet.safetensors")
+    save_safetensors(load_iunet(cache / "iunet_official.pth"), folder / "iunet.safetensors")
     monkeypatch.setattr(bokehme_core.paths, "bundled_weights_dir", lambda: folder)
     (handle,) = pack.nodes.neural.BokehMeModelLoader().load("bundled", "bundled")
     assert handle.arnet.config.middle_channels == 8 and handle.arnet_source == "bundled"
 
 
-def test_loader_official_downloads_when_missing(pack, cache, tmp_path, serve_official):
-    torch.save({"model": _seed0_state()}, tmp_path / "served_arnet.pth")
+def test_loader_official_downloads_when_missing(pack, cache, tmp_path, serve_official, official_iunet_pth):
+    torch.save({"model": random_arnet_state()}, tmp_path / "served_arnet.pth")
     serve_official("arnet", (tmp_path / "served_arnet.pth").as_uri())
-    serve_official("iunet", IUNET_PTH.as_uri())
+    serve_official("iunet", official_iunet_pth.as_uri())
     official = "official (download if missing)"
     (handle,) = pack.nodes.neural.BokehMeModelLoader().load(official, official)
     assert (cache / "arnet.pth").is_file() and (cache / "iunet.pth").is_file()

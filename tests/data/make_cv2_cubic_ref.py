@@ -2,7 +2,7 @@
 resize both official depth pipelines (DA-V2 ``image2tensor``, MiDaS ``transforms.Resize``) apply.
 
 OpenCV is not a dependency of the pack: run this in a throw-away environment with opencv-python-headless
-(written with OpenCV 5.0.0, numpy 2.4): ``python tests/core/data/make_cv2_cubic_ref.py``.
+(written with OpenCV 5.0.0, numpy 2.4): ``python tests/data/make_cv2_cubic_ref.py``.
 """
 
 import pathlib

@@ -9,7 +9,7 @@ DPTHead features 64, out_channels 48/96/192/384); isl-org/MiDaS ``midas/dpt_dept
 bottlenecks of width 64/128/256 and output 256/512/1024, proj 1x1 1024 -> 768, 12 ViT-B blocks, classifier 1000;
 readout "project", act_postprocess3/4, scratch 256, output_conv).
 
-Run: ``.venv/bin/python tests/core/data/make_depth_manifests.py`` (only when the layouts are re-read).
+Run: ``.venv/bin/python tests/data/make_depth_manifests.py`` (only when the layouts are re-read).
 """
 
 import json

@@ -183,8 +183,12 @@ def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor) -> torch.T
     mask = (t * t * (3 - 2 * t)) * (u * u * (3 - 2 * u))
     if not bool((mask > 0).any()):
         return image
-    lifted = _linear_to_srgb(_srgb_to_linear(image.clamp(min=0.0)) * (1.0 + (RECOVER_GAIN - 1.0) * mask))
-    return torch.where(mask > 0, lifted, image)
+    # only the lifted pixels go through the sRGB curve (a few percent of a photo at most)
+    mask = mask.expand_as(image)
+    hit = mask > 0
+    recovered = image.clone()
+    recovered[hit] = _linear_to_srgb(_srgb_to_linear(image[hit].clamp(min=0.0)) * (1.0 + (RECOVER_GAIN - 1.0) * mask[hit]))
+    return recovered
 
 
 def _srgb_to_linear(x: torch.Tensor) -> torch.Tensor:

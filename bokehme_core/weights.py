@@ -400,7 +400,10 @@ def download_weights(
         if reason is not None:
             raise WeightsDownloadError(f"the downloaded file is not a usable {source.display}: {reason}. {by_hand}")
 
-    logger.info("downloading %s (%s) from %s", source.display, source.licence, address)
+    # the licence is shown wherever the download runs (CLI, node, library); a restricted one as a warning
+    restricted = "non-commercial" in source.licence.lower()
+    logger.log(logging.WARNING if restricted else logging.INFO, "downloading %s from %s; licence: %s",
+               source.display, address, source.licence)
     sha = download_verified(address, target, verify=verify, by_hand=by_hand, error=WeightsDownloadError,
                             label=source.display, progress=progress, timeout=timeout)
     logger.info("saved %s to %s (sha256 %s)", source.display, target, sha)

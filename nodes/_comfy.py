@@ -17,7 +17,11 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+# Node menu: the everyday nodes at the top, the pipeline's single stages (for custom pipelines) and the depth
+# nodes one level down. Categories only place nodes in the menu; saved workflows store node ids, not these.
 CATEGORY = "image/bokeh"
+CATEGORY_STAGES = "image/bokeh/stages"
+CATEGORY_DEPTH = "image/bokeh/depth"
 
 
 # --- layout conversion -----------------------------------------------------------------------------------
@@ -102,6 +106,21 @@ def progress_callback(total: int) -> Callable[[int, int], None]:
     return progress
 
 
+def frame_progress(batch: int, units: int = 1000) -> Callable[[int], Callable[[int, int], None]]:
+    """Progress for a batch rendered frame by frame: ``frame_progress(batch)(i)`` is the ``progress(done, total)``
+    callback of frame ``i``. The core calls it within the frame (row bands, slabs, network passes), so the bar
+    moves and Cancel stops the render inside a frame, not only between frames."""
+    bar = progress_callback(batch * units)
+
+    def for_frame(i: int) -> Callable[[int, int], None]:
+        def progress(done: int, total: int) -> None:
+            bar(i * units + (units * min(done, total) // total if total > 0 else 0), batch * units)
+
+        return progress
+
+    return for_frame
+
+
 def check_interrupted() -> None:
     """Raise ComfyUI's interruption exception if the user pressed cancel (no-op outside ComfyUI)."""
     try:
@@ -138,6 +157,37 @@ def release_memory() -> None:
     except ImportError:
         return
     mm.soft_empty_cache()
+
+
+def load_models(modules, memory_required: int = 0) -> torch.device:
+    """Make networks resident on ComfyUI's compute device through ComfyUI's own model manager and return that
+    device.
+
+    Inside ComfyUI each network is wrapped once in a ``comfy.model_patcher`` patcher (as ComfyUI wraps its
+    upscale and CLIP-vision models) and loaded with ``model_management.load_models_gpu``: ComfyUI frees room
+    for it first, keeps it between runs while memory allows, and moves it back to the offload device when a
+    diffusion model (or anything else) needs the memory. Outside ComfyUI the networks are moved to the CPU.
+    ``memory_required``: bytes of working memory the caller expects to need beside the weights.
+    """
+    try:
+        import comfy.model_management as mm
+        import comfy.model_patcher as mp
+    except ImportError:
+        device = torch_device()
+        for module in modules:
+            module.to(device)
+        return device
+    device = mm.get_torch_device()
+    patcher_class = getattr(mp, "CoreModelPatcher", None) or mp.ModelPatcher
+    patchers = []
+    for module in modules:
+        patcher = getattr(module, "_bokehme_patcher", None)
+        if patcher is None or patcher.load_device != device:
+            patcher = patcher_class(module, load_device=device, offload_device=mm.unet_offload_device())
+            module._bokehme_patcher = patcher  # one patcher per network: ComfyUI recognises it as loaded
+        patchers.append(patcher)
+    mm.load_models_gpu(patchers, memory_required=int(memory_required))
+    return device
 
 
 def offload_device() -> torch.device:

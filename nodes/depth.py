@@ -39,11 +39,11 @@ class BokehMeDepthModelLoader:
         "into models/bokehme/depth/ once. Licences of the weights: Depth Anything V2 Small Apache-2.0; Base and "
         "Large CC-BY-NC-4.0 (non-commercial use only); MiDaS MIT."
     )
-    CATEGORY = _comfy.CATEGORY
+    CATEGORY = _comfy.CATEGORY_DEPTH
     FUNCTION = "load"
     RETURN_TYPES = ("BOKEHME_DEPTH_MODEL",)
     RETURN_NAMES = ("depth_model",)
-    OUTPUT_TOOLTIPS = ("The depth network (kept on the offload device between runs).",)
+    OUTPUT_TOOLTIPS = ("The depth network (loaded onto the GPU by ComfyUI's model manager when it runs).",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -84,7 +84,7 @@ class BokehMeEstimateDisparity:
         "shorter side at the processing resolution, sizes rounded to the network's multiple). Output: disparity "
         "in [0, 1], white = near, ready for the BokehMe render nodes."
     )
-    CATEGORY = _comfy.CATEGORY
+    CATEGORY = _comfy.CATEGORY_DEPTH
     FUNCTION = "estimate"
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("disparity", "disparity_mask")
@@ -132,7 +132,7 @@ class BokehMeEstimateDisparity:
             raise TypeError("BokehMe Estimate Disparity: depth_model must come from 'BokehMe Depth Model Loader'")
         _comfy.check_interrupted()
         image_bchw = _comfy.image_to_bchw(image)
-        device = _comfy.torch_device()
+        device = _comfy.load_models([depth_model])  # resident under ComfyUI's model manager (evictable)
         if precision == "auto":
             dtype = torch.float16 if device.type == "cuda" else torch.float32
         else:
@@ -140,7 +140,7 @@ class BokehMeEstimateDisparity:
         processing_res = None if processing_resolution == 0 else int(processing_resolution)
         progress = _comfy.progress_callback(image_bchw.shape[0])
         try:
-            depth_model.to(device=device, dtype=dtype)
+            depth_model.to(dtype=dtype)
             raw = depth_model.estimate(image_bchw, normalize=False, processing_res=processing_res, progress=progress)
         except ValueError as exc:
             if "NaN/inf" in str(exc) and dtype == torch.float16:
@@ -149,7 +149,8 @@ class BokehMeEstimateDisparity:
                 ) from exc
             raise
         finally:
-            depth_model.to(device=_comfy.offload_device(), dtype=torch.float32)
+            depth_model.to(dtype=torch.float32)  # weights rest in float32; ComfyUI moves them when it needs room
+            _comfy.release_memory()
         raw = raw.to("cpu", torch.float32)
         if output == _OUTPUTS[1]:
             preview = raw / raw.max().clamp_min(1e-6)

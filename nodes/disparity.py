@@ -67,7 +67,7 @@ class BokehMeDepthToDisparity:
         "hand-painted mask...) into BokehMe's disparity: values in [0, 1], 1 = nearest. Connect either an IMAGE "
         "(the first channel is used) or a MASK."
     )
-    CATEGORY = _comfy.CATEGORY
+    CATEGORY = _comfy.CATEGORY_DEPTH
     FUNCTION = "convert"
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("disparity", "disparity_mask")
@@ -136,7 +136,7 @@ class BokehMeLoadDisparityFile:
         "Image reduces them to 8), float TIFF/EXR/NPY keep real values (metric depth included). Files come from "
         "ComfyUI's input folder; the pack's example inputs are listed too."
     )
-    CATEGORY = _comfy.CATEGORY
+    CATEGORY = _comfy.CATEGORY_DEPTH
     FUNCTION = "load"
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("disparity", "disparity_mask")

@@ -35,8 +35,8 @@ _OPTIONS = {
                "from green by this fraction (purple / green fringes on bokeh edges). 0 = off, 0.03-0.1 is lens-like."),
     "highlight_gain": (1.0, 0.1, "Bright highlights: lights above 'highlight_threshold' are made this many times "
                        "brighter in linear light before blurring, so bokeh balls come out as bright as a real lens "
-                       "makes them (8-bit photos clip lights at 1.0). 1 = off; 3 with threshold 0.98 matched "
-                       "path-traced lights best (+1.2 dB)."),
+                       "makes them (8-bit photos clip lights at 1.0). 1 = off; about 3 with threshold 0.98 suits "
+                       "typical photos (measured: bench/README.md)."),
     "highlight_threshold": (0.98, 0.01, "sRGB level above which pixels count as lights for 'highlight_gain' (the "
                             "brightest channel; soft over +-0.05). No effect while highlight_gain = 1."),
     "focus_range": (0.0, 0.005, "Depth band around the focus that stays fully sharp, in disparity units (the blur then "

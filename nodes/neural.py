@@ -17,12 +17,13 @@ from ..bokehme_core.defocus import render_inputs, signed_defocus
 from ..bokehme_core.neural import stages
 from ..bokehme_core.neural.arnet import ARNet
 from ..bokehme_core.neural.iunet import IUNet
-from ..bokehme_core.weights import CheckpointError, load_arnet, load_bundled_models, load_iunet
+from ..bokehme_core.weights import PROVENANCE, CheckpointError, load_arnet, load_bundled_models, load_iunet
 from . import _comfy
 from .lens import LENS_INPUT, check_lens
 from .render import (
-    RECOVER_INPUT,
     CLASSICAL_MODE_TIP,
+    HIGHLIGHT_TIP,
+    RECOVER_INPUT,
     APERTURE_INPUTS,
     APERTURE_MASK_INPUT,
     FOCUS_INPUTS,
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 BUNDLED = "bundled"
 OFFICIAL = "official (download if missing)"
 MODELS_TYPE = "BOKEHME_MODELS"
+#: the licence of the authors' ARNet / IUNet files, shown wherever they can be chosen
+OFFICIAL_LICENCE = PROVENANCE["arnet"].licence
 DEFOCUS_TYPE = "BOKEHME_DEFOCUS"
 
 
@@ -57,17 +60,15 @@ class BokehMeModels:
 
 @contextlib.contextmanager
 def _models_on_device(models: BokehMeModels):
-    """Move both networks to ComfyUI's compute device for the duration of a run, then back to the offload
-    device and release cached GPU memory (also when the run fails or is cancelled)."""
+    """Both networks resident on ComfyUI's compute device for a run, through ComfyUI's model manager (which
+    keeps them between runs while memory allows and evicts them when another model needs the room); cached
+    GPU memory is released after the run, also when it fails or is cancelled."""
     if not isinstance(models, BokehMeModels):
         raise TypeError(f"models must come from the 'BokehMe Model Loader' node, got {type(models).__name__}")
-    device = _comfy.torch_device()
+    device = _comfy.load_models([models.arnet, models.iunet])
     try:
-        yield models.arnet.to(device), models.iunet.to(device), device
+        yield models.arnet, models.iunet, device
     finally:
-        offload = _comfy.offload_device()
-        models.arnet.to(offload)
-        models.iunet.to(offload)
         _comfy.release_memory()
 
 
@@ -90,6 +91,7 @@ def _load_choice(choice: str, kind: str):
         return (arnet if kind == "arnet" else iunet), BUNDLED
     if choice == OFFICIAL:
         path = _comfy.official_weights_path(kind, "BokehMe Model Loader")
+        logger.warning("BokehMe Model Loader: the official %s weights are used (%s)", kind, PROVENANCE[kind].licence)
     else:
         found = dict(_comfy.list_model_files("bokehme"))
         if choice not in found:
@@ -106,7 +108,6 @@ def _load_choice(choice: str, kind: str):
 
 # --- shared inputs ----------------------------------------------------------------------------------------
 
-_HIGHLIGHT_TIP = "Official highlight boost: brightens bright out-of-focus pixels (> 220/255) by up to 40% first."
 _TILE_TIP = (
     "Network passes run in tiles of this many pixels (exact: tiles overlap by the receptive field). "
     "Lower it if you run out of memory on very large images."
@@ -143,9 +144,9 @@ class BokehMeModelLoader:
 
     DESCRIPTION = (
         "Loads the BokehMe neural renderer: ARNet (renders bokeh and the error map at low resolution) and IUNet "
-        "(upsamples it). 'bundled' = weights shipped with this pack; 'official' = the authors' checkpoints "
-        "(downloaded from github.com/JuewenPeng/BokehMe into models/bokehme/ if missing); or any .pth / "
-        ".safetensors file in models/bokehme/."
+        "(upsamples it). 'bundled' = weights trained and shipped with this pack (Apache-2.0); 'official' = the "
+        "authors' checkpoints, downloaded from github.com/JuewenPeng/BokehMe into models/bokehme/ if missing, "
+        f"under their licence ({OFFICIAL_LICENCE}); or any .pth / .safetensors file in models/bokehme/."
     )
     CATEGORY = _comfy.CATEGORY
     FUNCTION = "load"
@@ -158,10 +159,12 @@ class BokehMeModelLoader:
         choices = [BUNDLED, OFFICIAL] + _model_file_choices()
         return {
             "required": {
-                "arnet": (choices, {"default": BUNDLED, "tooltip": "ARNet weights: bundled, official (downloads "
-                                    "arnet.pth, ~11 MB, if missing) or a file in models/bokehme/."}),
-                "iunet": (choices, {"default": BUNDLED, "tooltip": "IUNet weights: bundled, official (downloads "
-                                    "iunet.pth, ~3 MB, if missing) or a file in models/bokehme/."}),
+                "arnet": (choices, {"default": BUNDLED, "tooltip": "ARNet weights: bundled (this pack's, Apache-2.0), "
+                                    "official (downloads arnet.pth, ~11 MB, if missing; "
+                                    f"{OFFICIAL_LICENCE}) or a file in models/bokehme/."}),
+                "iunet": (choices, {"default": BUNDLED, "tooltip": "IUNet weights: bundled (this pack's, Apache-2.0), "
+                                    "official (downloads iunet.pth, ~3 MB, if missing; "
+                                    f"{OFFICIAL_LICENCE}) or a file in models/bokehme/."}),
             }
         }
 
@@ -180,7 +183,7 @@ class BokehMeARNet:
         "blur is about 10 px there) and predicts the error map (where the classical renderer is wrong). Feed "
         "its low-res bokeh to 'BokehMe IUNet' and its error map to 'BokehMe Fuse'."
     )
-    CATEGORY = _comfy.CATEGORY
+    CATEGORY = _comfy.CATEGORY_STAGES
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("lowres_bokeh", "error_map")
@@ -194,10 +197,10 @@ class BokehMeARNet:
         return {
             "required": _common_inputs(),
             "optional": {
-                "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
-                "resize_disparity": ("BOOLEAN", {"default": False, "tooltip": _RESIZE_TIP}),
+                "highlight": ("BOOLEAN", {"default": False, "advanced": True, "tooltip": HIGHLIGHT_TIP}),
+                "resize_disparity": ("BOOLEAN", {"default": False, "advanced": True, "tooltip": _RESIZE_TIP}),
                 **RECOVER_INPUT,
-                "classical_mode": (list(core_pipeline.CLASSICAL_MODES), {"default": "layered",
+                "classical_mode": (list(core_pipeline.CLASSICAL_MODES), {"default": "layered", "advanced": True,
                                                                         "tooltip": _ERROR_MODE_TIP}),
             },
         }
@@ -237,7 +240,7 @@ class BokehMeIUNet:
         "the full size, keeping sharp what is in focus. Use the same image, disparity, K, focus and gamma as "
         "for 'BokehMe ARNet'."
     )
-    CATEGORY = _comfy.CATEGORY
+    CATEGORY = _comfy.CATEGORY_STAGES
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("neural_bokeh",)
@@ -253,8 +256,8 @@ class BokehMeIUNet:
                 "dilated_defocus": (DEFOCUS_TYPE, {"tooltip": (
                     "Dilated signed defocus in px from 'BokehMe Classical Render' (where the blend masks come "
                     "from). If not connected it is computed here with the same dilation.")}),
-                "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
-                "resize_disparity": ("BOOLEAN", {"default": False, "tooltip": _RESIZE_TIP}),
+                "highlight": ("BOOLEAN", {"default": False, "advanced": True, "tooltip": HIGHLIGHT_TIP}),
+                "resize_disparity": ("BOOLEAN", {"default": False, "advanced": True, "tooltip": _RESIZE_TIP}),
                 **RECOVER_INPUT,
             },
         }
@@ -277,7 +280,7 @@ class BokehMeIUNet:
                 try:
                     outputs.append(stages.iunet_stage(
                         iunet, image_t[b : b + 1], defocus_px[b : b + 1], None if dilated is None else dilated[b : b + 1],
-                        coarse[b : b + 1].to(device), None, gamma,
+                        coarse[b : b + 1].to(device), None, gamma, progress=_comfy.check_interrupted,
                     ))
                 except ValueError as exc:
                     raise ValueError(f"BokehMe IUNet: {exc}; connect 'BokehMe ARNet' run with the same image, "
@@ -321,22 +324,22 @@ class BokehMe:
             "required": {
                 "models": (MODELS_TYPE, {"tooltip": "Networks from 'BokehMe Model Loader'."}),
                 **RENDER_INPUTS, **FOCUS_INPUTS, **APERTURE_INPUTS,
-                "classical_mode": (list(core_pipeline.CLASSICAL_MODES), {"default": "layered",
+                "classical_mode": (list(core_pipeline.CLASSICAL_MODES), {"default": "layered", "advanced": True,
                                                                         "tooltip": CLASSICAL_MODE_TIP}),
-                "highlight": ("BOOLEAN", {"default": False, "tooltip": _HIGHLIGHT_TIP}),
-                "error_map": (list(core_pipeline.ERROR_MAP_CHOICES), {"default": "predicted", "tooltip": (
+                "highlight": ("BOOLEAN", {"default": False, "advanced": True, "tooltip": HIGHLIGHT_TIP}),
+                "error_map": (list(core_pipeline.ERROR_MAP_CHOICES), {"default": "predicted", "advanced": True, "tooltip": (
                     "Fusion weights: 'predicted' = ARNet's error map (official, recommended; with the layered "
                     "classical mode restricted to where that renderer has to guess hidden background); 'analytic' = "
                     "computed from the disparity (paper Eq. 5, for the chosen classical mode), no network guess: "
-                    "measured lower than 'predicted' on path-traced scenes; useful with hand-checked disparity or to "
+                    "lower quality than 'predicted' on path-traced scenes (bench/README.md); useful with hand-checked disparity or to "
                     "see where the classical renderer fails.")}),
-                "resize_disparity": ("BOOLEAN", {"default": False, "tooltip": _RESIZE_TIP}),
+                "resize_disparity": ("BOOLEAN", {"default": False, "advanced": True, "tooltip": _RESIZE_TIP}),
             },
             "optional": {
                 **APERTURE_MASK_INPUT,
                 **LENS_INPUT,
                 "tile_size": ("INT", {"default": stages.DEFAULT_TILE_SIZE, "min": 64, "max": 8192,
-                                      "step": 64, "tooltip": _TILE_TIP}),
+                                      "step": 64, "advanced": True, "tooltip": _TILE_TIP}),
                 **RECOVER_INPUT,
             },
         }
@@ -352,18 +355,15 @@ class BokehMe:
         defocus_of = signed_defocus if lens is None else lens.signed_defocus  # for the in-focus mask
         batch = image_t.shape[0]
         focus_values = focus_per_frame(focus, focus_end, batch)
-        bar = _comfy.progress_callback(batch * 100)
+        progress = _comfy.frame_progress(batch)
         bokeh, error, in_focus = [], [], []
         with _models_on_device(models) as (arnet, iunet, device):
             for i in range(batch):  # frame by frame: bounded memory for long batches, and interruptible
-                def progress(done, total, i=i):
-                    bar(i * 100 + (100 * done // total if total else 0), batch * 100)
-
                 frame, frame_disp = image_t[i : i + 1].to(device), disparity_t[i : i + 1].to(device)
                 result = core_pipeline.render_bokehme(
                     frame, frame_disp, K=K, focus=focus_values[i : i + 1], gamma=gamma, arnet=arnet, iunet=iunet,
                     highlight=highlight, aperture=aperture_obj, classical_mode=classical_mode, error_map=error_map,
-                    tile_size=int(tile_size), progress=progress, lens=lens, recover_highlights=recover_highlights,
+                    tile_size=int(tile_size), progress=progress(i), lens=lens, recover_highlights=recover_highlights,
                 )
                 bokeh.append(result.bokeh.cpu())
                 error.append(result.error_map.cpu())

@@ -36,7 +36,7 @@ FOCUS_INPUTS = {
     "focus": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.001, "tooltip":
               "Focus disparity in [0,1]: what stays sharp (0 = farthest, 1 = nearest). Connect BokehMe Focus to pick it "
               "by clicking."}),
-    "focus_end": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1.0, "step": 0.001, "tooltip":
+    "focus_end": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1.0, "step": 0.001, "advanced": True, "tooltip":
                   "Focus pull for batches/video: when >= 0, the focus moves linearly from 'focus' (first frame) to this "
                   "value (last frame). -1 = off."}),
     "gamma": ("FLOAT", {"default": 4.0, "min": 1.0, "max": 5.0, "step": 0.1, "tooltip":
@@ -44,22 +44,34 @@ FOCUS_INPUTS = {
               "2.2 is close to rendering in linear light."}),
 }
 
+# Inputs marked "advanced" are folded away by ComfyUI's frontend until the user shows the node's advanced inputs
+# (the ``advanced`` flag of ComfyUI's node schema; older frontends show every widget). They keep their place in
+# the widget order, so a saved workflow still gives every value to the same input.
 APERTURE_INPUTS = {
     "aperture": (["circle", "polygon"], {"default": "circle", "tooltip":
                  "Shape of the bokeh: a circle or a polygon with 'blades' sides. Connect 'aperture_mask' for any other "
                  "shape (heart, star, a photo of a real lens's bokeh)."}),
-    "blades": ("INT", {"default": 6, "min": 3, "max": 16, "tooltip": "Number of aperture blades (polygon sides)."}),
-    "rotation_deg": ("FLOAT", {"default": 90.0, "min": -360.0, "max": 360.0, "step": 1.0, "tooltip":
-                     "Polygon rotation in degrees; 90 = a vertex pointing up (the official default)."}),
-    "anamorphic": ("FLOAT", {"default": 1.0, "min": 0.2, "max": 5.0, "step": 0.05, "tooltip":
+    "blades": ("INT", {"default": 6, "min": 3, "max": 16, "advanced": True, "tooltip":
+               "Number of aperture blades (polygon sides); used when aperture = polygon."}),
+    "rotation_deg": ("FLOAT", {"default": 90.0, "min": -360.0, "max": 360.0, "step": 1.0, "advanced": True, "tooltip":
+                     "Polygon rotation in degrees; 90 = a vertex pointing up (the official default). Used when "
+                     "aperture = polygon."}),
+    "anamorphic": ("FLOAT", {"default": 1.0, "min": 0.2, "max": 5.0, "step": 0.05, "advanced": True, "tooltip":
                    "Bokeh width / height: 1 = round, 0.5 = tall ovals as from a 2x anamorphic lens."}),
 }
 
 RECOVER_INPUT = {"recover_highlights": ("BOOLEAN", {"default": True, "tooltip": (
-    "Highlight recovery: clipped, out-of-focus lights (255 in 8 bits) are lifted 2.5x in linear light before "
-    "blurring, so they render as bright bokeh balls like a real lens makes them. Pixels below the clip level and "
-    "sharp pixels are untouched. A connected lens with its own highlight_gain replaces it. Use the same setting "
-    "on every BokehMe node of one render.")})}
+    "Highlights: recover clipped lights (on, the default). Clipped, out-of-focus pixels (255 in 8 bits) are lifted "
+    "in linear light before blurring, so lights render as bright bokeh balls as a real lens makes them; pixels "
+    "below the clip level and sharp pixels are untouched. Off = render the photo's values as they are. A "
+    "connected lens with its own highlight_gain replaces the recovery; the official boost (advanced inputs) is "
+    "an alternative look. Use the same setting on every BokehMe node of one render.")})}
+
+#: the official boost, one of the alternatives to the recovery (an advanced input of every render node)
+HIGHLIGHT_TIP = (
+    "Official highlight boost (BokehMe's own): brightens bright out-of-focus pixels (> 220/255) by up to 40% "
+    "before blurring. An alternative to 'recover_highlights'; normally leave it off when the recovery is on."
+)
 
 APERTURE_MASK_INPUT = {"aperture_mask": ("MASK", {"tooltip":
                        "Optional custom aperture shape (white = open), e.g. from BokehMe Aperture Shape or a loaded "
@@ -104,10 +116,11 @@ def common_batch(image: torch.Tensor, disparity: torch.Tensor, resize: bool = Fa
 
 #: the classical renderer's modes and what each costs (shared by the classical and the all-in-one node)
 CLASSICAL_MODE_TIP = (
-    "exact: the official scatter kernel (cost grows with the blur area); fast: the same look, cost grows with the "
-    "blur radius only (> 40 dB from exact); layered: occlusion-aware (soft depth slabs composited back to front, "
-    "hidden background filled): no halo of the background over a sharp subject, +2.8 dB on path-traced scenes at "
-    "K >= 20, several times slower than fast."
+    "layered (default): occlusion-aware, soft depth slabs composited back to front with the hidden background "
+    "filled, so a blurred background never spills over a sharp subject; the most faithful to a real lens and "
+    "several times slower than fast. exact: the official scatter kernel (cost grows with the blur area). fast: "
+    "the same look as exact, cost grows with the blur radius only (for previews and big images). Measured "
+    "quality and speed: bench/README.md."
 )
 
 
@@ -148,7 +161,7 @@ class BokehMeClassicalRender:
         "linear-time approximation for previews and big images. Physically faithful bokeh balls, but it cannot "
         "see behind blurred foreground edges: the hybrid BokehMe node fixes those areas with the neural renderer."
     )
-    CATEGORY = _comfy.CATEGORY
+    CATEGORY = _comfy.CATEGORY_STAGES
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE", "BOKEHME_DEFOCUS", "IMAGE", "MASK")
     RETURN_NAMES = ("bokeh", "dilated_defocus", "defocus_preview", "in_focus_mask")
@@ -165,9 +178,8 @@ class BokehMeClassicalRender:
             "required": {
                 **RENDER_INPUTS, **FOCUS_INPUTS, **APERTURE_INPUTS,
                 "mode": (list(CLASSICAL_MODES), {"default": "layered", "tooltip": CLASSICAL_MODE_TIP}),
-                "highlight": ("BOOLEAN", {"default": False, "tooltip":
-                              "Official highlight boost: brightens bright out-of-focus pixels (bokeh balls) by up to 40%."}),
-                "resize_disparity": ("BOOLEAN", {"default": False, "tooltip":
+                "highlight": ("BOOLEAN", {"default": False, "advanced": True, "tooltip": HIGHLIGHT_TIP}),
+                "resize_disparity": ("BOOLEAN", {"default": False, "advanced": True, "tooltip":
                                      "Resize a disparity map of another size to the image (bilinear) instead of stopping "
                                      "with an error."}),
             },
@@ -183,7 +195,7 @@ class BokehMeClassicalRender:
         ap = aperture_from_inputs(aperture, blades, rotation_deg, anamorphic, aperture_mask)
         lens = check_lens(lens, "BokehMe Classical Render")
         focus_values = focus_per_frame(focus, focus_end, img.shape[0])
-        progress = _comfy.progress_callback(img.shape[0])
+        progress = _comfy.frame_progress(img.shape[0])
         bokeh, dilated, preview, in_focus = [], [], [], []
         with torch.inference_mode():
             for i in range(img.shape[0]):  # frame by frame: bounded memory for long batches, and interruptible
@@ -191,13 +203,13 @@ class BokehMeClassicalRender:
                 frame, frame_disp = img[i : i + 1].to(device), disp[i : i + 1].to(device)
                 frame, defocus = render_inputs(frame, frame_disp, K, focus_values[i : i + 1], highlight=highlight,
                                                lens=lens, recover=recover_highlights)
+                _comfy.check_interrupted()
                 result = render_classical(frame, defocus, gamma=gamma, aperture=ap, mode=mode,
-                                          lens=None if lens is None else lens.scatter_only())
+                                          lens=None if lens is None else lens.scatter_only(), progress=progress(i))
                 bokeh.append(result.bokeh.clamp(0, 1).cpu())
                 dilated.append(result.dilated_defocus.cpu())
                 preview.append(defocus_preview(defocus, max_radius=max(K * 0.5, 1e-3)).cpu())
                 in_focus.append(in_focus_mask(defocus).cpu())
-                progress(i + 1, img.shape[0])
         _comfy.release_memory()
         return (_comfy.bchw_to_image(torch.cat(bokeh)), torch.cat(dilated), _comfy.bchw_to_image(torch.cat(preview)),
                 _comfy.b1hw_to_mask(torch.cat(in_focus)))
@@ -211,7 +223,7 @@ class BokehMeAnalyticErrorMap:
         "renderer is known to fail (depth edges whose two sides are blurred differently; for the layered mode only "
         "where a blurred foreground reveals hidden background), 0 where it is right. A network-free alternative to ARNet's predicted error map for the fusion node."
     )
-    CATEGORY = _comfy.CATEGORY
+    CATEGORY = _comfy.CATEGORY_STAGES
     FUNCTION = "compute"
     RETURN_TYPES = ("MASK",)
     RETURN_NAMES = ("error_map",)
@@ -248,7 +260,7 @@ class BokehMeFuse:
         "Fuses two renderings: classical * (1 - error_map) + neural * error_map. Any node's output can be plugged in "
         "(another blur renderer, a hand-painted error map)."
     )
-    CATEGORY = _comfy.CATEGORY
+    CATEGORY = _comfy.CATEGORY_STAGES
     FUNCTION = "fuse"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("bokeh",)

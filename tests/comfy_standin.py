@@ -7,7 +7,12 @@ Modelled on ComfyUI's own modules (names, signatures and behaviour the pack reli
 * ``comfy.model_management``: ``InterruptProcessingException``, ``interrupt_current_processing(value=True)``,
   ``processing_interrupted()``, ``throw_exception_if_processing_interrupted()`` (raises once, then clears the
   flag, as ComfyUI does), ``get_torch_device()``, ``unet_offload_device()``, ``intermediate_device()``,
-  ``soft_empty_cache(force=False)``;
+  ``soft_empty_cache(force=False)``, and the model manager: ``load_models_gpu(models, memory_required=0)``
+  (makes each patcher's model resident on its load device and records it in ``current_loaded_models``),
+  ``unload_all_models()`` (what ComfyUI does to make room for a big model: every resident model goes back to
+  its offload device);
+* ``comfy.model_patcher``: ``ModelPatcher(model, load_device, offload_device, size=0)`` and its
+  ``CoreModelPatcher`` alias;
 * ``comfy.utils.ProgressBar(total)`` with ``update_absolute(value, total=None, preview=None)`` and
   ``update(value)``.
 
@@ -31,6 +36,8 @@ class ComfyStandIn:
         self.progress: list = []  # (value, total) of every ProgressBar.update_absolute / update
         self.bars: list = []  # totals of every ProgressBar created
         self.cache_releases = 0
+        self.loaded: list = []  # the patchers of every load_models_gpu call, in order
+        self.resident: list = []  # ComfyUI's current_loaded_models: patchers whose model sits on its load device
         self.interrupted = False
         self.device = torch.device(device)
         self.registered: dict = {}
@@ -41,9 +48,11 @@ class ComfyStandIn:
             "comfy": types.ModuleType("comfy"),
             "comfy.model_management": self._model_management(),
             "comfy.utils": self._utils(),
+            "comfy.model_patcher": self._model_patcher(),
         }
         self.modules["comfy"].model_management = self.modules["comfy.model_management"]
         self.modules["comfy"].utils = self.modules["comfy.utils"]
+        self.modules["comfy"].model_patcher = self.modules["comfy.model_patcher"]
 
     def install(self, monkeypatch) -> "ComfyStandIn":
         for name, module in self.modules.items():
@@ -91,6 +100,25 @@ class ComfyStandIn:
         def soft_empty_cache(force: bool = False) -> None:
             self.cache_releases += 1
 
+        def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                            force_full_load=False):
+            for patcher in models:
+                if not hasattr(patcher, "load_device") or not hasattr(patcher, "model"):
+                    raise TypeError(f"load_models_gpu takes model patchers, got {type(patcher).__name__}")
+                patcher.model.to(patcher.load_device)
+                if patcher in self.resident:
+                    self.resident.remove(patcher)
+                self.resident.insert(0, patcher)
+                self.loaded.append(patcher)
+
+        def unload_all_models() -> None:
+            for patcher in self.resident:
+                patcher.model.to(patcher.offload_device)
+            self.resident.clear()
+
+        mm.load_models_gpu = load_models_gpu
+        mm.unload_all_models = unload_all_models
+        mm.current_loaded_models = self.resident
         mm.InterruptProcessingException = InterruptProcessingException
         mm.interrupt_current_processing = interrupt_current_processing
         mm.processing_interrupted = lambda: self.interrupted
@@ -100,6 +128,20 @@ class ComfyStandIn:
         mm.intermediate_device = lambda: torch.device("cpu")
         mm.soft_empty_cache = soft_empty_cache
         return mm
+
+    # --- comfy.model_patcher ------------------------------------------------------------------------------
+    def _model_patcher(self) -> types.ModuleType:
+        mp = types.ModuleType("comfy.model_patcher")
+
+        class ModelPatcher:
+            def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False) -> None:
+                if not isinstance(model, torch.nn.Module):
+                    raise TypeError(f"ModelPatcher wraps a torch module, got {type(model).__name__}")
+                self.model, self.load_device, self.offload_device, self.size = model, load_device, offload_device, size
+
+        mp.ModelPatcher = ModelPatcher
+        mp.CoreModelPatcher = ModelPatcher
+        return mp
 
     # --- comfy.utils ----------------------------------------------------------------------------------
     def _utils(self) -> types.ModuleType:

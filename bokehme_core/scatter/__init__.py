@@ -178,7 +178,8 @@ def render_classical(
     if device.type == "cpu" and backend in ("auto", "numba") and _numba_available():
         from .numba_backend import dilate_defocus_numba
 
-        dilated = dilate_defocus_numba(defocus_px)
+        # the bokeh is complete: the dilation's bands report the frame as done (so Cancel is seen there too)
+        dilated = dilate_defocus_numba(defocus_px, None if progress is None else lambda *_: progress(1, 1))
     else:
         dilated = dilate_defocus(defocus_px)
     if dilated.shape[0] != image.shape[0]:

@@ -167,7 +167,7 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
     if fill and n_slabs > _FILL_GAP:
         search = _hidden_layer_numba if backend == "numba" else hidden_layer
         hidden_pix, hidden_colour, hidden_d = search(colour.view(3, Hp, Wp), defocus, lower, n_slabs, step,
-                                                     work=ticks.work)
+                                                     work=ticks.heartbeat)  # a report after every slab
         if hidden_pix.numel():
             h_pos = ((hidden_d - d_min) / step).clamp(0, n_slabs - 1)
             h_lower = h_pos.floor().clamp(max=n_slabs - 2).long()
@@ -277,6 +277,7 @@ def _composite_numba(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, a
     # per entry (pixel, then hidden sample): the table level, row scale and row reach of .numba_backend
     radius = entry_d.abs()
     mass = source_mass(radius, aperture, runs_tables)
+    ticks.heartbeat()  # the set-up below is a few whole-frame passes: a report between them (Cancel)
     reach = torch.floor(radius * ay) + 1
     big = reach > math.floor(TABLE_RADIUS * ay)
     level = torch.where(big, n_levels - 1,
@@ -299,6 +300,7 @@ def _composite_numba(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, a
     pair = not bool(big_np.any())
     counts = np.zeros((n_slabs, Hp), dtype=np.int64)
     kernels["count_sources"](*lists, pair, Hp, Wp, counts)
+    ticks.heartbeat()
     bucket_start = np.zeros(n_slabs * Hp + 1, dtype=np.int64)
     np.cumsum(counts.ravel(), out=bucket_start[1:])
     n_src = int(bucket_start[-1])
@@ -310,6 +312,7 @@ def _composite_numba(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, a
     paired = np.empty(n_src, dtype=np.bool_)
     kernels["fill_sources"](*lists, pair, colour.contiguous().numpy(), h_colour.contiguous().numpy(), mass.numpy(),
                             Hp, Wp, bucket_start, src_x, src_entry, src_cov, premult, partner, paired)
+    ticks.heartbeat()
     if not pair:  # radii above the tables: their mass is interpolated on a grid set by the slab's largest
         entry_colour = torch.cat([colour, h_colour], dim=1)
         for j in range(n_slabs):
@@ -326,6 +329,7 @@ def _composite_numba(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, a
     reach_np = reach.numpy()
     kernels["slab_boxes"](bucket_start, src_x, src_entry, paired, reach_np, big_np, entry_d.contiguous().numpy(),
                           n_slabs, Hp, Wp, float(ay), boxes, row_reach)
+    ticks.heartbeat()
     settled = np.zeros((4, Hp, Wp), dtype=np.float32)
     # per record, in record order: row reach and table level (-1 - level for the scaled rows above the tables)
     src_reach = reach_np[src_entry]

@@ -348,10 +348,11 @@ def scatter_exact_numba(
 
 
 # -------------------------------------------------------------------------------------------- dilation
-def dilate_defocus_numba(defocus_px: torch.Tensor) -> torch.Tensor:
+def dilate_defocus_numba(defocus_px: torch.Tensor, heartbeat: Callable[..., None] | None = None) -> torch.Tensor:
     """Official signed-max dilation (:func:`.dilate.dilate_defocus` semantics) with Numba.
 
     defocus_px (B,1,H,W) px, finite, |d| <= 2000 -> (B,1,H,W) float32 holding integers, on the CPU.
+    ``heartbeat``: optional, called after each band of rows (may raise to cancel).
     """
     kernel = _kernels()["dilate"]
     B, _, H, W = defocus_px.shape
@@ -362,11 +363,11 @@ def dilate_defocus_numba(defocus_px: torch.Tensor) -> torch.Tensor:
         floor_log2[1 << (j - 1):] = j - 1
     with numba_threads():
         for b in range(B):
-            _dilate_one(kernel, defocus_px[b, 0], out[b, 0], floor_log2, levels)
+            _dilate_one(kernel, defocus_px[b, 0], out[b, 0], floor_log2, levels, heartbeat)
     return out
 
 
-def _dilate_one(kernel, dfc, out, floor_log2, levels) -> None:
+def _dilate_one(kernel, dfc, out, floor_log2, levels, heartbeat=None) -> None:
     """One (H, W) defocus map into ``out`` (H, W) float32."""
     H, W = dfc.shape
     dfc = dfc.detach().to("cpu", torch.float32).contiguous()
@@ -381,5 +382,5 @@ def _dilate_one(kernel, dfc, out, floor_log2, levels) -> None:
     result = np.empty((H, W), dtype=np.int32)
     reach = torch.floor(radius).to(torch.int32)
     _run_rows(kernel, H, (reach_rows, _row_max(reach), reach.numpy(), radius.numpy(), value.numpy(), dist_tab.numpy(),
-                          floor_log2, levels, -(2**31) + 1), (result,), None, 0, H)
+                          floor_log2, levels, -(2**31) + 1), (result,), heartbeat, 0, H)
     out.copy_(torch.from_numpy(result).to(torch.float32))

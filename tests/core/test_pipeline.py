@@ -4,7 +4,6 @@ bad inputs."""
 from __future__ import annotations
 
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

@@ -7,12 +7,10 @@ import argparse
 import functools
 import hashlib
 import http.server
-import pathlib
 import shutil
 import socket
 import threading
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -21,46 +19,39 @@ from bokehme_core import weights as W
 from bokehme_core.neural.arnet import ARNet
 from bokehme_core.neural.iunet import IUNet
 from bokehme_core.weights import CheckpointError, load_arnet, load_iunet, read_state_dict, save_safetensors
+from helpers import random_arnet_state
 
-OFFICIAL = pathlib.Path(__file__).resolve().parents[3] / "shared" / "bokehme_official"
-CKPT = OFFICIAL / "checkpoints"
-SEED0 = OFFICIAL / "refs" / "arnet_seed0_weights.npz"
-
-
-def _seed0_state() -> dict:
-    with np.load(SEED0) as z:
-        return {k: torch.from_numpy(z[k].copy()) for k in z.files}
 
 
 @pytest.fixture(scope="module")
-def iunet_reference():
+def iunet_reference(official_checkpoints):
     from safetensors.torch import load_file
 
-    return load_file(str(CKPT / "iunet.safetensors"))
+    return load_file(str(official_checkpoints / "iunet.safetensors"))
 
 
 # ---- the three official IUNet forms -------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["iunet.pth", "iunet_model_state_dict.pth", "iunet.safetensors"])
-def test_load_official_iunet_forms(name, iunet_reference):
-    net = load_iunet(CKPT / name)
+def test_load_official_iunet_forms(name, iunet_reference, official_checkpoints):
+    net = load_iunet(official_checkpoints / name)
     assert isinstance(net, IUNet) and not net.training
     assert (net.config.middle_channels, net.config.num_blocks) == (64, 3)
     for k, v in net.state_dict().items():
         assert torch.equal(v, iunet_reference[k]), k
 
 
-def test_official_pth_needs_only_the_numpy_allowlist():
+def test_official_pth_needs_only_the_numpy_allowlist(official_checkpoints):
     """Plain weights_only refuses the shipped file; our loader reads it without unrestricted pickle."""
     with pytest.raises(Exception, match="numpy"):
-        torch.load(CKPT / "iunet.pth", map_location="cpu", weights_only=True)
-    state = read_state_dict(CKPT / "iunet.pth")
+        torch.load(official_checkpoints / "iunet.pth", map_location="cpu", weights_only=True)
+    state = read_state_dict(official_checkpoints / "iunet.pth")
     assert len(state) == 16 and all(isinstance(v, torch.Tensor) for v in state.values())
 
 
 # ---- seed-0 ARNet converted in three forms ------------------------------------------------------------
 @pytest.mark.parametrize("form", ["training_checkpoint", "state_dict", "safetensors"])
 def test_load_arnet_forms(tmp_path, form):
-    state = _seed0_state()
+    state = random_arnet_state()
     if form == "training_checkpoint":
         path = tmp_path / "arnet.pth"
         torch.save({"global_step": 3, "model": state, "optimizer": {"lr": 1e-4}}, path)
@@ -87,19 +78,19 @@ def test_small_variant_roundtrip(tmp_path):
         torch.testing.assert_close(loaded(*x, 0.5), net.eval()(*x, 0.5))
 
 
-def test_load_to_device_argument():
-    net = load_iunet(CKPT / "iunet.safetensors", device="cpu")
+def test_load_to_device_argument(official_checkpoints):
+    net = load_iunet(official_checkpoints / "iunet.safetensors", device="cpu")
     assert next(net.parameters()).device.type == "cpu"
 
 
 # ---- wrong or broken files ----------------------------------------------------------------------------
-def test_iunet_file_given_to_load_arnet():
+def test_iunet_file_given_to_load_arnet(official_checkpoints):
     with pytest.raises(CheckpointError, match="conv0 takes 20 input channels.*use load_iunet"):
-        load_arnet(CKPT / "iunet.safetensors")
+        load_arnet(official_checkpoints / "iunet.safetensors")
 
 
 def test_arnet_file_given_to_load_iunet(tmp_path):
-    save_file(_seed0_state(), str(tmp_path / "a.safetensors"))
+    save_file(random_arnet_state(), str(tmp_path / "a.safetensors"))
     with pytest.raises(CheckpointError, match="conv0 takes 17 input channels.*use load_arnet"):
         load_iunet(tmp_path / "a.safetensors")
 
@@ -112,7 +103,7 @@ def test_depth_model_rejected(tmp_path):
 
 
 def test_missing_and_unexpected_keys_named(tmp_path):
-    state = _seed0_state()
+    state = random_arnet_state()
     del state["conv1.conv.bias"]
     state["extra.weight"] = torch.zeros(2)
     save_file(state, str(tmp_path / "bad.safetensors"))
@@ -121,7 +112,7 @@ def test_missing_and_unexpected_keys_named(tmp_path):
 
 
 def test_wrong_shape_named(tmp_path):
-    state = _seed0_state()
+    state = random_arnet_state()
     state["conv1.conv.weight"] = torch.zeros(12, 128, 3, 3)
     save_file(state, str(tmp_path / "bad.safetensors"))
     with pytest.raises(CheckpointError, match=r"wrong shapes \['conv1.conv.weight \(12, 128, 3, 3\) \(expected \(16, 128, 3, 3\)\)'\]"):
@@ -129,7 +120,7 @@ def test_wrong_shape_named(tmp_path):
 
 
 def test_nonfinite_weights_rejected(tmp_path):
-    state = _seed0_state()
+    state = random_arnet_state()
     state["conv0.conv.bias"][0] = float("nan")
     save_file(state, str(tmp_path / "nan.safetensors"))
     with pytest.raises(CheckpointError, match="NaN/inf weights in \\['conv0.conv.bias'\\]"):
@@ -137,16 +128,16 @@ def test_nonfinite_weights_rejected(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["iunet.pth", "iunet.safetensors"])
-def test_truncated_files(tmp_path, name):
-    data = (CKPT / name).read_bytes()
+def test_truncated_files(tmp_path, name, official_checkpoints):
+    data = (official_checkpoints / name).read_bytes()
     path = tmp_path / name
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupted"):
         load_iunet(path)
 
 
-def test_corrupted_zip_member(tmp_path):
-    data = bytearray((CKPT / "iunet_model_state_dict.pth").read_bytes())
+def test_corrupted_zip_member(tmp_path, official_checkpoints):
+    data = bytearray((official_checkpoints / "iunet_model_state_dict.pth").read_bytes())
     start = data.find(b"data.pkl") + 200  # scramble bytes inside the pickle
     data[start : start + 64] = b"\xff" * 64
     path = tmp_path / "scrambled.pth"
@@ -182,10 +173,10 @@ def test_missing_file():
 
 
 # ---- download ----------------------------------------------------------------------------------------
-def test_download_file_url_with_sha_and_progress(tmp_path):
+def test_download_file_url_with_sha_and_progress(tmp_path, official_checkpoints):
     calls = []
     path = W.download_weights(
-        "iunet", tmp_path / "dest", url=(CKPT / "iunet.pth").as_uri(), progress=lambda d, t: calls.append((d, t))
+        "iunet", tmp_path / "dest", url=(official_checkpoints / "iunet.pth").as_uri(), progress=lambda d, t: calls.append((d, t))
     )
     assert path == tmp_path / "dest" / "iunet.pth"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == W.PROVENANCE["iunet"].sha256
@@ -196,7 +187,7 @@ def test_download_file_url_with_sha_and_progress(tmp_path):
 def test_download_http_arnet(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
-    torch.save({"model": _seed0_state()}, served / "arnet.pth")
+    torch.save({"model": random_arnet_state()}, served / "arnet.pth")
     handler = functools.partial(_QuietHandler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -215,17 +206,17 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def test_download_sha_mismatch_keeps_nothing(tmp_path):
+def test_download_sha_mismatch_keeps_nothing(tmp_path, official_checkpoints):
     src = tmp_path / "iunet_sd.pth"
-    shutil.copy(CKPT / "iunet_model_state_dict.pth", src)
+    shutil.copy(official_checkpoints / "iunet_model_state_dict.pth", src)
     with pytest.raises(W.WeightsDownloadError, match="expected 6df92779"):
         W.download_weights("iunet", tmp_path / "dest", url=src.as_uri())
     assert list((tmp_path / "dest").iterdir()) == []
 
 
-def test_download_wrong_network_keeps_nothing(tmp_path):
+def test_download_wrong_network_keeps_nothing(tmp_path, official_checkpoints):
     src = tmp_path / "arnet.pth"
-    shutil.copy(CKPT / "iunet_model_state_dict.pth", src)  # an IUNet under the ARNet name
+    shutil.copy(official_checkpoints / "iunet_model_state_dict.pth", src)  # an IUNet under the ARNet name
     with pytest.raises(W.WeightsDownloadError, match="not a usable BokehMe ARNet.*use load_iunet"):
         W.download_weights("arnet", tmp_path / "dest", url=src.as_uri())
     assert list((tmp_path / "dest").iterdir()) == []
@@ -251,14 +242,14 @@ def test_download_bad_name(tmp_path):
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------
-def test_cli_register_and_run(tmp_path, serve_official, capsys):
+def test_cli_register_and_run(tmp_path, serve_official, capsys, official_checkpoints):
     from bokehme_core.cli import download_weights as cli_weights
 
     parser = argparse.ArgumentParser()
     cli_weights.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["download-weights", "--dest", str(tmp_path), "--which", "iunet"])
     assert args.which == ["iunet"] and args.dest == str(tmp_path)
-    serve_official("iunet", (CKPT / "iunet.pth").as_uri())
+    serve_official("iunet", (official_checkpoints / "iunet.pth").as_uri())
     assert args.func(args) == 0
     assert (tmp_path / "iunet.pth").is_file()
     assert "saved" in capsys.readouterr().err
@@ -276,10 +267,10 @@ def test_cli_default_dest_is_user_cache(tmp_path, monkeypatch, serve_official):
         args.func(args)  # the file:// source does not exist
 
 
-def test_cli_through_main(tmp_path, serve_official, capsys):
+def test_cli_through_main(tmp_path, serve_official, capsys, official_checkpoints):
     from bokehme_core import cli
 
-    serve_official("iunet", (CKPT / "iunet.pth").as_uri())
+    serve_official("iunet", (official_checkpoints / "iunet.pth").as_uri())
     assert cli.main(["download-weights", "--dest", str(tmp_path), "--which", "iunet"]) == 0
     assert (tmp_path / "iunet.pth").is_file()
 

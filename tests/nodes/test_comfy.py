@@ -22,11 +22,51 @@ def _classical(pack, image, disparity):
         image, disparity, 8.0, 0.5, -1.0, 2.2, "circle", 6, 0.0, 1.0, "fast", False, False)
 
 
-def test_progress_bar_counts_frames(pack, comfy):
+def test_progress_bar_moves_within_frames(pack, comfy, monkeypatch):
+    from bokehme_core.scatter import numba_backend
+
+    monkeypatch.setattr(numba_backend, "BAND_PAIRS", 1)  # small bands: this tiny frame reports like a big one
     image, disparity = _inputs(batch=3)
     _classical(pack, image, disparity)
-    assert comfy.bars == [3]
-    assert comfy.progress == [(1, 3), (2, 3), (3, 3)]
+    units = pack.nodes._comfy.frame_progress.__defaults__[0]  # bar units per frame
+    assert comfy.bars == [3 * units]
+    values = [value for value, _ in comfy.progress]
+    assert values == sorted(values) and values[-1] == 3 * units
+    # reports inside each frame, not only at its end
+    assert {v // units for v in values if v % units} == {0, 1, 2}
+
+
+def test_cancel_stops_a_4k_classical_render_within_the_frame(pack, comfy, monkeypatch):
+    """Cancel pressed while a 3840x2160 frame renders (default mode) stops the node at the core's next report:
+    no report after the one that raised, and little work between the press and the stop."""
+    import time
+
+    mm = comfy.modules["comfy.model_management"]
+    height, width = 2160, 3840
+    image = torch.rand(1, height, width, 3, generator=torch.Generator().manual_seed(0))
+    disparity = torch.linspace(0, 1, width).view(1, 1, width, 1).expand(1, height, width, 3)
+    real = pack.nodes._comfy.progress_callback
+    reports, pressed = [], []
+
+    def user_presses_cancel_mid_frame(total):
+        inner = real(total)
+
+        def progress(done, frame_total):
+            reports.append(time.perf_counter())
+            inner(done, frame_total)
+            if not pressed and len(reports) >= 3 and 0 < done < frame_total:  # inside the frame: the user cancels
+                mm.interrupt_current_processing(True)
+                pressed.append(time.perf_counter())
+
+        return progress
+
+    monkeypatch.setattr(pack.nodes._comfy, "progress_callback", user_presses_cancel_mid_frame)
+    with pytest.raises(mm.InterruptProcessingException):
+        pack.nodes.render.BokehMeClassicalRender().render(
+            image, disparity, 30.0, 0.5, -1.0, 2.2, "circle", 6, 90.0, 1.0, "layered", False, False)
+    assert pressed, "the render never reported progress inside the frame"
+    assert sum(t >= pressed[0] for t in reports) == 1  # the next report raised; nothing ran past it
+    assert reports[-1] - pressed[0] < 1.0  # seconds of work between the press and the stop
 
 
 def test_interruption_stops_a_render(pack, comfy):
@@ -37,7 +77,7 @@ def test_interruption_stops_a_render(pack, comfy):
         _classical(pack, image, disparity)
     assert comfy.progress == []  # stopped before the first frame was rendered
     _classical(pack, image, disparity)  # the flag is cleared: the next run goes through
-    assert comfy.progress[-1] == (2, 2)
+    assert comfy.progress[-1][0] == comfy.progress[-1][1] > 0
 
 
 def test_interruption_inside_the_hybrid_node(pack, comfy, monkeypatch, tmp_path):
@@ -125,6 +165,39 @@ def test_disparity_file_from_input_folder(pack, comfy):
     assert tuple(mask.shape) == (1, 20, 30) and float(mask.min()) == 0.0
     assert float(mask.max()) == pytest.approx(1.0, abs=1e-5)
     assert torch.allclose(image[..., 0], mask)
+
+
+def test_networks_live_under_comfyui_model_manager(pack, comfy, monkeypatch):
+    """The BokehMe networks are loaded through ComfyUI's model manager (patchers in load_models_gpu), stay
+    resident between runs without being wrapped again, and go to the offload device when ComfyUI evicts them
+    for another model (a diffusion model in workflow 3)."""
+    mm = comfy.modules["comfy.model_management"]
+    (models,) = pack.nodes.neural.BokehMeModelLoader().load("bundled", "bundled")
+    # from here on, the offload device is one nothing else uses, so an eviction shows
+    monkeypatch.setattr(mm, "unet_offload_device", lambda: torch.device("meta"))
+    image, disparity = _inputs(batch=1)
+    args = (image, disparity, 12.0, 0.5, -1.0, 4.0, "circle", 6, 0.0, 1.0, "fast", False, "predicted", False)
+    pack.nodes.neural.BokehMe().render(models, *args)
+    assert [p.model for p in comfy.loaded] == [models.arnet, models.iunet]
+    assert comfy.resident == comfy.loaded[::-1]  # ComfyUI keeps them loaded after the run
+    first = list(comfy.loaded)
+    pack.nodes.neural.BokehMe().render(models, *args)
+    assert comfy.loaded[2:] == first  # the same patchers: ComfyUI sees the networks as already loaded
+    mm.unload_all_models()  # ComfyUI makes room for a big model
+    assert next(models.arnet.parameters()).device.type == "meta"
+    assert next(models.iunet.parameters()).device.type == "meta"
+
+
+def test_depth_model_lives_under_comfyui_model_manager(pack, comfy, tmp_path):
+    from helpers import random_official_depth_weights
+
+    path = tmp_path / "da.pth"
+    torch.save(random_official_depth_weights("depth_anything_v2", "vits"), path)
+    depth_model = pack.nodes.depth.load_depth_model(path, device="cpu")
+    image, _ = _inputs(batch=1, height=28, width=28)
+    pack.nodes.depth.BokehMeEstimateDisparity().estimate(depth_model, image, 28, "fp32", False, "disparity 0..1")
+    assert [p.model for p in comfy.loaded] == [depth_model]
+    assert next(depth_model.parameters()).dtype == torch.float32  # weights rest in float32
 
 
 def test_gpu_memory_released_after_runs(pack, comfy):

@@ -59,7 +59,7 @@ def test_every_input_has_a_tooltip(pack, depth_folder):
         for name, spec in cls.INPUT_TYPES()["required"].items():
             assert spec[1].get("tooltip"), f"{cls.__name__}.{name} has no tooltip"
         assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
-        assert cls.CATEGORY == "image/bokeh"
+        assert cls.CATEGORY == "image/bokeh/depth"
 
 
 def test_loader_lists_folder_files_and_downloads(pack, depth_folder):

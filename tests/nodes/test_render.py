@@ -134,3 +134,55 @@ def test_node_metadata(pack):
                 assert len(value) == 2 and value[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
         assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES), node_id
         assert hasattr(cls, cls.FUNCTION), node_id
+
+
+# --- what the user sees: few widgets by default, sub-categories -------------------------------------------------
+
+def _shown_widgets(cls) -> list:
+    """The widgets ComfyUI's frontend shows before the user asks for advanced inputs."""
+    from workflow_runner import all_inputs, is_widget_input
+
+    return [name for name, (_, kind, options) in all_inputs(cls.INPUT_TYPES()).items()
+            if is_widget_input(kind, options) and not options.get("advanced")]
+
+
+def test_main_node_shows_few_widgets(pack):
+    shown = _shown_widgets(pack.NODE_CLASS_MAPPINGS["BokehMe"])
+    assert len(shown) <= 9, shown
+    assert shown == ["K", "focus", "gamma", "aperture", "recover_highlights"]
+    # one highlight control in view: the official boost is an advanced alternative
+    classical = _shown_widgets(pack.NODE_CLASS_MAPPINGS["BokehMeClassicalRender"])
+    assert classical == ["K", "focus", "gamma", "aperture", "mode", "recover_highlights"]
+
+
+def test_polygon_details_are_advanced_everywhere(pack):
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        inputs = {**cls.INPUT_TYPES().get("required", {}), **cls.INPUT_TYPES().get("optional", {})}
+        if "aperture" in inputs and "blades" in inputs and node_id != "BokehMeApertureShape":
+            for name in ("blades", "rotation_deg", "anamorphic"):
+                assert inputs[name][1].get("advanced") is True, (node_id, name)
+
+
+def test_nodes_sit_in_sub_categories(pack):
+    categories = {node_id: cls.CATEGORY for node_id, cls in pack.NODE_CLASS_MAPPINGS.items()}
+    assert categories["BokehMe"] == "image/bokeh"
+    for node_id in ("BokehMeClassicalRender", "BokehMeARNet", "BokehMeIUNet", "BokehMeAnalyticErrorMap", "BokehMeFuse"):
+        assert categories[node_id] == "image/bokeh/stages", node_id
+    for node_id in ("BokehMeDepthModelLoader", "BokehMeEstimateDisparity", "BokehMeDepthToDisparity",
+                    "BokehMeLoadDisparityFile"):
+        assert categories[node_id] == "image/bokeh/depth", node_id
+    assert set(categories.values()) == {"image/bokeh", "image/bokeh/stages", "image/bokeh/depth"}
+
+
+def test_no_measured_numbers_in_tooltips(pack):
+    """Measured quality and speed live in bench/README.md; tooltips and descriptions stay true as code changes."""
+    import re
+
+    pattern = re.compile(r"\d\s*dB|\d+(\.\d+)?x (faster|slower)|\d+-\d+x\b")
+    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
+        texts = [getattr(cls, "DESCRIPTION", "")]
+        spec = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            texts += [value[1].get("tooltip", "") for value in spec.get(section, {}).values()]
+        for text in texts:
+            assert not pattern.search(text), (node_id, pattern.search(text).group(0), text)

@@ -356,7 +356,7 @@ class RenderParams:
 
 
 def sample_render_params(rng: np.random.Generator, K_range: tuple[float, float] = (4.0, 12.0)) -> RenderParams:
-    """Draw lens controls as in the paper (SPEC section 5), with gamma 2.2 (bench_dev / sRGB) favoured.
+    """Draw lens controls as in the paper (docs/official-behaviour.md, section 9), gamma 2.2 (bench_dev / sRGB) favoured.
 
     K uniform in ``K_range``; focus uniform in [0.05, 1]; gamma: 2.2 with probability 0.4, otherwise
     uniform in [1, 5].

@@ -107,7 +107,7 @@ def test_neural_chain_and_fusion(fx, nets):
 
 
 def test_loop_counts_and_sizes_demo_21():
-    """SPEC 4: inputs/21 (1350x1080) at K=60: s = 3.882353, ARNet at 347x278, one IUNet doubling to 695x556."""
+    """docs/official-behaviour.md, section 8.5: inputs/21 at K=60: s = 3.882353, ARNet 347x278, IUNet 695x556."""
     scale = max(60 * (1 - 90 / 255) / 10, 1)
     assert scale == pytest.approx(3.882353, abs=1e-6)
     assert P.lowres_size(1350, 1080, scale) == (347, 278)

@@ -245,7 +245,7 @@ def tensor_digest(path: pathlib.Path) -> str:
 
 
 def imperfect(disparity: torch.Tensor) -> torch.Tensor:
-    """What a predicted depth map looks like (issue 11's recipe): near side dilated by 2 px (a 5x5 max filter),
+    """What a predicted depth map looks like (``--imperfect-disparity``): near side dilated by 2 px (a 5x5 max filter),
     Gaussian blur sigma 2 px, then 8-bit quantisation."""
     import torch.nn.functional as F
 

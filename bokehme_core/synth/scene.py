@@ -280,7 +280,7 @@ def augment_disparity(disparity: torch.Tensor, rng: np.random.Generator, probabi
     With ``probability`` the map is degraded (otherwise returned as is): with probability 0.85 by one of two
     recipes:
 
-    * (1 in 4) the fixed "predicted map" of the evaluation (issue 11): near side dilated by 1-3 px (max
+    * (1 in 4) the fixed "predicted map" of bench/eval_quality.py: near side dilated by 1-3 px (max
       filter), Gaussian blur sigma 1.5-2.5 px;
     * otherwise one to three of, in random order: Gaussian blur (sigma 0.5-3 px), dilation or erosion
       (max / min filter 3-7 px: the near side grows or shrinks; the paper's three), edge misalignment (a

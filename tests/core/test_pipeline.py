@@ -380,7 +380,7 @@ def test_cuda_matches_cpu(fixture_inputs, nets):
 def test_shipped_bundled_weights_render_sensibly():
     """The shipped weights on a held-out synthetic scene with thin-lens ground truth (seed of
     bench/eval_quality.py's synthetic set, never trained on): finite, in [0, 1], the neural result close to
-    the ground truth and the fused result not worse than the classical one (bundled weights of session 2:
+    the ground truth and the fused result not worse than the classical one (bundled weights of 2026-11-26:
     neural 30.4 dB, fused 32.7 dB, classical 31.9 dB; seeded random weights: neural 7.3 dB, fused 13.5 dB);
     K = 0 returns the image (51.0 dB; 37.0 dB before the networks saw K = 0 samples)."""
     import math

@@ -18,7 +18,7 @@ Parts (run one or both):
   (+ swirl 0.5); median of ``--runs`` runs, ratio vs the plain run of the same mode in the same process. The lens
   tables (per aperture) and numba kernels are built by a warm-up render first.
 
-* ``layered``: the occlusion-aware mode (issue 11: within 3x ``fast``) at ``--layered-size`` (default 1920x1080),
+* ``layered``: the occlusion-aware mode (target: within 3x ``fast``) at ``--layered-size`` (default 1920x1080),
   K = ``--layered-K`` (default 30), numba backend (``--layered-backend``): fast vs layered, median of ``--runs``
   runs each (at least 3), the ratio taken in the same process, on the official demo image 3 (loaded and resized
   as in ``bench_pipeline.py``, focus 0.5, gamma 4) and on the synthetic scene above (focus 0.5, gamma 4).

@@ -1,4 +1,4 @@
-"""Highlight lift (lens character, issue 13) on bench_dev: classical exact with and without
+"""Highlight lift (lens character) on bench_dev: classical exact with and without
 :func:`bokehme_core.defocus.lift_highlights`, mean PSNR per (K, d_f) cell over the six scenes.
 
 Data: ``../shared/bench_dev`` (manifest.json; Blender path-traced ground truth, 960x540, images are

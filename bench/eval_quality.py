@@ -112,7 +112,7 @@ def layered_peer(image: torch.Tensor, disparity: torch.Tensor, K: float, focus: 
     premultiplied linear colour (``image ** gamma``) convolved with a disk of radius
     ``K * |slab mean disparity - d_f|`` (mean over the slab's pixels; the disk's pixel coverage 4x4 supersampled,
     normalised to sum 1; zero padding); composited far to near with "over"; divided by the accumulated
-    coverage; ``** (1 / gamma)``. ``highlight``: the official boost (SPEC section 1) first, values above 1 kept.
+    coverage; ``** (1 / gamma)``. ``highlight``: official boost (docs/official-behaviour.md, section 3) first, values > 1 kept.
     Reproduces the README's reference table within 0.05 dB (bench/README.md). Reading the README's "4x4
     supersampled coverage" as supersampled slab masks instead (bilinear disparity, 16 sub-samples per pixel)
     scores 0.1-0.4 dB lower at d_f = 0.1 and 0.9.
@@ -245,7 +245,7 @@ def tensor_digest(path: pathlib.Path) -> str:
 
 
 def imperfect(disparity: torch.Tensor) -> torch.Tensor:
-    """What a predicted depth map looks like (issue 11's recipe): near side dilated by 2 px (a 5x5 max filter),
+    """What a predicted depth map looks like (``--imperfect-disparity``): near side dilated by 2 px (a 5x5 max filter),
     Gaussian blur sigma 2 px, then 8-bit quantisation."""
     import torch.nn.functional as F
 

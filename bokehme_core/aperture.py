@@ -3,7 +3,7 @@
 An :class:`Aperture` is an immutable, hashable value object (so ComfyUI can cache on it) describing the shape of
 one out-of-focus point ("bokeh ball") as a function of the blur radius ``r`` in pixels:
 
-* ``Aperture.circle()`` - the official BokehMe kernel (SPEC section 2): soft disk ``0.5 + 0.5*tanh(4*(r - dist))``.
+* ``Aperture.circle()`` - official kernel (docs/official-behaviour.md, section 4.1): soft disk ``0.5 + 0.5*tanh(4*(r - dist))``.
 * ``Aperture.polygon(blades, rotation)`` - the official ``scatter_ex`` polygon: edge radius
   ``r_e = r*sin(a2)/sin(phi + a2)`` with ``a1 = 2*pi/blades``, ``a2 = pi/2 - pi/blades``,
   ``phi = fmod(|atan2(dy, dx) + rotation|, a1)``; ``rotation`` is the official ``init_angle`` in radians

@@ -1,7 +1,7 @@
 """Signed defocus and the official highlight boost.
 
 Signed defocus in pixels: ``K * (disparity - focus)``, positive = nearer than the focus plane; the blur
-radius in pixels is its absolute value (SPEC section 1).
+radius in pixels is its absolute value (docs/official-behaviour.md, section 2).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def apply_highlight(
     threshold: float = 220.0 / 255.0,
     strength: float = 0.4,
 ) -> torch.Tensor:
-    """The official optional highlight boost (SPEC section 1).
+    """The official optional highlight boost (docs/official-behaviour.md, section 3).
 
     Brightens bright pixels that are clearly out of focus, so that they become brighter bokeh balls:
     ``image * (1 + strength * m1 * m2)`` with ``m1 = clip(tanh(200 * ((disparity - focus)^2 - 0.01)), 0, 1)``
@@ -143,8 +143,8 @@ def lift_highlights(
 
 #: Highlight recovery of the default pipeline (:func:`recover_highlights`): clipped pixels (brightest channel
 #: >= 0.9965, i.e. 255 in 8 bits; 254 and below are untouched) that are out of focus are lifted 2.5x in linear
-#: light. Chosen on the six bench_dev scenes (bench/README.md, "Session 4: the default pipeline ...": better
-#: than the official boost in every (K, focus) cell with the layered renderer, +2.0 dB at K >= 20 over none).
+#: light. Chosen on the six bench_dev scenes (bench/README.md, section 1.2: better than the official boost in
+#: every (K, focus) cell with the layered renderer).
 RECOVER_GAIN = 2.5
 RECOVER_THRESHOLD = 0.998
 RECOVER_SOFTNESS = 0.0015

@@ -1,7 +1,7 @@
 """The full BokehMe pipeline, stage by stage: :func:`render_bokehme`.
 
 Peng et al., "BokehMe: When Neural Rendering Meets Classical Rendering", CVPR 2022 (official code:
-https://github.com/JuewenPeng/BokehMe), following the official demo (SPEC-bokehme-official.md, section 4):
+https://github.com/JuewenPeng/BokehMe), following the official demo (docs/official-behaviour.md, section 8):
 
 1. signed defocus, highlight recovery (clipped lights lifted, default on) and the optional official highlight
    boost (:func:`bokehme_core.defocus.render_inputs`);

@@ -93,8 +93,8 @@ def select_classical(batch: dict, mode: str) -> dict:
 def zero_blur(batch: dict, rng: random.Random, probability: float) -> dict:
     """With ``probability`` per sample, turn it into a K = 0 sample (no blur anywhere): ground truth and
     classical render = the image, dilated defocus 0, target error map 0. The generated data have K >= 4, so
-    without this the networks never learn that a sharp input must come back unchanged (session 2 measured the
-    bundled weights at K = 0: neural result 19.6 dB from the input). Returns ``batch`` (modified in place)."""
+    without this the networks never learn that a sharp input must come back unchanged (the weights bundled on
+    2026-11-25 gave at K = 0 a neural result 19.6 dB from the input). Returns ``batch`` (modified in place)."""
     for i in range(batch["image"].shape[0]):
         if rng.random() < probability:
             batch["params"][i, 0] = 0.0

@@ -14,7 +14,7 @@ IUNet refines a coarse bokeh at twice its resolution. Two sources of the coarse 
   pass at larger K). ``--arnet`` names the frozen weights; with ``--arnet-reload-every N`` they are re-read
   every N steps (so IUNet can follow an ARNet that is still training; the step of the ARNet weights used is
   logged).
-  Session 2 measured it on this CPU (2,000-4,000 steps from three starts: the teacher-forced weights,
+  Measured on a 2-core CPU on 2026-11-26 (2,000-4,000 steps from three starts: the teacher-forced weights,
   random, identity-like with a full-scale body): each stayed below bilinear upsampling inside the blend mask
   on the synthetic validation set, and on bench_dev came within -0.03..+0.02 dB of the teacher-forced IUNet
   at K >= 20 but 0.2-0.4 dB below it at K = 10, while the official IUNet (trained this way for 50 GPU epochs) is 2.8 dB above bilinear. It needs a GPU.
@@ -117,7 +117,7 @@ def losses(
 @torch.no_grad()
 def validate(model: IUNet, pool: ShardPool, indices: list, arnet: ARNet | None = None) -> dict:
     """PSNR inside the blend mask (> 0.5) of the refined result and of the coarse input upsampled the way the
-    pipeline does outside the mask (bilinear, align_corners=True; session-1 logs used align_corners=False for
+    pipeline does outside the mask (bilinear, align_corners=True; logs before 2026-11-26 used align_corners=False for
     the teacher-forced baseline): ARNet's output at the pipeline's scale with ``arnet``, else the
     half-resolution ground truth."""
     device = next(model.parameters()).device

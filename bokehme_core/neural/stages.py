@@ -2,7 +2,7 @@
 
 Peng et al., "BokehMe: When Neural Rendering Meets Classical Rendering", CVPR 2022 (official code:
 https://github.com/JuewenPeng/BokehMe); the staging follows the official demo exactly
-(SPEC-bokehme-official.md, section 4):
+(docs/official-behaviour.md, section 8):
 
 1. adaptive resizing: ``s = max(max|defocus| / 10, 1)``; ARNet runs at ``floor(H / s) x floor(W / s)``;
 2. ARNet gives a low-resolution bokeh (clamped to [0, 1e5]) and the error map (upsampled to full size);
@@ -208,7 +208,7 @@ def arnet_stage(
     tile_size: int | None = None,
     scale: float | None = None,
 ) -> tuple:
-    """Adaptive resizing + ARNet (SPEC 4, steps 2-3).
+    """Adaptive resizing + ARNet (docs/official-behaviour.md, section 8.2).
 
     Args:
         arnet: the network, on the device of ``image``.
@@ -265,7 +265,7 @@ def iunet_stage(
     record: dict | None = None,
     needed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Iterative upsampling with IUNet (SPEC 4, steps 4-5).
+    """Iterative upsampling with IUNet (docs/official-behaviour.md, section 8.3).
 
     Args:
         iunet: the network, on the device of ``image``.

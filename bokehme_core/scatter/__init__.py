@@ -1,4 +1,4 @@
-"""The classical scatter renderer of BokehMe (SPEC section 2): :func:`render_classical`.
+"""The classical scatter renderer of BokehMe (docs/official-behaviour.md, section 4): :func:`render_classical`.
 
 Three modes:
 

@@ -1,7 +1,7 @@
 """The official dilated defocus: a signed max of ``int(defocus)`` over every source whose blur disk reaches.
 
 ``dilated[t] = max(int(d[t]), max{ int(d[p]) : |p - t| <= |d[p]| })`` with ``int`` truncating toward 0 and the
-distance ``sqrt(dx^2 + dy^2)`` computed in float32 like the official kernel (SPEC section 2). The reach is
+distance ``sqrt(dx^2 + dy^2)`` in float32 like the official kernel (docs/official-behaviour.md, section 5). The reach is
 always a circle of radius ``|d|`` (also for polygon, mask and anamorphic apertures, as upstream).
 
 Algorithm: each source covers, on every row ``dy`` it reaches, one contiguous run of pixels

@@ -1,4 +1,4 @@
-"""Exact mode: the official scatter kernel (SPEC section 2), vectorised with torch on CPU or CUDA.
+"""Exact mode: the official scatter kernel (docs/official-behaviour.md, section 4), in torch on CPU or CUDA.
 
 Per source pixel with blur radius ``r`` and window offsets ``(dx, dy)`` the official weight is
 ``profile(dx, dy, r) / (r^2 + 0.2)``. It is split in two parts that together equal the official sum:

@@ -1,6 +1,6 @@
 """A slow, obviously-correct loop implementation of the official scatter kernel, used only by tests.
 
-It follows SPEC section 2 literally: for every source pixel, every target pixel in the window
+It follows docs/official-behaviour.md, section 4 literally: for every source pixel, every target pixel in the window
 ``[-floor(r)-1, floor(r)+1]^2`` (anamorphic: ``(floor(r*ax)+1, floor(r*ay)+1)``) inside the image gets
 ``w = profile / (r^2 + 0.2)``; the output is the weighted colour sum divided by the weight sum. Circle and
 polygon profiles are written out here independently of :mod:`bokehme_core.aperture` (mask profiles are taken

@@ -280,7 +280,7 @@ def augment_disparity(disparity: torch.Tensor, rng: np.random.Generator, probabi
     With ``probability`` the map is degraded (otherwise returned as is): with probability 0.85 by one of two
     recipes:
 
-    * (1 in 4) the fixed "predicted map" of the evaluation (issue 11): near side dilated by 1-3 px (max
+    * (1 in 4) the fixed "predicted map" of bench/eval_quality.py: near side dilated by 1-3 px (max
       filter), Gaussian blur sigma 1.5-2.5 px;
     * otherwise one to three of, in random order: Gaussian blur (sigma 0.5-3 px), dilation or erosion
       (max / min filter 3-7 px: the near side grows or shrinks; the paper's three), edge misalignment (a
@@ -356,7 +356,7 @@ class RenderParams:
 
 
 def sample_render_params(rng: np.random.Generator, K_range: tuple[float, float] = (4.0, 12.0)) -> RenderParams:
-    """Draw lens controls as in the paper (SPEC section 5), with gamma 2.2 (bench_dev / sRGB) favoured.
+    """Draw lens controls as in the paper (docs/official-behaviour.md, section 9), gamma 2.2 (bench_dev / sRGB) favoured.
 
     K uniform in ``K_range``; focus uniform in [0.05, 1]; gamma: 2.2 with probability 0.4, otherwise
     uniform in [1, 5].

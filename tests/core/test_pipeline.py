@@ -100,7 +100,7 @@ def test_neural_chain_and_fusion(fx, nets):
 
 
 def test_loop_counts_and_sizes_demo_21():
-    """Official behaviour, section 4: inputs/21 (1350x1080) at K=60: s = 3.882353, ARNet at 347x278, one IUNet doubling to 695x556."""
+    """docs/official-behaviour.md, section 8.5: inputs/21 at K=60: s = 3.882353, ARNet 347x278, IUNet 695x556."""
     scale = max(60 * (1 - 90 / 255) / 10, 1)
     assert scale == pytest.approx(3.882353, abs=1e-6)
     assert P.lowres_size(1350, 1080, scale) == (347, 278)
@@ -373,7 +373,7 @@ def test_cuda_matches_cpu(fixture_inputs, nets):
 def test_shipped_bundled_weights_render_sensibly():
     """The shipped weights on a held-out synthetic scene with thin-lens ground truth (seed of
     bench/eval_quality.py's synthetic set, never trained on): finite, in [0, 1], the neural result close to
-    the ground truth and the fused result not worse than the classical one (bundled weights of session 2:
+    the ground truth and the fused result not worse than the classical one (bundled weights of 2026-11-26:
     neural 30.4 dB, fused 32.7 dB, classical 31.9 dB; seeded random weights: neural 7.3 dB, fused 13.5 dB);
     K = 0 returns the image (51.0 dB; 37.0 dB before the networks saw K = 0 samples)."""
     import math

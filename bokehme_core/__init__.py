@@ -39,6 +39,7 @@ _PUBLIC = {
     "apply_highlight": "defocus",
     "render_inputs": "defocus",
     "lift_highlights": "defocus",
+    "recover_highlights": "defocus",
     # classical renderer
     "Aperture": "aperture",
     "Lens": "aperture",

@@ -578,3 +578,22 @@ def test_focus_pull_moves_focus_from_near_to_far(bundled_env):
     sharp_far = [float(m[far].mean()) for m in in_focus]
     assert sharp_near[0] > 0.5 > sharp_near[-1]
     assert sharp_far[-1] > 0.5 > sharp_far[0]
+
+
+# --- workflows saved by users keep working -------------------------------------------------------------------
+
+SAVED = ROOT / "tests" / "data" / "saved_workflows"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in SAVED.glob("*.json") if p.name != "expected_inputs.json"),
+                         ids=lambda p: p.stem)
+def test_saved_workflows_keep_their_inputs(path, tmp_path, pack):
+    """Copies of the bundled workflows as they were saved before the node layouts last changed: read the way the
+    frontend reads ``widgets_values`` (positionally, onto today's widgets), every node gets the same inputs as
+    then (``expected_inputs.json``, written by the script beside them with the node definitions of that time)."""
+    Image.new("RGB", (8, 8)).save(tmp_path / "example.png")  # the picture LoadImage names (ComfyUI ships one)
+    classes = {**wr.core_stand_ins(tmp_path, tmp_path), **pack.NODE_CLASS_MAPPINGS}
+    expected = json.loads((SAVED / "expected_inputs.json").read_text(encoding="utf-8"))[path.name]
+    prompt = wr.ui_to_api(_load(path), classes)
+    assert prompt == expected
+    wr.validate_prompt(prompt, classes)

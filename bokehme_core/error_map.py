@@ -46,9 +46,8 @@ Cost and memory: the maximum runs over a disk of offsets of radius ``max |r|``. 
 (signed radii max-pooled, so thin foreground structures survive, and divided by ``s``) and resized back
 bilinearly: the map is smooth on the scale of the blur radius, so little is lost. The grid is also coarsened
 when the number of pixel pairs would exceed about 2e7 per image (large images with moderate blur). Memory is
-a few (B, 1, h, w) buffers whatever K is; time is at most about 2e7 pair evaluations per image (about
-0.3 s at 1920x1080 on two cores with the numba kernel of :mod:`._error_map_kernels`, used on CPU when numba
-imports; the torch loop takes 10-30 s there).
+a few (B, 1, h, w) buffers whatever K is; time is at most about 2e7 pair evaluations per image (the numba
+kernel of :mod:`._error_map_kernels` is used on CPU when numba imports, the torch loop otherwise).
 """
 
 from __future__ import annotations

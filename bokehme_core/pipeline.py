@@ -124,7 +124,7 @@ def render_bokehme(
             swirl, ring and fringe act in the classical renderer (the neural one renders plain bokeh, used where
             the error map says so). A neutral lens gives exactly the output without one.
         classical_mode: "layered" (default: occlusion-aware, measured best inside the hybrid on path-traced
-            scenes: +0.5 dB over "exact" at K >= 20, better in every (K, focus) cell), "exact" (the official kernel)
+            scenes, bench/README.md), "exact" (the official kernel)
             or "fast" (see :func:`bokehme_core.render_classical`).
         error_map: "predicted" (ARNet's error map, official) or "analytic"
             (:func:`bokehme_core.analytic_error_map`, no network). With the ``layered`` classical renderer the

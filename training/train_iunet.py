@@ -6,7 +6,7 @@ IUNet refines a coarse bokeh at twice its resolution. Two sources of the coarse 
   degraded towards the classical render by a random amount (``coarse = lerp(gt_half, classical_half, u)``,
   u ~ U(0, 0.5), plus noise of std 0.01), which lets IUNet train before any ARNet exists. IUNet learns to
   upsample a nearly right coarse bokeh; with a real ARNet output it then behaves like bilinear upsampling
-  (measured on bench_dev: within 0.01 dB of it at K >= 20).
+  (measured on bench_dev: as good at K >= 20; CHANGELOG.md).
 * ``arnet`` (the paper's recipe): the output of a frozen ARNet run the way the pipeline runs
   it: on the sample reduced by a random adaptive scale ``s ~ U(s_min, --max-scale)`` (``s_min`` = the
   pipeline's own scale, so that ARNet's defocus input stays in [-1, 1]), with its defocus divided by ``s``.
@@ -16,8 +16,9 @@ IUNet refines a coarse bokeh at twice its resolution. Two sources of the coarse 
   logged).
   Measured on a 2-core CPU on 2026-11-26 (2,000-4,000 steps from three starts: the teacher-forced weights,
   random, identity-like with a full-scale body): each stayed below bilinear upsampling inside the blend mask
-  on the synthetic validation set, and on bench_dev came within -0.03..+0.02 dB of the teacher-forced IUNet
-  at K >= 20 but 0.2-0.4 dB below it at K = 10, while the official IUNet (trained this way for 50 GPU epochs) is 2.8 dB above bilinear. It needs a GPU.
+  on the synthetic validation set, and on bench_dev came level with the teacher-forced IUNet
+  at K >= 20 but below it at K = 10, while the official IUNet (trained this way for 50 GPU epochs) is well above bilinear
+  (CHANGELOG.md has the numbers). It needs a GPU.
 
 Loss: L1 + gradient-L1 against the ground truth, weighted by the pipeline's IUNet blend mask
 (``|dilated defocus| < 10 px``, blurred) + 0.05 (IUNet's output is only used where the mask is high).

@@ -148,6 +148,13 @@ def render_classical(
     linear = image.clamp(min=0.0) ** gamma if gamma != 1.0 else image
 
     chosen = _choose_backend(backend, mode, aperture, device)
+    last_report = [0, 0]  # the renderer's last (done, total): the dilation's heartbeats repeat it
+    if progress is not None:
+        user_progress = progress
+
+        def progress(done: int, total: int) -> None:
+            last_report[:] = (done, total)
+            user_progress(done, total)
     shape_lens = None if lens is None or lens.shapes_neutral else lens  # None: the plain kernels, bit-identical
     lens_kw = {} if shape_lens is None else {"lens": shape_lens}
     logger.debug("render_classical: mode=%s aperture=%s gamma=%g size=%s max radius %.1f px backend=%s",
@@ -178,8 +185,8 @@ def render_classical(
     if device.type == "cpu" and backend in ("auto", "numba") and _numba_available():
         from .numba_backend import dilate_defocus_numba
 
-        # the bokeh is complete: the dilation's bands report the frame as done (so Cancel is seen there too)
-        dilated = dilate_defocus_numba(defocus_px, None if progress is None else lambda *_: progress(1, 1))
+        # the dilation's bands repeat the last report (so Cancel is seen there too)
+        dilated = dilate_defocus_numba(defocus_px, None if progress is None else lambda *_: progress(*last_report))
     else:
         dilated = dilate_defocus(defocus_px)
     if dilated.shape[0] != image.shape[0]:

@@ -184,7 +184,7 @@ def test_download_file_url_with_sha_and_progress(tmp_path, official_checkpoints)
     assert [p.name for p in (tmp_path / "dest").iterdir()] == ["iunet.pth"]  # no temp file left
 
 
-def test_download_http_arnet(tmp_path):
+def test_download_http_arnet(tmp_path, caplog):
     served = tmp_path / "served"
     served.mkdir()
     torch.save({"model": random_arnet_state()}, served / "arnet.pth")
@@ -194,11 +194,15 @@ def test_download_http_arnet(tmp_path):
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/arnet.pth"
-        path = W.download_weights("arnet", tmp_path / "dest", url=url)
+        with caplog.at_level("INFO", logger="bokehme_core.weights"):
+            path = W.download_weights("arnet", tmp_path / "dest", url=url)
     finally:
         server.shutdown()
         server.server_close()
     assert isinstance(load_arnet(path), ARNet)
+    # the licence is logged, as a warning for the non-commercial official weights
+    licence = [r for r in caplog.records if W.PROVENANCE["arnet"].licence in r.getMessage()]
+    assert licence and licence[0].levelname == "WARNING" and "non-commercial" in licence[0].getMessage()
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

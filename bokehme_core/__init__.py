@@ -32,6 +32,7 @@ _PUBLIC = {
     "depth_to_disparity": "disparity",
     "repair_nonfinite": "disparity",
     "deband": "disparity",
+    "refine_disparity": "disparity",
     # focus, defocus, highlights
     "focus_from_point": "focus",
     "focus_from_mask": "focus",

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice, check_disparity, check_range
+from ._checks import check_choice, check_disparity, check_finite, check_range, check_same_spatial
 
-__all__ = ["load_disparity", "prepare_disparity", "match_size", "normalize_disparity", "depth_to_disparity", "repair_nonfinite", "deband"]
+__all__ = ["load_disparity", "prepare_disparity", "match_size", "normalize_disparity", "depth_to_disparity", "repair_nonfinite", "deband", "refine_disparity"]
 
 logger = logging.getLogger(__name__)
 
@@ -384,3 +384,98 @@ def prepare_disparity(
         raise ValueError(f"{what} spans [{lo:.4g}, {hi:.4g}] but BokehMe needs disparity in [0, 1]: normalise it "
                          f"({names['normalize']})")
     return d.clamp(0.0, 1.0)
+
+
+# --- refinement of predicted maps ----------------------------------------------------------------------------
+
+def refine_disparity(
+    disparity: torch.Tensor,
+    image: torch.Tensor,
+    *,
+    radius: int = 4,
+    min_step: float = 0.02,
+    confidence: float = 2.0,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Snap the depth edges of a predicted disparity map onto the edges of its image.
+
+    Depth networks give edges that are soft (blurred over a few pixels), dilated toward one side or shifted from
+    the object's outline; the bokeh then shows a halo of the wrong sharpness around the subject. Around every
+    depth edge (a window of ``2 * radius + 1`` pixels where the map spans at least ``min_step``), each pixel is
+    given to the near or the far side by its colour: the mean colour of the window's near pixels and of its far
+    pixels (split at the window's mid value) are compared with the pixel's own. A pixel whose colour is
+    ``confidence`` times closer to one side's colour than to the other's, and whose value lies on the wrong side
+    of the mid value or more than a quarter of the step from that side's mean, takes that side's mean
+    disparity. Everything else keeps its exact value: away from depth edges, where the colours do not decide,
+    and on a map whose edges already follow the image (an exact map comes back unchanged, up to pixels whose
+    colour contradicts their depth).
+
+    Args:
+        disparity: (B, 1, H, W) in [0, 1], 1 = near, finite (:func:`repair_nonfinite` first).
+        image: (B or 1, 3, H, W) sRGB in [0, 1], the photo the map belongs to (the guide).
+        radius: half window in pixels (>= 1): how far an edge can move; 4 covers the usual 1-3 px errors.
+        min_step: smallest disparity difference across a window that counts as a depth edge.
+        confidence: how much closer (ratio of colour distances) a pixel must be to one side to be moved.
+        mask: optional (B or 1, 1, H, W) subject / alpha mask in [0, 1] (e.g. from a segmentation node): where
+            given, its outline decides the side instead of colour (inside = near), so the masked subject's
+            edges come out exact.
+
+    Returns:
+        (B, 1, H, W) float32 refined disparity in [0, 1].
+    """
+    check_disparity(disparity)
+    check_finite(disparity, "disparity")
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be (B,3,H,W) sRGB in [0,1], got shape {tuple(image.shape)}")
+    check_same_spatial(disparity, image, "disparity", "image")
+    check_finite(image, "image")
+    radius = int(check_range(radius, "radius", 1, 64))
+    check_range(min_step, "min_step", 0.0, 1.0)
+    check_range(confidence, "confidence", 1.0, 100.0)
+    batch = max(disparity.shape[0], image.shape[0])
+    disp = disparity.to(torch.float32).expand(batch, -1, -1, -1)
+    guide = image.to(disp.device, torch.float32).expand(batch, -1, -1, -1)
+    if mask is not None:
+        if mask.ndim != 4 or mask.shape[1] != 1:
+            raise ValueError(f"mask must be (B,1,H,W) in [0,1], got shape {tuple(mask.shape)}")
+        check_same_spatial(disparity, mask, "disparity", "mask")
+        check_finite(mask, "mask")
+        if float(mask.max()) <= 0.5 or float(mask.min()) >= 0.5:
+            raise ValueError("mask is empty or covers the whole image: give a subject mask with an outline "
+                             "(white = subject), or leave it unconnected")
+        # the mask's outline outweighs colour where it passes; elsewhere colour still decides
+        guide = torch.cat([guide, 4.0 * mask.to(disp.device, torch.float32).expand(batch, -1, -1, -1)], dim=1)
+    k = 2 * radius + 1
+    local_max = F.max_pool2d(disp, k, stride=1, padding=radius)
+    local_min = -F.max_pool2d(-disp, k, stride=1, padding=radius)
+    mid = 0.5 * (local_max + local_min)
+    edge = (local_max - local_min) >= min_step
+    if not bool(edge.any()):
+        return disp.clone()
+    # Which side every pixel of a window is on: split at the mid value of a window twice as wide, so that a
+    # pixel up to ``radius`` away from an edge pixel sees the same two levels as that edge pixel's window.
+    wide = 4 * radius + 1
+    wide_mid = 0.5 * (F.max_pool2d(disp, wide, stride=1, padding=2 * radius)
+                      - F.max_pool2d(-disp, wide, stride=1, padding=2 * radius))
+    near = (disp > wide_mid).to(torch.float32)
+
+    def window_mean(values: torch.Tensor, weight: torch.Tensor):
+        total = F.avg_pool2d(values * weight, k, stride=1, padding=radius, count_include_pad=False)
+        count = F.avg_pool2d(weight, k, stride=1, padding=radius, count_include_pad=False)
+        return total / count.clamp_min(1e-6), count > 0
+
+    near_colour, has_near = window_mean(guide, near)
+    far_colour, has_far = window_mean(guide, 1.0 - near)
+    near_disp, _ = window_mean(disp, near)
+    far_disp, _ = window_mean(disp, 1.0 - near)
+    to_near = (guide - near_colour).square().sum(1, keepdim=True).sqrt()
+    to_far = (guide - far_colour).square().sum(1, keepdim=True).sqrt()
+    eps = 1e-4
+    says_near = (to_near * confidence + eps < to_far) & has_near
+    says_far = (to_far * confidence + eps < to_near) & has_far
+    quarter = 0.25 * (local_max - local_min)
+    move_near = edge & says_near & ((disp <= mid) | ((disp - near_disp).abs() > quarter))
+    move_far = edge & says_far & ((disp > mid) | ((disp - far_disp).abs() > quarter))
+    refined = torch.where(move_near, near_disp, disp)
+    refined = torch.where(move_far, far_disp, refined)
+    return refined.clamp(0.0, 1.0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bokehme_core import deband, depth_to_disparity, load_disparity, normalize_disparity, repair_nonfinite
+from bokehme_core import deband, depth_to_disparity, load_disparity, normalize_disparity, refine_disparity, repair_nonfinite
 
 
 def _ramp(h=6, w=8):
@@ -160,3 +160,84 @@ def test_deband_smooths_steps_keeps_edges():
     # values move by at most one quantisation step, and the edge keeps its full height
     assert (out - d).abs().max() <= (d.max() - d.min()) / 255 + 1e-6
     assert row_out[100] - row_out[99] > 0.89
+
+
+# --- refinement of predicted maps ----------------------------------------------------------------------------
+
+def _two_colour_scene(edge_col: int = 20, height: int = 24, width: int = 40):
+    """A photo with a vertical colour edge at ``edge_col`` (left: a reddish subject, right: a bluish background)
+    and light texture, and the exact disparity (subject 0.8 near, background 0.2)."""
+    gen = torch.Generator().manual_seed(0)
+    image = torch.empty(1, 3, height, width)
+    image[:, :, :, :edge_col] = torch.tensor([0.8, 0.3, 0.2]).view(1, 3, 1, 1)
+    image[:, :, :, edge_col:] = torch.tensor([0.2, 0.4, 0.7]).view(1, 3, 1, 1)
+    image = (image + 0.03 * torch.rand(image.shape, generator=gen)).clamp(0, 1)
+    disparity = torch.full((1, 1, height, width), 0.2)
+    disparity[..., :edge_col] = 0.8
+    return image, disparity
+
+
+def test_refine_keeps_a_constant_map():
+    image, _ = _two_colour_scene()
+    constant = torch.full((1, 1, 24, 40), 0.37)
+    assert torch.equal(refine_disparity(constant, image), constant)
+
+
+def test_refine_keeps_an_exact_edge():
+    image, exact = _two_colour_scene()
+    assert torch.equal(refine_disparity(exact, image), exact)
+
+
+@pytest.mark.parametrize("shift", [2, -2])
+def test_refine_moves_a_misaligned_edge_onto_the_image_edge(shift):
+    image, exact = _two_colour_scene()
+    shifted = torch.roll(exact, shifts=shift, dims=-1)
+    shifted[..., :4] = 0.8  # no wrap-around at the borders
+    shifted[..., -4:] = 0.2
+    refined = refine_disparity(shifted, image)
+    torch.testing.assert_close(refined, exact, atol=1e-6, rtol=0)
+
+
+def test_refine_sharpens_a_dilated_blurred_edge():
+    """The predicted-looking recipe: near side dilated 2 px, then blurred: the ramp snaps back to the edge."""
+    image, exact = _two_colour_scene()
+    dilated = torch.nn.functional.max_pool2d(exact, (1, 5), stride=1, padding=(0, 2))
+    blurred = torch.nn.functional.avg_pool2d(dilated, (1, 3), stride=1, padding=(0, 1), count_include_pad=False)
+    refined = refine_disparity(blurred, image)
+    assert (refined - exact).abs().mean() < 0.25 * (blurred - exact).abs().mean()
+    assert torch.equal(refined[..., 6:14], exact[..., 6:14]) and torch.equal(refined[..., 27:34], exact[..., 27:34])
+
+
+def test_refine_follows_a_subject_mask_where_colours_do_not_tell():
+    image = torch.full((1, 3, 24, 40), 0.5)  # no colour edge at all
+    _, exact = _two_colour_scene()
+    shifted = torch.roll(exact, shifts=2, dims=-1)
+    shifted[..., :4] = 0.8
+    mask = (exact > 0.5).to(torch.float32)
+    assert torch.equal(refine_disparity(shifted, image), shifted)  # colour cannot decide: unchanged
+    torch.testing.assert_close(refine_disparity(shifted, image, mask=mask), exact, atol=1e-6, rtol=0)
+
+
+def test_refine_batch_and_broadcast_image():
+    image, exact = _two_colour_scene()
+    shifted = torch.roll(exact, shifts=2, dims=-1)
+    shifted[..., :4] = 0.8
+    both = refine_disparity(torch.cat([exact, shifted]), image)
+    assert both.shape == (2, 1, 24, 40)
+    torch.testing.assert_close(both[1:], refine_disparity(shifted, image))
+
+
+def test_refine_bad_inputs():
+    image, exact = _two_colour_scene()
+    with pytest.raises(ValueError, match="matching disparity"):
+        refine_disparity(exact, image[..., :30])
+    nan = exact.clone()
+    nan[0, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN/inf"):
+        refine_disparity(nan, image)
+    with pytest.raises(ValueError, match="image must be \\(B,3,H,W\\)"):
+        refine_disparity(exact, image[:, :1])
+    with pytest.raises(ValueError, match="mask is empty"):
+        refine_disparity(exact, image, mask=torch.zeros(1, 1, 24, 40))
+    with pytest.raises(ValueError, match="radius"):
+        refine_disparity(exact, image, radius=0)

@@ -61,3 +61,25 @@ def test_example_scene(pack):
     image, disparity, mask = pack.nodes.disparity.BokehMeExampleScene().load(frames=2)
     assert image.shape[0] == 2 and image.shape[-1] == 3 and disparity.shape == image.shape
     assert mask.shape == image.shape[:3] and 0 <= mask.min() and mask.max() <= 1 and mask.max() > mask.min()
+
+
+def test_refine_node_equals_core_and_names_itself_in_errors(pack):
+    from bokehme_core import refine_disparity
+
+    gen = torch.Generator().manual_seed(0)
+    image = torch.zeros(1, 16, 24, 3)
+    image[:, :, :12] = torch.tensor([0.9, 0.2, 0.1])
+    image[:, :, 12:] = torch.tensor([0.1, 0.3, 0.8])
+    image = (image + 0.02 * torch.rand(image.shape, generator=gen)).clamp(0, 1)
+    disparity = torch.full((1, 16, 24), 0.2)
+    disparity[:, :, :14] = 0.9  # the near side reaches 2 px too far
+    node = pack.NODE_CLASS_MAPPINGS["BokehMeRefineDisparity"]()
+    refined_image, refined_mask = node.refine(image, disparity, 4)
+    expected = refine_disparity(disparity[:, None], image.permute(0, 3, 1, 2))
+    torch.testing.assert_close(refined_mask, expected[:, 0])
+    assert refined_image.shape == (1, 16, 24, 3) and torch.equal(refined_image[..., 0], refined_mask)
+    assert float(refined_mask[0, 5, 12]) == pytest.approx(0.2) and float(refined_mask[0, 5, 11]) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="BokehMe Refine Disparity: .*matching"):
+        node.refine(image[:, :, :20], disparity, 4)
+    with pytest.raises(ValueError, match="BokehMe Refine Disparity: mask is empty"):
+        node.refine(image, disparity, 4, subject_mask=torch.zeros(1, 16, 24))

@@ -62,7 +62,7 @@ def require(classes: dict, *names: str) -> None:
 # --- 1. photo -> disparity -> BokehMe ----------------------------------------------------------------------
 
 def photo(classes) -> dict:
-    require(classes, "BokehMeDepthModelLoader", "BokehMeEstimateDisparity")
+    require(classes, "BokehMeDepthModelLoader", "BokehMeEstimateDisparity", "BokehMeRefineDisparity")
     wf = wr.UIWorkflow(classes)
     wf.note(
         "# BokehMe: lens blur for a photo\n\n"
@@ -71,16 +71,21 @@ def photo(classes) -> dict:
         "into a disparity map (gray, 1 = near). First use downloads the chosen model into "
         "`models/bokehme/depth/`. No depth model? Delete these two nodes and feed *disparity* from "
         "**BokehMe Load Disparity File** or **BokehMe Depth -> Disparity** (any depth node's output).\n"
-        "3. **BokehMe Focus**: run once, then **click on its preview** where it should be sharp and run again "
+        "3. **BokehMe Refine Disparity**: snaps the predicted map's soft or shifted depth edges onto the photo's "
+        "edges (no halo of the wrong sharpness around the subject). Optional: connect a subject mask from a "
+        "segmentation node to its *subject_mask* input for an exact outline.\n"
+        "4. **BokehMe Focus**: run once, then **click on its preview** where it should be sharp and run again "
         "(or set mode = value and type a focus disparity).\n"
-        "4. **BokehMe**: the full hybrid renderer (classical scatter + ARNet/IUNet + error-map fusion). "
+        "5. **BokehMe**: the full hybrid renderer (classical + ARNet/IUNet + error-map fusion). "
         "K = blur radius in px per unit of disparity; gamma emphasises highlights.\n\n" + TYPES,
-        (-500, 0), size=(460, 520))
+        (-500, 0), size=(460, 600))
     load = wf.add("LoadImage", (0, 0), widgets={"image": "example.png"}, size=(320, 420))
     depth_loader = wf.add("BokehMeDepthModelLoader", (0, 470), size=(320, 110))
-    disparity = wf.add("BokehMeEstimateDisparity", (370, 0),
+    estimated = wf.add("BokehMeEstimateDisparity", (370, 0),
                        links={"depth_model": depth_loader[0], "image": load["IMAGE"]}, size=(320, 130))
-    focus = wf.add("BokehMeFocus", (370, 180), widgets={"mode": "point", "x": 0.5, "y": 0.5},
+    disparity = wf.add("BokehMeRefineDisparity", (370, 170),
+                       links={"image": load["IMAGE"], "disparity": estimated["disparity"]}, size=(320, 110))
+    focus = wf.add("BokehMeFocus", (370, 320), widgets={"mode": "point", "x": 0.5, "y": 0.5},
                    links={"disparity": disparity["disparity"], "image": load["IMAGE"]}, size=(360, 520))
     models = wf.add("BokehMeModelLoader", (780, 0), size=(340, 90))
     bokeh = wf.add("BokehMe", (780, 140), widgets={"K": K, "gamma": GAMMA},

@@ -388,13 +388,18 @@ def prepare_disparity(
 
 # --- refinement of predicted maps ----------------------------------------------------------------------------
 
+#: smallest colour difference (Euclidean, sRGB in [0, 1]; about 13/255) between the two sides of a depth edge
+#: for colour to decide which side a pixel belongs to
+_MIN_CONTRAST = 0.05
+
+
 def refine_disparity(
     disparity: torch.Tensor,
     image: torch.Tensor,
     *,
     radius: int = 4,
     min_step: float = 0.02,
-    confidence: float = 2.0,
+    confidence: float = 3.0,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Snap the depth edges of a predicted disparity map onto the edges of its image.
@@ -403,9 +408,10 @@ def refine_disparity(
     the object's outline; the bokeh then shows a halo of the wrong sharpness around the subject. Around every
     depth edge (a window of ``2 * radius + 1`` pixels where the map spans at least ``min_step``), each pixel is
     given to the near or the far side by its colour: the mean colour of the window's near pixels and of its far
-    pixels (split at the window's mid value) are compared with the pixel's own. A pixel whose colour is
-    ``confidence`` times closer to one side's colour than to the other's, and whose value lies on the wrong side
-    of the mid value or more than a quarter of the step from that side's mean, takes that side's mean
+    pixels (split at the window's mid value) are compared with the pixel's own. Where the two sides differ
+    visibly in colour, a pixel whose colour is ``confidence`` times closer to one side's colour than to the
+    other's (a pixel that mixes both, as anti-aliased edge pixels do, is left alone), and whose value lies on the
+    wrong side of the mid value or more than a quarter of the step from that side's mean, takes that side's mean
     disparity. Everything else keeps its exact value: away from depth edges, where the colours do not decide,
     and on a map whose edges already follow the image (an exact map comes back unchanged, up to pixels whose
     colour contradicts their depth).
@@ -415,7 +421,7 @@ def refine_disparity(
         image: (B or 1, 3, H, W) sRGB in [0, 1], the photo the map belongs to (the guide).
         radius: half window in pixels (>= 1): how far an edge can move; 4 covers the usual 1-3 px errors.
         min_step: smallest disparity difference across a window that counts as a depth edge.
-        confidence: how much closer (ratio of colour distances) a pixel must be to one side to be moved.
+        confidence: how much closer (ratio of colour distances) a pixel must be to one side to be moved (>= 1).
         mask: optional (B or 1, 1, H, W) subject / alpha mask in [0, 1] (e.g. from a segmentation node): where
             given, its outline decides the side instead of colour (inside = near), so the masked subject's
             edges come out exact.
@@ -471,8 +477,9 @@ def refine_disparity(
     to_near = (guide - near_colour).square().sum(1, keepdim=True).sqrt()
     to_far = (guide - far_colour).square().sum(1, keepdim=True).sqrt()
     eps = 1e-4
-    says_near = (to_near * confidence + eps < to_far) & has_near
-    says_far = (to_far * confidence + eps < to_near) & has_far
+    contrast = (near_colour - far_colour).square().sum(1, keepdim=True).sqrt() >= _MIN_CONTRAST
+    says_near = (to_near * confidence + eps < to_far) & has_near & contrast
+    says_far = (to_far * confidence + eps < to_near) & has_far & contrast
     quarter = 0.25 * (local_max - local_min)
     move_near = edge & says_near & ((disp <= mid) | ((disp - near_disp).abs() > quarter))
     move_far = edge & says_far & ((disp > mid) | ((disp - far_disp).abs() > quarter))

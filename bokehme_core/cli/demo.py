@@ -25,7 +25,7 @@ def demo(args) -> pathlib.Path:
         image=image_path, disparity=disparity_path, K=args.K, focus=args.focus, focus_point=None, gamma=4.0,
         aperture=args.aperture, anamorphic=1.0, mode=args.mode, highlight=False, renderer=args.renderer,
         arnet=None, iunet=None, error_map="predicted", depth_mode="disparity", resize_disparity=False,
-        invert_disparity=False, device=args.device, depth_model=None,
+        invert_disparity=False, refine_disparity="off", device=args.device, depth_model=None,
         output=pathlib.Path(args.output).with_name(pathlib.Path(args.output).stem + "_bokeh.png"),
     )
     bokeh_path = render_file(ns)

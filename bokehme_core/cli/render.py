@@ -127,6 +127,10 @@ def render_file(args) -> pathlib.Path:
             size=tuple(image.shape[-2:]), resize=args.resize_disparity, what=f"disparity {args.disparity.name}",
             option_names={"resize": "pass --resize-disparity to resize it (bilinear)"},
         )
+    if args.refine_disparity == "on" or (args.refine_disparity == "auto" and args.disparity is None):
+        from ..disparity import refine_disparity
+
+        disparity = refine_disparity(disparity, image)  # predicted depth edges snapped onto the photo's
     device = torch.device(args.device)
     image, disparity = image.to(device), disparity.to(device)
     focus = _resolve_focus(args, disparity)
@@ -172,6 +176,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "depth map where larger = farther (inverted linearly)")
     r.add_argument("--invert-disparity", action="store_true", help="flip near and far after normalisation")
     r.add_argument("--resize-disparity", action="store_true", help="resize a disparity map of another size to the image")
+    r.add_argument("--refine-disparity", choices=("auto", "on", "off"), default="auto",
+                   help="snap the map's depth edges onto the image's edges (bokehme_core.refine_disparity): auto "
+                        "(default) = only for a map estimated here, on = also for a given map (a predicted one)")
     r.add_argument("--K", type=float, default=30.0, help="blur radius in px per unit disparity (default 30)")
     focus = r.add_mutually_exclusive_group()
     focus.add_argument("--focus", type=float, default=0.5, help="in-focus disparity in [0,1] (default 0.5)")

@@ -123,3 +123,22 @@ def test_highlight_recovery_flag(tmp_path, capsys):
     on, off = read_image(tmp_path / "on.png"), read_image(tmp_path / "off.png")
     assert float((on - off)[..., :12, :12].mean()) > 0.01  # brighter bokeh around the lights
     assert float((on - off).abs()[..., :, 28:].max()) <= 1 / 255  # the sharp near side: unchanged
+
+
+@pytest.mark.parametrize("choice, refined", [("auto", False), ("on", True), ("off", False)])
+def test_refine_disparity_flag(small_scene, monkeypatch, choice, refined):
+    """A given map is refined only with --refine-disparity on (auto refines estimated maps only)."""
+    import bokehme_core.disparity
+
+    calls = []
+    real = bokehme_core.disparity.refine_disparity
+
+    def spy(disparity, image, **kwargs):
+        calls.append(tuple(disparity.shape))
+        return real(disparity, image, **kwargs)
+
+    monkeypatch.setattr(bokehme_core.disparity, "refine_disparity", spy)
+    rc = cli.main(["render", str(small_scene / "img.png"), "-d", str(small_scene / "disp.png"), "--K", "4",
+                   "--renderer", "classical", "--refine-disparity", choice, "-o", str(small_scene / "out.png")])
+    assert rc == 0
+    assert calls == ([(1, 1, 24, 32)] if refined else [])

@@ -58,12 +58,13 @@ RECIPE = {
 }
 
 
-def make_sample(seed: int, render_index: int, size: int) -> dict:
-    """One training sample (numpy float16/float32 arrays, no batch dimension)."""
-    scene = make_scene(size, size, seed)
+def make_sample(seed: int, render_index: int, size: int, gt_backend: str = "auto", scene=None) -> dict:
+    """One training sample (numpy float16/float32 arrays, no batch dimension); ``scene`` = ``make_scene(size,
+    size, seed)`` when the caller already has it (the renders of one scene share it)."""
+    scene = make_scene(size, size, seed) if scene is None else scene
     rng = np.random.default_rng([seed, render_index, 12345])
     params = sample_render_params(rng, tuple(RECIPE["K_range"]))
-    gt = render_layers(scene.layers, params.K, params.focus, params.gamma)
+    gt = render_layers(scene.layers, params.K, params.focus, params.gamma, backend=gt_backend)
     disparity = augment_disparity(scene.disparity, rng)
     defocus_px = signed_defocus(disparity, params.K, params.focus)
     classical = render_classical(scene.image, defocus_px, gamma=params.gamma, mode="exact")
@@ -96,6 +97,8 @@ def main() -> None:
     parser.add_argument("--base-seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=RECIPE["size"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--gt-backend", choices=("auto", "numba", "torch"), default="auto",
+                        help="ground-truth renderer backend (torch = the slow reference, for measurements)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -108,10 +111,13 @@ def main() -> None:
         samples = []
         for j in range(args.scenes_per_shard):
             seed = args.base_seed + shard * args.scenes_per_shard + j
+            scene = make_scene(args.size, args.size, seed)
             for r in range(RECIPE["renders_per_scene"]):
-                samples.append(make_sample(seed, r, args.size))
+                samples.append(make_sample(seed, r, args.size, args.gt_backend, scene=scene))
         write_shard(path, samples)
-        logger.info("wrote %s (%d samples, %.1f s)", path.name, len(samples), time.time() - start)
+        elapsed = time.time() - start
+        logger.info("wrote %s (%d samples, %.1f s, %.3f samples/s)", path.name, len(samples), elapsed,
+                    len(samples) / max(elapsed, 1e-9))
 
 
 if __name__ == "__main__":

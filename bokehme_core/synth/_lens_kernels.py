@@ -80,6 +80,28 @@ def render_rows(premult, radius, constant, boxes, reach, samples, pad0, row0, ro
     """
     n_layers, h, w, _ = premult.shape
     n_samples = samples.shape[0]
+    # A layer of one radius: every ray of sample s lands at the same offset from its pixel, so the integer
+    # offset and the bilinear weights are computed once (x + floor(d) == floor(x + d) for integer x).
+    offset_x = np.zeros((n_layers, n_samples), np.int64)
+    offset_y = np.zeros((n_layers, n_samples), np.int64)
+    weights = np.zeros((n_layers, n_samples, 4), np.float64)
+    for layer in range(n_layers):
+        if not constant[layer]:
+            continue
+        r = float(radius[layer, 0, 0])
+        for s in range(n_samples):
+            dx = samples[s, 0] * r
+            dy = samples[s, 1] * r
+            ix = math.floor(dx)
+            iy = math.floor(dy)
+            fx = dx - ix
+            fy = dy - iy
+            offset_x[layer, s] = int(ix)
+            offset_y[layer, s] = int(iy)
+            weights[layer, s, 0] = (1.0 - fx) * (1.0 - fy)
+            weights[layer, s, 1] = fx * (1.0 - fy)
+            weights[layer, s, 2] = (1.0 - fx) * fy
+            weights[layer, s, 3] = fx * fy
     for y in prange(row0, row1):
         active = np.empty(n_layers, np.int64)
         for x in range(w):
@@ -103,6 +125,28 @@ def render_rows(premult, radius, constant, boxes, reach, samples, pad0, row0, ro
                 transmit = 1.0
                 for k in range(n_active):
                     layer = active[k]
+                    if constant[layer]:
+                        x0 = x + offset_x[layer, s]
+                        y0 = y + offset_y[layer, s]
+                        if 0 <= x0 < w - 1 and 0 <= y0 < h - 1:  # fast path: precomputed weights
+                            w00 = weights[layer, s, 0]
+                            w01 = weights[layer, s, 1]
+                            w10 = weights[layer, s, 2]
+                            w11 = weights[layer, s, 3]
+                            p00 = premult[layer, y0, x0]
+                            p01 = premult[layer, y0, x0 + 1]
+                            p10 = premult[layer, y0 + 1, x0]
+                            p11 = premult[layer, y0 + 1, x0 + 1]
+                            va = w00 * p00[3] + w01 * p01[3] + w10 * p10[3] + w11 * p11[3]
+                            if va == 0.0:
+                                continue
+                            sum0 += transmit * (w00 * p00[0] + w01 * p01[0] + w10 * p10[0] + w11 * p11[0])
+                            sum1 += transmit * (w00 * p00[1] + w01 * p01[1] + w10 * p10[1] + w11 * p11[1])
+                            sum2 += transmit * (w00 * p00[2] + w01 * p01[2] + w10 * p10[2] + w11 * p11[2])
+                            transmit *= 1.0 - va
+                            if transmit < OPAQUE_T:
+                                break
+                            continue
                     r = float(radius[layer, y, x])
                     cx = x + ux * r
                     cy = y + uy * r
@@ -110,7 +154,7 @@ def render_rows(premult, radius, constant, boxes, reach, samples, pad0, row0, ro
                         r = _bilinear_scalar(radius[layer], _clip(cx, w), _clip(cy, h))
                         cx = x + ux * r
                         cy = y + uy * r
-                    if layer == 0:
+                    if layer == 0 and not (0.0 <= cx <= w - 1.0 and 0.0 <= cy <= h - 1.0):
                         if pad0 == 0:
                             cx = _reflect(cx, w)
                             cy = _reflect(cy, h)

@@ -219,6 +219,21 @@ def test_scene_has_partial_coverage_edges():
     assert fractional > 0
 
 
+def test_make_scene_hdr_lights_change_only_the_lights():
+    plain = make_scene(40, 40, seed=6)
+    bright = make_scene(40, 40, seed=6, hdr_lights=1.0)
+    assert len(plain.layers) == len(bright.layers)
+    torch.testing.assert_close(bright.disparity, plain.disparity, atol=0, rtol=0)
+    for a, b in zip(plain.layers, bright.layers):
+        torch.testing.assert_close(b.alpha, a.alpha, atol=0, rtol=0)
+        assert bool((b.color >= a.color - 1e-6).all())  # lights only get brighter
+    assert float(bright.layers[0].color.max()) > 1.05 >= float(plain.layers[0].color.max())
+    assert float(bright.image.max()) <= 1.0  # the photo clips them
+    torch.testing.assert_close(make_scene(40, 40, seed=6, hdr_lights=0.0).image, plain.image, atol=0, rtol=0)
+    with pytest.raises(ValueError, match=r"hdr_lights must be a probability in \[0, 1\], got 2"):
+        make_scene(16, 16, seed=0, hdr_lights=2.0)
+
+
 def test_make_scene_rejects_tiny_size():
     with pytest.raises(ValueError, match="scene size must be at least 8x8, got 4x32"):
         make_scene(4, 32, seed=0)

@@ -21,7 +21,9 @@ Methods (all with gamma 2.2, the encoding of both data sets):
   * ``layered`` / ``layered_boost``: ``render_classical(mode="layered")`` without / with ``highlight=True``;
   * ``layered_recover``: ``layered`` after the default highlight recovery (``render_inputs(recover=True)``);
   * ``default``: ``render_bokehme`` with every default (layered classical, highlight recovery, ARNet's error map
-    restricted to the layered renderer's, sparse IUNet): what users get.
+    restricted to the layered renderer's, sparse IUNet): what users get. With ``--arnet-checkpoint`` its ARNet
+    is that training checkpoint (a candidate), the rest unchanged;
+  * ``default_bundled``: ``default`` with the bundled networks of ``weights/`` (the reference for a candidate).
 
 ``--cells`` also prints one table per (K, d_f) cell (mean PSNR).
 
@@ -31,6 +33,9 @@ PSNR and SSIM (scikit-image, data_range 1, channel_axis) on [0, 1] float images.
 Usage:
   nice -n 10 .venv/bin/python bench/eval_quality.py                       # both data sets
   nice -n 10 .venv/bin/python bench/eval_quality.py --sets bench --weights /tmp/candidate_weights
+  # a candidate ARNet training checkpoint in the default pipeline vs layered + recovery, predicted-looking map:
+  nice -n 19 .venv/bin/python bench/eval_quality.py --sets bench --aperture circle --imperfect-disparity --cells \
+      --arnet-checkpoint runs/arnet19/latest.pt --methods default default_bundled layered_recover --threads 1
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ def metrics(pred: torch.Tensor, gt: torch.Tensor) -> tuple:
 
 METHODS = ("classical", "hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "slices16",
            "classical_boost", "peer_layered", "peer_layered_boost", "layered", "layered_boost", "hybrid_layered",
-           "hybrid_layered_boost", "layered_recover", "default")
+           "hybrid_layered_boost", "layered_recover", "default", "default_bundled")
 NEURAL = {"hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "hybrid_layered",
           "hybrid_layered_boost", "default"}
 
@@ -153,13 +158,17 @@ def _fft_convolve(layer: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 
 class Methods:
-    def __init__(self, weights: pathlib.Path, official_iunet: pathlib.Path | None, names=METHODS) -> None:
+    def __init__(self, weights: pathlib.Path, official_iunet: pathlib.Path | None, names=METHODS,
+                 arnet_checkpoint: pathlib.Path | None = None) -> None:
         self.names = set(names) | {"classical"}
-        if self.names & NEURAL:
+        if self.names & (NEURAL | {"default_bundled"}):
             from bokehme_core.weights import load_arnet, load_iunet
 
             self.arnet = load_arnet(weights / "arnet.safetensors")
             self.iunet = load_iunet(weights / "iunet.safetensors")
+            self.bundled_arnet = self.arnet
+            if arnet_checkpoint is not None:
+                self.arnet = load_arnet_checkpoint(arnet_checkpoint)
             wanted = "hybrid_ours_official_iunet" in self.names
             self.official_iunet = (load_iunet(official_iunet)
                                    if wanted and official_iunet and official_iunet.exists() else None)
@@ -226,7 +235,24 @@ class Methods:
 
             out["default"] = render_bokehme(image, disparity, K=K, focus=focus, gamma=GAMMA, arnet=self.arnet,
                                             iunet=self.iunet, aperture=aperture).bokeh
+        if "default_bundled" in self.names:
+            from bokehme_core import render_bokehme
+
+            out["default_bundled"] = render_bokehme(image, disparity, K=K, focus=focus, gamma=GAMMA,
+                                                    arnet=self.bundled_arnet, iunet=self.iunet, aperture=aperture).bokeh
         return {name: pred for name, pred in out.items() if name in self.names}
+
+
+def load_arnet_checkpoint(path: pathlib.Path):
+    """ARNet from a training checkpoint (``training/train_arnet.py``'s ``latest.pt``: model state, width, step),
+    loaded strictly, in eval mode."""
+    from bokehme_core.neural.arnet import ARNet
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = ARNet(middle_channels=int(ckpt["width"]))
+    model.load_state_dict(ckpt["model"], strict=True)
+    logger.info("candidate ARNet: %s (step %d, width %d)", path, int(ckpt["step"]), int(ckpt["width"]))
+    return model.eval()
 
 
 def tensor_digest(path: pathlib.Path) -> str:
@@ -309,10 +335,13 @@ def main() -> None:
                              "Gaussian sigma 2 px) instead of the true one")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                         help="methods to evaluate (classical is always included: the reference row)")
+    parser.add_argument("--arnet-checkpoint", type=pathlib.Path, default=None,
+                        help="ARNet training checkpoint (latest.pt) used instead of --weights' ARNet by the neural "
+                             "methods (a candidate; default_bundled keeps the bundled one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    methods = Methods(args.weights, args.official_iunet, args.methods)
+    methods = Methods(args.weights, args.official_iunet, args.methods, args.arnet_checkpoint)
     results = {}
     with torch.inference_mode():
         for set_name in args.sets:
@@ -332,7 +361,13 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     digest = ({n: tensor_digest(args.weights / f"{n}.safetensors") for n in ("arnet", "iunet")}
               if methods.names & NEURAL else None)
-    args.json.write_text(json.dumps({"weights": str(args.weights), "tensor_digest": digest, "results": results}, indent=1))
+    if digest is not None and args.arnet_checkpoint is not None:
+        import hashlib
+
+        digest["arnet"] = None  # not the bundled ARNet: the checkpoint file identifies it
+        digest["arnet_checkpoint_sha256"] = hashlib.sha256(args.arnet_checkpoint.read_bytes()).hexdigest()
+    args.json.write_text(json.dumps({"weights": str(args.weights), "arnet_checkpoint": str(args.arnet_checkpoint),
+                                     "tensor_digest": digest, "results": results}, indent=1))
     print(format_tables(results))
     if args.cells:
         print(format_cells(results))

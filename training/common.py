@@ -79,27 +79,44 @@ class ShardPool:
         return out
 
 
+#: ``--classical`` choices: the shard key of the classical render, and of the image the networks see with it
+CLASSICAL_KEYS = {
+    "exact": ("classical", "image"),
+    "layered": ("classical_layered", "image"),
+    "layered_recovered": ("classical_layered_recovered", "recovered"),
+}
+
+
 def select_classical(batch: dict, mode: str) -> dict:
     """Make ``batch["classical"]`` the classical render the networks are trained against: ``"exact"`` (the
-    official kernel, key ``classical``) or ``"layered"`` (key ``classical_layered``, the pipeline's default)."""
-    if mode == "layered":
-        if "classical_layered" not in batch:
-            raise SystemExit("--classical layered needs shards with 'classical_layered' (made by the current "
+    official kernel, key ``classical``), ``"layered"`` (key ``classical_layered``) or ``"layered_recovered"``
+    (the default pipeline: the layered render of the image after the default highlight recovery, key
+    ``classical_layered_recovered``; the networks then also see that image, key ``recovered``, as in
+    :func:`bokehme_core.render_bokehme`). The unlifted image stays in ``batch["image_plain"]``."""
+    classical_key, image_key = CLASSICAL_KEYS[mode]
+    for key in (classical_key, image_key):
+        if key not in batch:
+            raise SystemExit(f"--classical {mode} needs shards with {key!r} (made by the current "
                              "training/make_dataset.py); regenerate the data")
-        batch["classical"] = batch["classical_layered"]
+    batch["image_plain"] = batch["image"]
+    batch["classical"] = batch[classical_key]
+    batch["image"] = batch[image_key]
     return batch
 
 
 def zero_blur(batch: dict, rng: random.Random, probability: float) -> dict:
-    """With ``probability`` per sample, turn it into a K = 0 sample (no blur anywhere): ground truth and
-    classical render = the image, dilated defocus 0, target error map 0. The generated data have K >= 4, so
-    without this the networks never learn that a sharp input must come back unchanged (the weights bundled on
-    2026-11-25 gave at K = 0 a neural result 19.6 dB from the input). Returns ``batch`` (modified in place)."""
+    """With ``probability`` per sample, turn it into a K = 0 sample (no blur anywhere): ground truth, classical
+    render and network input = the (unlifted) image, dilated defocus 0, target error map 0. The generated data
+    have K >= 4, so without this the networks never learn that a sharp input must come back unchanged (the
+    weights bundled on 2026-11-25 gave at K = 0 a neural result 19.6 dB from the input). Returns ``batch``
+    (modified in place)."""
+    plain = batch.get("image_plain", batch["image"])
     for i in range(batch["image"].shape[0]):
         if rng.random() < probability:
             batch["params"][i, 0] = 0.0
-            batch["gt"][i] = batch["image"][i]
-            batch["classical"][i] = batch["image"][i]
+            batch["image"][i] = plain[i]
+            batch["gt"][i] = plain[i]
+            batch["classical"][i] = plain[i]
             batch["dilated_px"][i] = 0.0
             batch["error_target"][i] = 0.0
     return batch

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from common import ShardPool, gradient_l1, network_inputs, pick_device, psnr
-from common import RunLog, add_training_args, open_data, resume, select_classical, start_run, zero_blur
+from common import CLASSICAL_KEYS, RunLog, add_training_args, open_data, resume, select_classical, start_run, zero_blur
 
 from bokehme_core.neural.arnet import ARNet
 
@@ -64,8 +64,9 @@ def main() -> None:
     add_training_args(parser, "arnet", 64, "ARNet middle channels (official 128)", seed=0,
                       crop_help="random square crop (px) of the 128 px samples")
     parser.add_argument("--bce-weight", type=float, default=0.1, help="weight of BCE(E, E*) (paper: 0.1)")
-    parser.add_argument("--classical", choices=("exact", "layered"), default="exact",
-                        help="classical render the fusion is trained against (layered = the pipeline's default)")
+    parser.add_argument("--classical", choices=tuple(CLASSICAL_KEYS), default="exact",
+                        help="classical render the fusion is trained against (layered_recovered = the default "
+                             "pipeline: layered renderer + highlight recovery, which the networks then see too)")
     args = parser.parse_args()
     start_run(args)
 

@@ -17,6 +17,7 @@ to its convolution with the aperture disk; K = 0 returns the all-in-focus compos
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from .._checks import check_choice, check_focus, check_range
 
-__all__ = ["Layer", "aperture_samples", "render_layers", "composite_in_focus"]
+__all__ = ["Layer", "aperture_samples", "render_layers", "render_layers_torch", "composite_in_focus"]
 
 
 @dataclass
@@ -126,6 +127,7 @@ def render_layers(
     background_padding: str = "reflection",
     chunk: int = 16,
     progress: Callable[[int, int], None] | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Thin-lens rendering of a layered scene with correct (partial) occlusion.
 
@@ -138,28 +140,137 @@ def render_layers(
         gamma: linearisation exponent in [1, 5]; colours are averaged as ``colour ** gamma``.
         shape, blades, rotation: aperture (see :func:`aperture_samples`).
         spacing_px: aperture lattice spacing at the largest blur radius, pixels.
-        chunk: aperture samples processed together (memory: chunk * B * 4 * H * W floats per layer).
-        progress: optional ``progress(done, total)`` over aperture samples.
+        chunk: aperture samples processed together by the torch backend (memory: chunk * B * 4 * H * W floats
+            per layer).
+        progress: optional ``progress(done, total)`` (aperture samples with torch, row blocks with numba).
+        backend: "auto" (the compiled kernel of :mod:`._lens_kernels` for CPU tensors when numba imports, else
+            torch), "numba" or "torch" (:func:`render_layers_torch`, the reference). The two agree within
+            float32 rounding (1e-5 in linear light; tested); numba is 10-40x faster on one CPU core.
 
     Returns:
         (B, 3, H, W) rendered image, same value scale as the layer colours.
     """
+    check_choice(backend, "backend", ("auto", "torch", "numba"))
+    if backend == "auto":
+        from ..scatter.numba_backend import available
+
+        on_cpu = all(t.device.type == "cpu" for layer in layers for t in (layer.color, layer.alpha, layer.disparity))
+        backend = "numba" if layers and on_cpu and available() else "torch"
+    if backend == "torch":
+        return render_layers_torch(
+            layers, K, focus, gamma, shape=shape, blades=blades, rotation=rotation, spacing_px=spacing_px,
+            background_padding=background_padding, chunk=chunk, progress=progress,
+        )
+    return _render_layers_numba(layers, K, focus, gamma, shape, blades, rotation, spacing_px, background_padding,
+                                progress)
+
+
+def _check(layers, K, focus, gamma, background_padding) -> tuple:
     if not layers:
         raise ValueError("layers must hold at least one Layer (the background), got none")
     K = check_range(K, "K", 0.0, 2000.0)
     gamma = check_range(gamma, "gamma", 1.0, 5.0)
     check_choice(background_padding, "background_padding", ("reflection", "border"))
+    return K, gamma, check_focus(focus, layers[0].color.shape[0])
+
+
+def _prepare(layers, K, f, gamma, shape, blades, rotation, spacing_px) -> tuple:
+    """Per-layer signed radii, premultiplied linear colour + alpha ((B, 4, H, W) per layer) and the aperture
+    samples (N, 2), the same tensors for both backends."""
     first = layers[0].color
-    batch, _, height, width = first.shape
-    f = check_focus(focus, batch).to(first.device, first.dtype).view(-1, 1, 1, 1)
     radii = [K * (layer.disparity - f) for layer in layers]
     max_radius = max(float(r.abs().max()) for r in radii)
     samples = aperture_samples(max_radius, shape=shape, blades=blades, rotation=rotation, spacing_px=spacing_px)
     samples = samples.to(first.device, first.dtype)
-    # Premultiplied linear colour + alpha, one (B, 4, H, W) tensor per layer.
     premult = [
         torch.cat([layer.color.clamp_min(0).pow(gamma) * layer.alpha, layer.alpha], dim=1) for layer in layers
     ]
+    return radii, premult, samples
+
+
+#: output rows per numba call (progress is reported between calls)
+_ROWS_PER_CALL = 16
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel():
+    """The compiled kernel (loaded from numba's on-disk cache after the first compilation), logging its first
+    call once."""
+    from ..scatter.numba_backend import logged_first_calls
+    from . import _lens_kernels
+
+    return logged_first_calls({"render_rows": _lens_kernels.render_rows}, "thin-lens")["render_rows"]
+
+
+def _render_layers_numba(layers, K, focus, gamma, shape, blades, rotation, spacing_px, background_padding,
+                         progress) -> torch.Tensor:
+    """:func:`render_layers` with the compiled kernel, image by image, in blocks of rows."""
+    import numpy as np
+
+    from ..scatter.numba_backend import available, numba_threads
+
+    if not available():
+        raise ValueError("backend='numba' needs numba (pip install numba); use backend='auto' or 'torch'")
+    K, gamma, focus_t = _check(layers, K, focus, gamma, background_padding)
+    first = layers[0].color
+    if first.device.type != "cpu":
+        raise ValueError(f"backend='numba' needs CPU tensors, got layers on {first.device}")
+    batch, _, height, width = first.shape
+    dtype = first.dtype
+    f = focus_t.to(first.device, torch.float32).view(-1, 1, 1, 1)
+    work = [Layer(color=layer.color.float(), alpha=layer.alpha.float(), disparity=layer.disparity.float())
+            for layer in layers]
+    radii, premult, samples = _prepare(work, K, f, gamma, shape, blades, rotation, spacing_px)
+    samples_np = samples.double().numpy()
+    kernel = _kernel()
+    blocks = [(b, y) for b in range(batch) for y in range(0, height, _ROWS_PER_CALL)]
+    out = np.zeros((batch, 3, height, width), np.float64)
+    pad0 = 0 if background_padding == "reflection" else 1
+    with numba_threads():
+        for b in range(batch):
+            premult_b = np.ascontiguousarray(
+                torch.stack([p[b].expand(4, height, width).permute(1, 2, 0) for p in premult]).numpy())
+            radius_b = np.ascontiguousarray(torch.stack([r[b, 0].expand(height, width) for r in radii]).numpy())
+            flat = radius_b.reshape(len(work), -1)
+            constant = (flat == flat[:, :1]).all(axis=1)
+            reach = np.abs(flat).max(axis=1).astype(np.float64)
+            boxes = np.empty((len(work), 4), np.int64)
+            for index, alpha in enumerate(premult_b[..., 3]):
+                rows, cols = np.nonzero(alpha.sum(axis=1) > 0)[0], np.nonzero(alpha.sum(axis=0) > 0)[0]
+                boxes[index] = (rows[0], rows[-1], cols[0], cols[-1]) if len(rows) else (1, 0, 1, 0)
+            for y in range(0, height, _ROWS_PER_CALL):
+                kernel(premult_b, radius_b, constant, boxes, reach, samples_np, pad0, y,
+                       min(y + _ROWS_PER_CALL, height), out[b])
+                if progress is not None:
+                    progress(blocks.index((b, y)) + 1, len(blocks))
+    linear = torch.from_numpy(out / samples_np.shape[0]).to(dtype)
+    return linear.clamp_min(0).pow(1.0 / gamma)
+
+
+def render_layers_torch(
+    layers: Sequence[Layer],
+    K: float,
+    focus,
+    gamma: float = 2.2,
+    *,
+    shape: str = "circle",
+    blades: int = 6,
+    rotation: float = math.pi / 2,
+    spacing_px: float = 1.0,
+    background_padding: str = "reflection",
+    chunk: int = 16,
+    progress: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """The torch implementation of :func:`render_layers`: the slow reference the compiled kernel is tested
+    against (``tests/core/test_synth.py``), and the path for CUDA tensors or without numba.
+
+    Same arguments and result as :func:`render_layers` (``progress`` counts aperture samples here).
+    """
+    K, gamma, focus_t = _check(layers, K, focus, gamma, background_padding)
+    first = layers[0].color
+    batch, _, height, width = first.shape
+    f = focus_t.to(first.device, first.dtype).view(-1, 1, 1, 1)
+    radii, premult, samples = _prepare(layers, K, f, gamma, shape, blades, rotation, spacing_px)
     base = _base_grid(height, width, first.device, first.dtype)
     total = torch.zeros(batch, 3, height, width, device=first.device, dtype=first.dtype)
     n = samples.shape[0]

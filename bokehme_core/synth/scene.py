@@ -33,6 +33,11 @@ __all__ = [
 ]
 
 
+#: range of the gains of lights brighter than white (``make_scene(hdr_lights=...)``): bench_dev's lights are
+#: 2-10x the clip level, its scenes 12-13 have lights from 1.1x to 20x
+HDR_LIGHT_GAIN = (1.1, 20.0)
+
+
 @dataclass
 class SynthScene:
     """A layered scene plus its all-in-focus image and disparity map.
@@ -169,8 +174,17 @@ def _object_mask(h: int, w: int, rng: np.random.Generator, ss: int) -> np.ndarra
     return mask
 
 
-def _add_highlights(color: np.ndarray, alpha: np.ndarray, rng: np.random.Generator, count: int) -> None:
-    """Paint small bright anti-aliased disks (in place) where the layer is opaque."""
+def _add_highlights(
+    color: np.ndarray,
+    alpha: np.ndarray,
+    rng: np.random.Generator,
+    count: int,
+    light_rng: np.random.Generator | None = None,
+    hdr_lights: float = 0.0,
+) -> None:
+    """Paint small bright anti-aliased disks (in place) where the layer is opaque; with probability
+    ``hdr_lights`` (drawn from ``light_rng``, so that ``rng``'s draws do not change) a disk is a light brighter
+    than white: its colour times a gain log-uniform in :data:`HDR_LIGHT_GAIN` (the image clips it to 1)."""
     h, w = color.shape[:2]
     for _ in range(count):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
@@ -182,6 +196,8 @@ def _add_highlights(color: np.ndarray, alpha: np.ndarray, rng: np.random.Generat
         y, x = np.mgrid[top:bottom, left:right].astype(np.float32) + 0.5
         cover = np.clip(radius - np.sqrt((y - cy) ** 2 + (x - cx) ** 2) + 0.5, 0, 1)[..., None]
         tint = 1.0 - rng.uniform(0, 0.25, 3).astype(np.float32)
+        if light_rng is not None and hdr_lights > 0 and light_rng.random() < hdr_lights:
+            tint = tint * np.float32(math.exp(light_rng.uniform(*np.log(HDR_LIGHT_GAIN))))
         patch = color[top:bottom, left:right]
         color[top:bottom, left:right] = patch * (1 - cover) + tint * cover
 
@@ -208,6 +224,7 @@ def make_scene(
     objects: tuple[int, int] = (2, 6),
     highlights: tuple[int, int] = (4, 30),
     supersample: int = 3,
+    hdr_lights: float = 0.0,
 ) -> SynthScene:
     """A random layered scene.
 
@@ -217,13 +234,19 @@ def make_scene(
         objects: inclusive range of the number of foreground objects.
         highlights: inclusive range of the number of small bright highlights on the background.
         supersample: alpha anti-aliasing factor (coverage measured on a supersample x supersample grid).
+        hdr_lights: probability in [0, 1] that a highlight is a light brighter than white (gain log-uniform in
+            :data:`HDR_LIGHT_GAIN`; the layers keep the true value, the all-in-focus ``image`` is clipped to 1 as
+            a photo is). Drawn from a stream of its own: everything else in the scene is the same for any value.
 
     Returns:
         :class:`SynthScene` with layers of shape (1, C, H, W); disparity normalised to span [0, 1].
     """
     if height < 8 or width < 8:
         raise ValueError(f"scene size must be at least 8x8, got {height}x{width}")
+    if not 0.0 <= hdr_lights <= 1.0:
+        raise ValueError(f"hdr_lights must be a probability in [0, 1], got {hdr_lights}")
     rng = np.random.default_rng(seed)
+    light_rng = np.random.default_rng([seed, 31337])
     n_objects = int(rng.integers(objects[0], objects[1] + 1))
     # Depths: background far, objects at increasing disparity (nearer later).
     bg_base = rng.uniform(0.0, 0.25)
@@ -232,7 +255,8 @@ def make_scene(
     layers_np = []
     bg_color = random_texture(height, width, rng)
     bg_alpha = np.ones((height, width), np.float32)
-    _add_highlights(bg_color, bg_alpha, rng, int(rng.integers(highlights[0], highlights[1] + 1)))
+    _add_highlights(bg_color, bg_alpha, rng, int(rng.integers(highlights[0], highlights[1] + 1)), light_rng,
+                    hdr_lights)
     bg_disp = _plane(height, width, rng, bg_base, slope=rng.choice([0.0, 0.1, 0.25]))
     layers_np.append((bg_color, bg_alpha, bg_disp))
     for depth in depths:
@@ -240,7 +264,8 @@ def make_scene(
         alpha = mask.reshape(height, supersample, width, supersample).mean(axis=(1, 3)).astype(np.float32)
         color = random_texture(height, width, rng)
         if rng.random() < 0.3:
-            _add_highlights(color, (alpha > 0.999).astype(np.float32), rng, int(rng.integers(1, 8)))
+            _add_highlights(color, (alpha > 0.999).astype(np.float32), rng, int(rng.integers(1, 8)), light_rng,
+                            hdr_lights)
         disp = _plane(height, width, rng, float(depth), slope=rng.choice([0.0, 0.0, 0.08]))
         layers_np.append((color, alpha, disp))
 
@@ -274,13 +299,16 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, kernel.view(1, 1, -1, 1))
 
 
-def augment_disparity(disparity: torch.Tensor, rng: np.random.Generator, probability: float = 0.8) -> torch.Tensor:
+def augment_disparity(
+    disparity: torch.Tensor, rng: np.random.Generator, probability: float = 0.8, predicted_share: float = 0.25
+) -> torch.Tensor:
     """Degrade a clean disparity map the way a predicted (monocular) depth map is degraded.
 
     With ``probability`` the map is degraded (otherwise returned as is): with probability 0.85 by one of two
     recipes:
 
-    * (1 in 4) the fixed "predicted map" of bench/eval_quality.py: near side dilated by 1-3 px (max
+    * (``predicted_share``, default 1 in 4) the fixed "predicted map" of bench/eval_quality.py: near side dilated
+      by 1-3 px (max
       filter), Gaussian blur sigma 1.5-2.5 px;
     * otherwise one to three of, in random order: Gaussian blur (sigma 0.5-3 px), dilation or erosion
       (max / min filter 3-7 px: the near side grows or shrinks; the paper's three), edge misalignment (a
@@ -294,6 +322,7 @@ def augment_disparity(disparity: torch.Tensor, rng: np.random.Generator, probabi
         disparity: (B, 1, H, W) in [0, 1].
         rng: numpy random generator (the draws depend only on it: deterministic).
         probability: chance of any degradation, in [0, 1].
+        predicted_share: share of the degraded maps made with the "predicted map" recipe, in [0, 1].
 
     Returns:
         (B, 1, H, W) in [0, 1].
@@ -302,7 +331,7 @@ def augment_disparity(disparity: torch.Tensor, rng: np.random.Generator, probabi
     if rng.random() >= probability:
         return out
     if rng.random() < 0.85:
-        if rng.random() < 0.25:
+        if rng.random() < predicted_share:
             out = _max_filter(out, 2 * int(rng.integers(1, 4)) + 1)
             out = _gaussian_blur(out, float(rng.uniform(1.5, 2.5)))
         else:

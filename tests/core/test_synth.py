@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bokehme_core.synth.lens import Layer, aperture_samples, composite_in_focus, render_layers
+from bokehme_core.synth.lens import Layer, aperture_samples, composite_in_focus, render_layers, render_layers_torch
 from bokehme_core.synth.scene import augment_disparity, make_scene, sample_render_params, visible_disparity
 
 
@@ -141,6 +141,61 @@ def test_renderer_bad_inputs():
         aperture_samples(3.0, shape="heart")
 
 
+# ---- compiled renderer == torch reference ------------------------------------------------------------------
+def _needs_numba():
+    from bokehme_core.scatter.numba_backend import available
+
+    if not available():
+        pytest.skip("numba is not installed")
+
+
+def _assert_same_render(layers, K, focus, gamma, **kw):
+    reference = render_layers_torch(layers, K, focus, gamma, **kw)
+    compiled = render_layers(layers, K, focus, gamma, backend="numba", **kw)
+    assert compiled.shape == reference.shape and compiled.dtype == reference.dtype
+    # linear light: float32 rounding of the reference's sample coordinates (grid_sample's normalisation)
+    torch.testing.assert_close(compiled.pow(gamma), reference.pow(gamma), atol=2e-6, rtol=0)
+    torch.testing.assert_close(compiled, reference, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "seed, size, K, focus, gamma",
+    [(0, 24, 10.0, 0.3, 2.2), (3, 28, 12.0, 0.9, 1.0), (5, 20, 8.0, 0.05, 4.0), (11, 24, 6.0, 0.6, 3.1)],
+)
+def test_numba_matches_torch_reference_on_scenes(seed, size, K, focus, gamma):
+    # procedural scenes: slanted background, partial coverage at edges, thin strands, objects at the border
+    _needs_numba()
+    _assert_same_render(make_scene(size, size, seed).layers, K, focus, gamma)
+
+
+def test_numba_matches_torch_reference_slanted_polygon_border_batch():
+    _needs_numba()
+    gen = torch.Generator().manual_seed(4)
+    h, w = 18, 22
+    yy = torch.linspace(0, 1, h).view(1, 1, h, 1).expand(2, 1, h, w)
+    background = Layer(color=torch.rand(2, 3, h, w, generator=gen), alpha=torch.ones(2, 1, h, w),
+                       disparity=(0.1 + 0.3 * yy).contiguous())  # slanted: radius resampled where rays land
+    alpha = torch.zeros(2, 1, h, w)
+    alpha[..., 4:12, 6:17] = torch.rand(2, 1, 8, 11, generator=gen)
+    front = Layer(color=torch.rand(2, 3, h, w, generator=gen) * 1.5, alpha=alpha,  # emitters above 1
+                  disparity=torch.full((2, 1, h, w), 0.9))
+    for kw in ({"shape": "polygon", "blades": 5, "rotation": 0.3}, {"background_padding": "border"},
+               {"spacing_px": 0.7}):
+        _assert_same_render([background, front], 9.0, torch.tensor([0.2, 0.95]), 2.2, **kw)
+
+
+def test_numba_renderer_progress_and_choices():
+    _needs_numba()
+    scene = make_scene(24, 24, seed=2)
+    calls = []
+    render_layers(scene.layers, K=5.0, focus=0.5, backend="numba", progress=lambda d, t: calls.append((d, t)))
+    assert calls and calls[-1][0] == calls[-1][1] and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'torch', 'numba'"):
+        render_layers(scene.layers, K=5.0, focus=0.5, backend="cuda")
+    with pytest.raises(ValueError, match=r"gamma must be in \[1, 5\], got 7"):
+        render_layers(scene.layers, K=1.0, focus=0.5, gamma=7.0, backend="numba")
+
+
 # ---- scene generator ------------------------------------------------------------------------------------------
 def test_make_scene_deterministic_and_well_formed():
     first = make_scene(40, 48, seed=11)
@@ -162,6 +217,21 @@ def test_scene_has_partial_coverage_edges():
     scene = make_scene(48, 48, seed=5)
     fractional = sum(int(((l.alpha > 0.01) & (l.alpha < 0.99)).sum()) for l in scene.layers[1:])
     assert fractional > 0
+
+
+def test_make_scene_hdr_lights_change_only_the_lights():
+    plain = make_scene(40, 40, seed=6)
+    bright = make_scene(40, 40, seed=6, hdr_lights=1.0)
+    assert len(plain.layers) == len(bright.layers)
+    torch.testing.assert_close(bright.disparity, plain.disparity, atol=0, rtol=0)
+    for a, b in zip(plain.layers, bright.layers):
+        torch.testing.assert_close(b.alpha, a.alpha, atol=0, rtol=0)
+        assert bool((b.color >= a.color - 1e-6).all())  # lights only get brighter
+    assert float(bright.layers[0].color.max()) > 1.05 >= float(plain.layers[0].color.max())
+    assert float(bright.image.max()) <= 1.0  # the photo clips them
+    torch.testing.assert_close(make_scene(40, 40, seed=6, hdr_lights=0.0).image, plain.image, atol=0, rtol=0)
+    with pytest.raises(ValueError, match=r"hdr_lights must be a probability in \[0, 1\], got 2"):
+        make_scene(16, 16, seed=0, hdr_lights=2.0)
 
 
 def test_make_scene_rejects_tiny_size():

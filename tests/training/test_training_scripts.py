@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -42,12 +43,36 @@ def test_make_dataset_writes_a_well_formed_shard(tiny_data):
     with np.load(shard) as z:
         assert z["image"].shape == (4, 3, 40, 40)  # 2 scenes x 2 renders
         assert z["disparity"].shape == z["dilated_px"].shape == z["error_target"].shape == (4, 1, 40, 40)
-        for key in ("image", "disparity", "gt", "classical", "classical_layered", "error_target"):
+        for key in ("image", "disparity", "gt", "classical", "classical_layered", "classical_layered_recovered",
+                    "error_target"):
             values = z[key].astype(np.float32)
             assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1, key
+        # highlight recovery only lifts (clipped, blurred lights), never darkens
+        assert (z["recovered"].astype(np.float32) >= z["image"].astype(np.float32) - 1e-3).all()
         K, focus, gamma = z["params"].T
         assert ((K >= 4) & (K <= 13)).all() and ((focus >= 0.05) & (focus <= 1)).all()
         assert ((gamma >= 1) & (gamma <= 5)).all()
+
+
+def test_make_dataset_is_deterministic_and_resumes_an_interrupted_run(tiny_data, tmp_path):
+    # An interrupted run: shard 0 written, shard 1 cut off while it was being written (its temporary file left).
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy2(tiny_data / "shard_00000.npz", resumed / "shard_00000.npz")
+    (resumed / "shard_00001.tmp.npz").write_bytes(b"partial zip")
+    first_mtime = (resumed / "shard_00000.npz").stat().st_mtime_ns
+    _run("make_dataset.py", "--out", resumed, "--shards", 2, "--scenes-per-shard", 2, "--size", 40)
+    fresh = tmp_path / "fresh"
+    _run("make_dataset.py", "--out", fresh, "--shards", 2, "--scenes-per-shard", 2, "--size", 40)
+    names = ["shard_00000.npz", "shard_00001.npz"]
+    # no duplicate, none missing, no temporary file left; the finished shard was not redone
+    assert sorted(p.name for p in resumed.iterdir()) == names == sorted(p.name for p in fresh.iterdir())
+    assert (resumed / "shard_00000.npz").stat().st_mtime_ns == first_mtime
+    for name in names:  # same seeds -> the same bytes, whether resumed or not, in another process
+        assert (resumed / name).read_bytes() == (fresh / name).read_bytes(), name
+    assert (tiny_data / names[0]).read_bytes() == (fresh / names[0]).read_bytes()
+    with np.load(fresh / names[1]) as z:
+        assert z["gt"].shape == (4, 3, 40, 40) and z["gt"].dtype == np.float16
 
 
 def test_arnet_then_iunet_with_frozen_arnet_resume_and_export(tiny_data, tmp_path):
@@ -153,12 +178,64 @@ def test_distill_iunet_runs_resumes_and_loads(tmp_path):
     assert all(torch.isfinite(p).all() for p in student.parameters())
 
 
-def test_arnet_against_the_layered_classical_render(tiny_data, tmp_path):
-    """--classical layered trains the fusion against the shards' layered render (the pipeline's default)."""
+@pytest.mark.parametrize("classical", ["layered", "layered_recovered"])
+def test_arnet_against_the_layered_classical_render(tiny_data, tmp_path, classical):
+    """--classical layered trains the fusion against the shards' layered render, layered_recovered against the
+    default pipeline's (layered + highlight recovery)."""
     run = tmp_path / "arnet_layered"
     _run("train_arnet.py", "--data", tiny_data, "--val-data", tiny_data, "--width", 8, "--batch", 2, "--crop", 32,
-         "--log-every", 1, "--val-every", 1, "--ckpt-every", 1, "--device", "cpu", "--classical", "layered",
+         "--log-every", 1, "--val-every", 1, "--ckpt-every", 1, "--device", "cpu", "--classical", classical,
          "--run", run, "--steps", 2)
     assert _step(run / "latest.pt") == 2
     with np.load(next(tiny_data.glob("shard_*.npz"))) as shard:
-        assert "classical_layered" in shard.files
+        assert {"classical_layered", "classical_layered_recovered", "recovered"} <= set(shard.files)
+
+
+def test_layered_recovered_is_the_default_pipelines_input_and_render():
+    """The shard's recovered image and classical render are exactly what render_bokehme's defaults compute."""
+    import sys
+
+    import bokehme_core as bm
+    from bokehme_core.defocus import render_inputs
+
+    sys.path.insert(0, str(TRAINING))
+    try:
+        import make_dataset
+    finally:
+        sys.path.remove(str(TRAINING))
+    from bokehme_core.synth.scene import augment_disparity, make_scene, sample_render_params
+
+    sample = make_dataset.make_sample(4, 0, 32)
+    # the same draws as make_sample, in float32 (the shard holds float16)
+    scene = make_scene(32, 32, 4, hdr_lights=make_dataset.HDR_LIGHTS)
+    rng = np.random.default_rng([4, 0, 12345])
+    params = sample_render_params(rng, tuple(make_dataset.RECIPE["K_range"]))
+    disparity = augment_disparity(scene.disparity, rng, predicted_share=make_dataset.PREDICTED_SHARE)
+    recovered, defocus = render_inputs(scene.image, disparity, params.K, params.focus, recover=True)
+    classical = bm.render_classical(recovered, defocus, gamma=params.gamma, mode="layered").bokeh.clamp(0, 1)
+    assert float((recovered - scene.image).max()) > 0.05  # this scene has clipped lights that get lifted
+    for key, expected in (("recovered", recovered), ("classical_layered_recovered", classical)):
+        torch.testing.assert_close(torch.from_numpy(sample[key].astype(np.float32))[None], expected,
+                                   atol=1e-3, rtol=1e-3)
+
+
+def test_select_layered_recovered_and_zero_blur_use_the_plain_image():
+    import random
+
+    common = _common()
+    generator = torch.Generator().manual_seed(1)
+    batch = {key: torch.rand(32, c, 8, 8, generator=generator) for key, c in
+             (("image", 3), ("recovered", 3), ("gt", 3), ("classical", 3), ("classical_layered", 3),
+              ("classical_layered_recovered", 3), ("dilated_px", 1), ("error_target", 1), ("disparity", 1))}
+    batch["params"] = torch.tensor([[10.0, 0.5, 2.2]]).repeat(32, 1)
+    plain, recovered = batch["image"].clone(), batch["recovered"].clone()
+    common.select_classical(batch, "layered_recovered")
+    assert batch["classical"] is batch["classical_layered_recovered"] and torch.equal(batch["image"], recovered)
+    common.zero_blur(batch, random.Random(0), 0.5)
+    zeroed = batch["params"][:, 0] == 0
+    assert 0 < int(zeroed.sum()) < 32
+    for key in ("image", "gt", "classical"):  # K = 0: no recovery (sharp lights stay as photographed)
+        assert torch.equal(batch[key][zeroed], plain[zeroed]), key
+    assert torch.equal(batch["image"][~zeroed], recovered[~zeroed])
+    with pytest.raises(SystemExit, match="needs shards with 'recovered'"):
+        common.select_classical({"image": plain, "classical_layered_recovered": plain}, "layered_recovered")

@@ -308,8 +308,7 @@ def augment_disparity(
     recipes:
 
     * (``predicted_share``, default 1 in 4) the fixed "predicted map" of bench/eval_quality.py: near side dilated
-      by 1-3 px (max
-      filter), Gaussian blur sigma 1.5-2.5 px;
+      by 1-3 px (max filter), Gaussian blur sigma 1.5-2.5 px;
     * otherwise one to three of, in random order: Gaussian blur (sigma 0.5-3 px), dilation or erosion
       (max / min filter 3-7 px: the near side grows or shrinks; the paper's three), edge misalignment (a
       global shift of up to 3 px, or a smooth random warp of 1-3 px amplitude that moves every edge

@@ -285,6 +285,28 @@ def imperfect(disparity: torch.Tensor) -> torch.Tensor:
     return (d.clamp(0, 1) * 255).round() / 255
 
 
+def shifted(disparity: torch.Tensor) -> torch.Tensor:
+    """A misaligned map (``--imperfect-disparity shift``): moved 2 px right and 2 px down (borders repeated),
+    then 8-bit."""
+    import torch.nn.functional as F
+
+    d = F.pad(disparity, (2, 0, 2, 0), mode="replicate")[..., : disparity.shape[-2], : disparity.shape[-1]]
+    return (d * 255).round() / 255
+
+
+def eroded(disparity: torch.Tensor) -> torch.Tensor:
+    """A map whose near side is too small (``--imperfect-disparity erode``): eroded by 2 px (a 5x5 min filter),
+    then 8-bit."""
+    import torch.nn.functional as F
+
+    d = -F.max_pool2d(-disparity, 5, stride=1, padding=2)
+    return (d * 255).round() / 255
+
+
+#: ``--imperfect-disparity`` recipes: what predicted depth maps get wrong
+CORRUPTIONS = {"predicted": imperfect, "shift": shifted, "erode": eroded}
+
+
 def bench_items(limit: int | None, stride: int = 1, aperture: str = "all"):
     manifest = json.loads((BENCH_DEV / "manifest.json").read_text())
     samples = [s for s in manifest["samples"] if aperture == "all" or s["aperture"] == aperture]
@@ -330,9 +352,10 @@ def main() -> None:
     parser.add_argument("--cells", action="store_true", help="also print mean PSNR per (K, d_f) cell (circle)")
     parser.add_argument("--aperture", choices=["all", "circle", "hexagon"], default="all",
                         help="bench_dev items of this aperture only")
-    parser.add_argument("--imperfect-disparity", action="store_true",
-                        help="every method gets a predicted-looking disparity (8-bit, near side dilated 2 px, "
-                             "Gaussian sigma 2 px) instead of the true one")
+    parser.add_argument("--imperfect-disparity", nargs="?", const="predicted", default=None, choices=list(CORRUPTIONS),
+                        help="every method gets a corrupted disparity instead of the true one: predicted (default: "
+                             "8-bit, near side dilated 2 px, Gaussian sigma 2 px), shift (misaligned 2 px), erode "
+                             "(near side eroded 2 px)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                         help="methods to evaluate (classical is always included: the reference row)")
     parser.add_argument("--arnet-checkpoint", type=pathlib.Path, default=None,
@@ -350,7 +373,7 @@ def main() -> None:
             for item_id, K, aperture_name, image, disparity, gt, focus, aperture in items:
                 t = time.time()
                 if args.imperfect_disparity:
-                    disparity = imperfect(disparity)
+                    disparity = CORRUPTIONS[args.imperfect_disparity](disparity)
                 outputs = methods.run(image, disparity, K, focus, aperture)
                 row = {"id": item_id, "K": K, "aperture": aperture_name, "d_f": focus}
                 for name, pred in outputs.items():

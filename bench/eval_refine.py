@@ -18,29 +18,13 @@ import pathlib
 import sys
 
 import torch
-import torch.nn.functional as F
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from bokehme_core import refine_disparity, render_classical  # noqa: E402
 from bokehme_core.defocus import render_inputs  # noqa: E402
-from eval_quality import GAMMA, bench_items, imperfect, metrics  # noqa: E402
-
-
-def shifted(disparity: torch.Tensor) -> torch.Tensor:
-    """The map misaligned by 2 px right and 2 px down (borders repeated), then 8-bit."""
-    d = F.pad(disparity, (2, 0, 2, 0), mode="replicate")[..., : disparity.shape[-2], : disparity.shape[-1]]
-    return (d * 255).round() / 255
-
-
-def eroded(disparity: torch.Tensor) -> torch.Tensor:
-    """Near side eroded by 2 px (a 5x5 min filter), then 8-bit."""
-    d = -F.max_pool2d(-disparity, 5, stride=1, padding=2)
-    return (d * 255).round() / 255
-
-
-CORRUPTIONS = {"predicted": imperfect, "shift": shifted, "erode": eroded}
+from eval_quality import CORRUPTIONS, GAMMA, bench_items, metrics  # noqa: E402
 
 
 def render(image, disparity, K, focus, aperture):

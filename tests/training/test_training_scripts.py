@@ -178,14 +178,14 @@ def test_distill_iunet_runs_resumes_and_loads(tmp_path):
     assert all(torch.isfinite(p).all() for p in student.parameters())
 
 
-@pytest.mark.parametrize("classical", ["layered", "layered_recovered"])
-def test_arnet_against_the_layered_classical_render(tiny_data, tmp_path, classical):
+@pytest.mark.parametrize("classical, extra", [("layered", []), ("layered_recovered", ["--gate"])])
+def test_arnet_against_the_layered_classical_render(tiny_data, tmp_path, classical, extra):
     """--classical layered trains the fusion against the shards' layered render, layered_recovered against the
-    default pipeline's (layered + highlight recovery)."""
+    default pipeline's (layered + highlight recovery; with --gate fused through the pipeline's gate)."""
     run = tmp_path / "arnet_layered"
     _run("train_arnet.py", "--data", tiny_data, "--val-data", tiny_data, "--width", 8, "--batch", 2, "--crop", 32,
          "--log-every", 1, "--val-every", 1, "--ckpt-every", 1, "--device", "cpu", "--classical", classical,
-         "--run", run, "--steps", 2)
+         "--run", run, "--steps", 2, *extra)
     assert _step(run / "latest.pt") == 2
     with np.load(next(tiny_data.glob("shard_*.npz"))) as shard:
         assert {"classical_layered", "classical_layered_recovered", "recovered"} <= set(shard.files)
@@ -217,6 +217,34 @@ def test_layered_recovered_is_the_default_pipelines_input_and_render():
     for key, expected in (("recovered", recovered), ("classical_layered_recovered", classical)):
         torch.testing.assert_close(torch.from_numpy(sample[key].astype(np.float32))[None], expected,
                                    atol=1e-3, rtol=1e-3)
+
+
+def test_arnet_fusion_gate_is_the_pipelines():
+    """losses(gate=...) fuses with E * gate: a zero gate gives the classical render, and the gate is the
+    pipeline's error_gate of the layered renderer."""
+    import sys
+
+    from bokehme_core.error_map import error_gate
+    from bokehme_core.neural.arnet import ARNet
+
+    sys.path.insert(0, str(TRAINING))
+    try:
+        import train_arnet
+    finally:
+        sys.path.remove(str(TRAINING))
+    generator = torch.Generator().manual_seed(2)
+    batch = {key: torch.rand(2, c, 24, 24, generator=generator) for key, c in
+             (("image", 3), ("gt", 3), ("classical", 3), ("error_target", 1), ("disparity", 1))}
+    batch["params"] = torch.tensor([[9.0, 0.2, 2.2], [6.0, 0.8, 1.5]])
+    model = ARNet(middle_channels=8).eval()
+    with torch.no_grad():
+        _, _, fused, _ = train_arnet.losses(model, batch, gate=torch.zeros(2, 1, 24, 24))
+        torch.testing.assert_close(fused, batch["classical"])
+        gate = train_arnet.fusion_gate(batch, "layered_recovered", True)
+        expected = error_gate(train_arnet.defocus_px(batch), "layered")
+        torch.testing.assert_close(gate, expected)
+        assert train_arnet.fusion_gate(batch, "layered", False) is None
+        assert train_arnet.fusion_gate(batch, "exact", True) is None  # the exact renderer has no gate
 
 
 def test_select_layered_recovered_and_zero_blur_use_the_plain_image():

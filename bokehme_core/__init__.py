@@ -41,7 +41,8 @@ _PUBLIC = {
     "lift_highlights": "defocus",
     # classical renderer
     "Aperture": "aperture",
-    "Lens": "aperture",
+    "LensShape": "aperture",
+    "Lens": "lens",
     "render_classical": "scatter",
     "ClassicalResult": "scatter",
     # neural renderer

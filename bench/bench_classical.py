@@ -227,14 +227,14 @@ def part_psnr(args):
 
 
 def part_lens(args):
-    from bokehme_core.aperture import Lens
+    from bokehme_core.aperture import LensShape
 
     h, w = _size(args.lens_size)
     image, disparity = synthetic_scene(h, w)
     defocus = signed_defocus(disparity, 30.0, 0.5)
-    lenses = [("plain circle", None), ("cat's eye 0.8", Lens(cat_eye=0.8)), ("ring 0.6", Lens(ring=0.6)),
-              ("cat's eye 0.8 + ring 0.6", Lens(cat_eye=0.8, ring=0.6)),
-              ("cat's eye 0.8 + swirl 0.5 + ring 0.6", Lens(cat_eye=0.8, swirl=0.5, ring=0.6))]
+    lenses = [("plain circle", None), ("cat's eye 0.8", LensShape(cat_eye=0.8)), ("ring 0.6", LensShape(ring=0.6)),
+              ("cat's eye 0.8 + ring 0.6", LensShape(cat_eye=0.8, ring=0.6)),
+              ("cat's eye 0.8 + swirl 0.5 + ring 0.6", LensShape(cat_eye=0.8, swirl=0.5, ring=0.6))]
     warm_image, warm_disparity = synthetic_scene(16, 16)
     for mode in ("fast", "exact"):
         for _, lens in lenses:

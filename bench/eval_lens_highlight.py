@@ -4,7 +4,7 @@
 Data: ``../shared/bench_dev`` (manifest.json; Blender path-traced ground truth, 960x540, images are
 ``linear ** (1/2.2)``); circle renders only. Renderer: ``render_classical(mode="exact", gamma=2.2)`` with the
 float32 disparity (``disparity_npy``, as bench/eval_quality.py) and ``defocus = K * (d - d_f)``; the lift acts on the 8-bit all-in-focus image first
-(``Lens(highlight_threshold=T, highlight_gain=G)``, the renderer applies it), output clamped to [0, 1].
+(``Lens(highlight_threshold=T, highlight_gain=G)``, applied before the renderer), output clamped to [0, 1].
 PSNR with data_range 1 on [0, 1] float images.
 
 Every gain in ``--gains`` is one setting for all six scenes (the same for every cell); the table has a column per
@@ -31,7 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bokehme_core import render_classical, signed_defocus  # noqa: E402
-from bokehme_core.aperture import Lens  # noqa: E402
+from bokehme_core.lens import Lens  # noqa: E402
 
 BENCH_DEV = ROOT.parent / "shared" / "bench_dev"
 GAMMA = 2.2
@@ -78,7 +78,8 @@ def main(argv=None) -> int:
         defocus = signed_defocus(disparity, float(sample["K"]), float(sample["d_f"]))
         key = (int(sample["K"]), float(sample["d_f"]))
         for name, lens in settings:
-            out = render_classical(image, defocus, gamma=GAMMA, mode="exact", lens=lens).bokeh
+            lifted = image if lens is None else lens.lift_highlights(image)
+            out = render_classical(lifted, defocus, gamma=GAMMA, mode="exact").bokeh
             cells.setdefault(key, {}).setdefault(name, []).append(psnr(out, gt))
         print(f"{sample['id']}: " + ", ".join(f"{n} {cells[key][n][-1]:.2f}" for n, _ in settings)
               + f"  ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)

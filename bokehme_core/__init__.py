@@ -43,7 +43,8 @@ _PUBLIC = {
     "recover_highlights": "defocus",
     # classical renderer
     "Aperture": "aperture",
-    "Lens": "aperture",
+    "LensShape": "aperture",
+    "Lens": "lens",
     "render_classical": "scatter",
     "ClassicalResult": "scatter",
     # neural renderer

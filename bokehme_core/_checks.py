@@ -125,3 +125,11 @@ def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
+
+
+def check_instance(value, name: str, expected: type, example: str, hint: str = "") -> None:
+    """None or an instance of ``expected``; else TypeError naming the argument, the type (with an ``example``
+    of how to build one), the actual type and an optional ``hint``."""
+    if value is not None and not isinstance(value, expected):
+        raise TypeError(f"{name} must be a bokehme_core.{expected.__name__} ({example}) or None, got "
+                        f"{type(value).__name__}{hint}")

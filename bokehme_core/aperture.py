@@ -31,7 +31,7 @@ Accepted range: [0.1, 10].
 Conventions: offsets ``(dx, dy)`` go from the source pixel to the target pixel, in pixels, x right, y down;
 radii are the blur radius ``r = |signed defocus|`` in pixels.
 
-Lens character (:class:`Lens`) changes the shape per source pixel, by its position in the frame; every effect at
+Lens shape (:class:`LensShape`) changes the shape per source pixel, by its position in the frame; every effect at
 0 is exactly the plain aperture above. In the aperture's *scaled* coordinates ``p = (dx/ax, dy/ay)`` (where the
 unsqueezed shape has radius ``r``) the profile of a source becomes::
 
@@ -61,8 +61,11 @@ unsqueezed shape has radius ``r``) the profile of a source becomes::
 * **fringe** (longitudinal chromatic aberration) renders the red channel with the signed defocus
   ``d + fringe*|d|`` and the blue one with ``d - fringe*|d|``: red and blue radii differ from green by the
   fraction ``fringe`` (red larger in front of the focus, blue larger behind: purple / green fringes).
-* **highlights** and **focus range** act before the renderer: :func:`bokehme_core.defocus.lift_highlights` and the
-  ``focus_range`` / ``near_scale`` / ``far_scale`` options of :func:`bokehme_core.defocus.signed_defocus`.
+
+These four make :class:`LensShape`, the only lens argument of :func:`bokehme_core.render_classical`. The rest of a
+lens's character acts before the renderer (highlight lift, focus range, near / far scales: the pre-render options
+of :func:`bokehme_core.render_inputs`); :class:`bokehme_core.Lens` carries both parts for the Lens node and
+:func:`bokehme_core.render_bokehme`.
 """
 
 from __future__ import annotations
@@ -78,8 +81,8 @@ import torch.nn.functional as F
 
 from ._checks import check_range
 
-__all__ = ["Aperture", "Lens", "LensFields", "clip_area_ratio", "MIN_ANAMORPHIC", "MAX_ANAMORPHIC", "MAX_BLADES",
-           "MAX_MASK_SIZE", "CAT_EYE_GAIN", "SWIRL_GAIN", "SWIRL_ANGLE", "MAX_CLIP", "RING_INNER", "LENS_RANGES"]
+__all__ = ["Aperture", "LensShape", "LensFields", "clip_area_ratio", "MIN_ANAMORPHIC", "MAX_ANAMORPHIC", "MAX_BLADES",
+           "MAX_MASK_SIZE", "CAT_EYE_GAIN", "SWIRL_GAIN", "SWIRL_ANGLE", "MAX_CLIP", "RING_INNER", "LENS_SHAPE_RANGES"]
 
 MIN_ANAMORPHIC = 0.1
 MAX_ANAMORPHIC = 10.0
@@ -194,6 +197,17 @@ class Aperture:
         This is the kernel *before* the official ``1/(r^2+0.2)`` weight and before the window clipping:
         circle ``0.5+0.5*tanh(4*(r-dist))``, polygon with ``r_e`` instead of ``r``, mask: see module docstring.
         Values are in [0, 1] for circle and polygon; a mask is scaled by its energy factor.
+
+        The circle / polygon profile (anamorphic included) exists in four production copies, one per kind of
+        code; change them together (tests/core/test_table.py ``test_aperture_profile_copies_agree`` renders a
+        point light with every exact kernel available and compares it with :meth:`kernel`, built from this one):
+
+        1. this method (torch: the exact and fast torch kernels, the fast row-run tables of every backend);
+        2. ``exact_rows`` in :mod:`bokehme_core.scatter._numba_kernels` (numba exact, the rim cells; distances
+           and the polygon's ``edge / r`` tabulated per offset by
+           :func:`bokehme_core.scatter.numba_backend.scatter_exact_numba`);
+        3. ``lemon_value`` in :mod:`bokehme_core.scatter._lens_numba_kernels` (numba exact with a lens shape);
+        4. ``_SOURCE`` (CUDA C) in :mod:`bokehme_core.scatter.cupy_backend` (CuPy exact).
         """
         ax, ay = self.axis_scale
         sx = dx / ax if ax != 1.0 else dx
@@ -301,17 +315,13 @@ SWIRL_ANGLE = math.pi / 4
 MAX_CLIP = 1.6
 #: radius of the dimmed inner shape of the soap-bubble ring, as a fraction of the blur radius
 RING_INNER = 0.8
-#: option -> (lowest, highest) accepted value, also the ranges quoted in error messages and node tooltips
-LENS_RANGES = {
+#: lens-shape option -> (lowest, highest) accepted value, also the ranges quoted in error messages and node
+#: tooltips (with the pre-render options: :data:`bokehme_core.lens.LENS_RANGES`)
+LENS_SHAPE_RANGES = {
     "cat_eye": (0.0, 1.0),
     "swirl": (0.0, 1.0),
     "ring": (0.0, 1.0),
     "fringe": (0.0, 0.25),
-    "highlight_threshold": (0.0, 1.0),
-    "highlight_gain": (1.0, 50.0),
-    "focus_range": (0.0, 1.0),
-    "near_scale": (0.0, 10.0),
-    "far_scale": (0.0, 10.0),
 }
 
 
@@ -331,11 +341,12 @@ class LensFields(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Lens:
-    """Lens character for the classical renderer (every field at its default = the plain aperture, exactly).
+class LensShape:
+    """The lens shape for the classical renderer (every field at 0 = the plain aperture, exactly): the ``lens``
+    argument of :func:`bokehme_core.render_classical` (``Lens(...).shape`` of a whole lens character).
 
     Immutable, comparable and hashable (ComfyUI caches on it). Out-of-range values raise ValueError naming the
-    option and its range (:data:`LENS_RANGES`). See the module docstring for the exact formulas.
+    option and its range (:data:`LENS_SHAPE_RANGES`). See the module docstring for the exact formulas.
 
     Fields:
         cat_eye: 0..1, optical vignetting: bokeh turns into lemons squeezed toward the frame centre, growing with
@@ -344,24 +355,15 @@ class Lens:
         ring: 0..1, soap-bubble bokeh: bright rim, centre dimmed to ``1 - ring``; energy kept.
         fringe: 0..0.25, longitudinal chromatic aberration: red / blue blur radii differ from green by this
             fraction (0.03..0.1 is lens-like).
-        highlight_threshold: 0..1, sRGB level above which lights are lifted (:func:`~bokehme_core.defocus.lift_highlights`).
-        highlight_gain: 1..50, linear-light gain of the brightest lights (1 = off).
-        focus_range: 0..1, width in disparity units of the band around the focus that stays fully sharp.
-        near_scale, far_scale: 0..10, blur growth in front of / behind the focus band, relative to K.
     """
 
     cat_eye: float = 0.0
     swirl: float = 0.0
     ring: float = 0.0
     fringe: float = 0.0
-    highlight_threshold: float = 0.9
-    highlight_gain: float = 1.0
-    focus_range: float = 0.0
-    near_scale: float = 1.0
-    far_scale: float = 1.0
 
     def __post_init__(self):
-        for name, (lo, hi) in LENS_RANGES.items():
+        for name, (lo, hi) in LENS_SHAPE_RANGES.items():
             object.__setattr__(self, name, check_range(getattr(self, name), name, lo, hi))
 
     # ------------------------------------------------------------------ what is switched on
@@ -372,32 +374,8 @@ class Lens:
 
     @property
     def is_neutral(self) -> bool:
-        """True when every option is at its no-effect value (the renderer gives today's output exactly)."""
-        return (self.shapes_neutral and self.fringe == 0.0 and self.highlight_gain == 1.0
-                and self.focus_range == 0.0 and self.near_scale == 1.0 and self.far_scale == 1.0)
-
-    def defocus_options(self) -> dict:
-        """Keyword options of :func:`bokehme_core.signed_defocus` (``focus_range``, ``near_scale``, ``far_scale``)."""
-        return {"focus_range": self.focus_range, "near_scale": self.near_scale, "far_scale": self.far_scale}
-
-    def scatter_only(self) -> "Lens":
-        """This lens without what :func:`bokehme_core.render_inputs` already applied (highlight lift, focus
-        range, near / far scales): the shapes and the fringe, for :func:`bokehme_core.render_classical`."""
-        return replace(self, highlight_gain=1.0, focus_range=0.0, near_scale=1.0, far_scale=1.0)
-
-    def signed_defocus(self, disparity: torch.Tensor, K: float, focus) -> torch.Tensor:
-        """:func:`bokehme_core.signed_defocus` with this lens's focus range and near / far scales (pixels)."""
-        from .defocus import signed_defocus
-
-        return signed_defocus(disparity, K, focus, **self.defocus_options())
-
-    def lift_highlights(self, image: torch.Tensor) -> torch.Tensor:
-        """:func:`bokehme_core.defocus.lift_highlights` with this lens's threshold and gain (identity at gain 1)."""
-        if self.highlight_gain == 1.0:
-            return image
-        from .defocus import lift_highlights
-
-        return lift_highlights(image, self.highlight_threshold, self.highlight_gain)
+        """True when every option is 0 (the renderer gives the plain aperture's output exactly)."""
+        return self.shapes_neutral and self.fringe == 0.0
 
     def channel_defocus(self, defocus_px: torch.Tensor) -> tuple:
         """Signed defocus per colour channel ``(red, green, blue)``: ``d + fringe*|d|``, ``d``, ``d - fringe*|d|``."""

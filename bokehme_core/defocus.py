@@ -11,10 +11,31 @@ import torch
 from ._checks import check_disparity, check_focus, check_image, check_range, check_same_spatial
 
 __all__ = ["signed_defocus", "apply_highlight", "render_inputs", "MAX_K", "lift_highlights", "recover_highlights",
-           "RECOVER_GAIN", "RECOVER_THRESHOLD", "RECOVER_SOFTNESS", "RECOVER_BLUR_PX"]
+           "RECOVER_GAIN", "RECOVER_THRESHOLD", "RECOVER_SOFTNESS", "RECOVER_BLUR_PX", "PRE_RENDER_DEFAULTS",
+           "PRE_RENDER_RANGES"]
 
 #: Largest K accepted anywhere: a blur radius of 2000 px is already far beyond any real lens at 4K.
 MAX_K = 2000.0
+
+#: THE defaults of the pre-render options (the lens character that acts before the renderer): the keyword
+#: arguments of :func:`render_inputs`, of :func:`signed_defocus` / :func:`lift_highlights` and the fields of
+#: :class:`bokehme_core.Lens` (and the BokehMe Lens node's widgets). Each default is the no-effect value, except
+#: the lift threshold, which only matters with a gain above 1 (0.98 with gain 3 matched path-traced lights best).
+PRE_RENDER_DEFAULTS = {
+    "highlight_threshold": 0.98,
+    "highlight_gain": 1.0,
+    "focus_range": 0.0,
+    "near_scale": 1.0,
+    "far_scale": 1.0,
+}
+#: pre-render option -> (lowest, highest) accepted value
+PRE_RENDER_RANGES = {
+    "highlight_threshold": (0.0, 1.0),
+    "highlight_gain": (1.0, 50.0),
+    "focus_range": (0.0, 1.0),
+    "near_scale": (0.0, 10.0),
+    "far_scale": (0.0, 10.0),
+}
 
 
 def signed_defocus(
@@ -28,7 +49,7 @@ def signed_defocus(
 ) -> torch.Tensor:
     """Signed defocus in pixels, ``K * (disparity - focus)``.
 
-    With a focus range (lens character, :class:`bokehme_core.aperture.Lens`) the band
+    With a focus range (lens character, :class:`bokehme_core.Lens`) the band
     ``|disparity - focus| <= focus_range / 2`` stays fully sharp (defocus 0) and the blur grows from the band's
     edges at the usual rate, scaled separately in front of and behind it:
     ``K * near_scale * (e - focus_range/2)`` for ``e = disparity - focus > focus_range/2`` (nearer),
@@ -101,8 +122,8 @@ def apply_highlight(
 
 def lift_highlights(
     image: torch.Tensor,
-    threshold: float = 0.9,
-    gain: float = 4.0,
+    threshold: float = PRE_RENDER_DEFAULTS["highlight_threshold"],
+    gain: float = PRE_RENDER_DEFAULTS["highlight_gain"],
     *,
     softness: float = 0.05,
 ) -> torch.Tensor:
@@ -118,8 +139,8 @@ def lift_highlights(
 
     Args:
         image: (B, 3, H, W) sRGB in [0, 1].
-        threshold: sRGB level at which lifting starts, in [0, 1] (0.9: nearly clipped lights).
-        gain: linear-light gain of the pixels above the threshold, in [1, 50].
+        threshold: sRGB level at which lifting starts, in [0, 1] (default 0.98: nearly clipped lights).
+        gain: linear-light gain of the pixels above the threshold, in [1, 50] (default 1: off; 3 is lens-like).
         softness: half width of the smooth transition around the threshold, in [0, 0.5].
 
     Returns:
@@ -206,45 +227,43 @@ def render_inputs(
     focus,
     *,
     highlight: bool = False,
-    lens=None,
     recover: bool = False,
+    focus_range: float = PRE_RENDER_DEFAULTS["focus_range"],
+    near_scale: float = PRE_RENDER_DEFAULTS["near_scale"],
+    far_scale: float = PRE_RENDER_DEFAULTS["far_scale"],
+    highlight_gain: float = PRE_RENDER_DEFAULTS["highlight_gain"],
+    highlight_threshold: float = PRE_RENDER_DEFAULTS["highlight_threshold"],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """What every renderer starts from: the signed defocus and the image after the optional highlight boost.
+    """What every renderer starts from: the signed defocus and the image after the optional highlight steps.
 
-    The one place where the pipeline, the node pack and the CLI turn (image, disparity, K, focus, highlight,
-    lens) into the inputs of the classical and neural renderers.
-
-    With a ``lens`` (:class:`bokehme_core.aperture.Lens`) the defocus comes from :meth:`Lens.signed_defocus`
-    (its focus range and near / far scales) and the image is lifted by :meth:`Lens.lift_highlights` (before
-    the official boost); hand ``lens.scatter_only()`` to :func:`bokehme_core.render_classical` afterwards, so
-    that the lift is not applied twice. ``lens=None`` or a neutral lens gives exactly the output without one.
+    The one place where the pipeline, the node pack and the CLI turn (image, disparity, K, focus, highlight
+    options, the pre-render part of a lens character) into the inputs of the classical and neural renderers,
+    which render what they are given. A :class:`bokehme_core.Lens` passes its pre-render part as
+    ``render_inputs(..., **lens.pre_render)`` (and its shape to the renderer: ``lens=lens.shape``). Every
+    pre-render option at its default (:data:`PRE_RENDER_DEFAULTS`) gives exactly the output without them.
 
     Args:
         image: (B, 3, H, W) sRGB in [0, 1].
         disparity: (B or 1, 1, H, W) in [0, 1], 1 = near.
         K: blur radius in px per unit disparity, in [0, 2000].
         focus: in-focus disparity in [0, 1]: a number or one per image ((B,) tensor or sequence).
-        highlight: apply the official highlight boost (:func:`apply_highlight`).
-        lens: optional :class:`bokehme_core.aperture.Lens` (focus range, near / far scales, highlight lift).
+        highlight: apply the official highlight boost (:func:`apply_highlight`), last.
         recover: highlight recovery (:func:`recover_highlights`: clipped out-of-focus lights lifted), the default of
-            :func:`bokehme_core.render_bokehme` and the nodes. A lens with its own highlight lift
-            (``highlight_gain > 1``) replaces it. Applied before the official boost when both are on.
+            :func:`bokehme_core.render_bokehme` and the nodes. A highlight lift (``highlight_gain > 1``) replaces
+            it. Applied before the official boost when both are on.
+        focus_range, near_scale, far_scale: the sharp band around the focus and the blur growth in front of /
+            behind it (:func:`signed_defocus`).
+        highlight_gain, highlight_threshold: the highlight lift (:func:`lift_highlights`; gain 1 = off), applied
+            first.
 
     Returns:
         ``(image, defocus_px)``: (B, 3, H, W) (values may exceed 1 with ``highlight`` or a highlight lift) and
         the signed defocus (B or 1, 1, H, W) in px, positive = nearer than focus.
     """
-    if lens is None:
-        defocus_px = signed_defocus(disparity, K, focus)
-    else:
-        from .aperture import Lens
-
-        if not isinstance(lens, Lens):
-            raise TypeError(f"lens must be a bokehme_core.Lens (Lens(cat_eye=0.5, ring=0.3, ...)) or None, "
-                            f"got {type(lens).__name__}")
-        defocus_px = lens.signed_defocus(disparity, K, focus)
-        image = lens.lift_highlights(image)
-    if recover and (lens is None or lens.highlight_gain == 1.0):
+    defocus_px = signed_defocus(disparity, K, focus, focus_range=focus_range, near_scale=near_scale,
+                                far_scale=far_scale)
+    image = lift_highlights(image, highlight_threshold, highlight_gain)
+    if recover and highlight_gain == 1.0:
         image = recover_highlights(image, defocus_px)
     if highlight:
         image = apply_highlight(image, defocus_px, K)

@@ -308,7 +308,7 @@ _ROWS_PER_CALL = 64
 
 
 def _numba_available() -> bool:
-    from .scatter.numba_backend import available
+    from .scatter.numba_runtime import available
 
     return available()
 
@@ -318,7 +318,7 @@ def _kernel():
     """The compiled kernel (loaded from numba's on-disk cache after the first compilation), logging its first
     call once."""
     from . import _error_map_kernels
-    from .scatter.numba_backend import logged_first_calls
+    from .scatter.numba_runtime import logged_first_calls
 
     return logged_first_calls({"error_map": _error_map_kernels.error_rows}, "error map")["error_map"]
 
@@ -327,7 +327,7 @@ def _error_numba(work_radius, search, variant, delta1, delta2, front_only, progr
     """The map on the work grid with the compiled kernel (:mod:`._error_map_kernels`), image by image."""
     import numpy as np
 
-    from .scatter.numba_backend import numba_threads
+    from .scatter.numba_runtime import numba_threads
 
     kernel = _kernel()
     batch, _, work_h, work_w = work_radius.shape

@@ -28,8 +28,9 @@ from typing import Callable
 import torch
 
 from ._checks import check_choice, check_disparity, check_finite, check_focus, check_image, check_range
-from ._checks import check_same_spatial
+from ._checks import check_instance, check_same_spatial
 from .defocus import MAX_K, render_inputs
+from .lens import Lens
 from .fusion import fuse
 from .neural.arnet import ARNet
 from .neural.iunet import IUNet
@@ -120,9 +121,10 @@ def render_bokehme(
             Default on: measured better than no recovery and than the official boost on path-traced scenes.
         aperture: a :class:`bokehme_core.Aperture` for the classical renderer (None = circle).
         lens: lens character, :class:`bokehme_core.Lens` (None = none): its focus range, near / far scales and
-            highlight lift shape the inputs of both renderers (:func:`bokehme_core.render_inputs`); cat's eye,
-            swirl, ring and fringe act in the classical renderer (the neural one renders plain bokeh, used where
-            the error map says so). A neutral lens gives exactly the output without one.
+            highlight lift shape the inputs of both renderers (``render_inputs(..., **lens.pre_render)``); its
+            shape (cat's eye, swirl, ring, fringe: ``lens.shape``) acts in the classical renderer (the neural one
+            renders plain bokeh, used where the error map says so). A neutral lens gives exactly the output
+            without one.
         classical_mode: "layered" (default: occlusion-aware, measured best inside the hybrid on path-traced
             scenes, bench/README.md), "exact" (the official kernel)
             or "fast" (see :func:`bokehme_core.render_classical`).
@@ -156,6 +158,7 @@ def render_bokehme(
     check_finite(image, "image")
     check_finite(disparity, "disparity")
     K = check_range(K, "K", 0.0, MAX_K)
+    check_instance(lens, "lens", Lens, "Lens(cat_eye=0.5, ring=0.3, ...), e.g. from the BokehMe Lens node")
     gamma = check_range(gamma, "gamma", GAMMA_MIN, GAMMA_MAX)
     check_choice(classical_mode, "classical_mode", CLASSICAL_MODES)
     check_choice(error_map, "error_map", ERROR_MAP_CHOICES)
@@ -175,8 +178,8 @@ def render_bokehme(
 
     image = image.to(torch.float32)
     disparity = disparity.to(torch.float32).expand(batch, -1, -1, -1)
-    image, defocus_px = render_inputs(image, disparity, K, focus_t, highlight=highlight, lens=lens,
-                                      recover=recover_highlights)
+    image, defocus_px = render_inputs(image, disparity, K, focus_t, highlight=highlight, recover=recover_highlights,
+                                      **({} if lens is None else lens.pre_render))
 
     scales = [adaptive_scale(defocus_px[b]) for b in range(batch)]
     total = batch * _CLASSICAL_UNITS + sum(1 + num_iunet_passes(s) for s in scales)
@@ -194,7 +197,7 @@ def render_bokehme(
     with torch.inference_mode():
         classical = render_classical(
             image, defocus_px, gamma=gamma, aperture=aperture, mode=classical_mode, highlight=False, K=K,
-            progress=classical_progress, lens=None if lens is None else lens.scatter_only(),
+            progress=classical_progress, lens=None if lens is None else lens.shape,
         )
         bokeh_classical = classical.bokeh.to(torch.float32)
         dilated_px = classical.dilated_defocus.to(torch.float32)

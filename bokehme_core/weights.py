@@ -10,8 +10,9 @@
 * Every failure to use a weights file raises :class:`CheckpointError` (a ValueError) or a subclass of it
   (:class:`bokehme_core.depth.DepthCheckpointError`); every failed download raises
   :class:`WeightsDownloadError` (a RuntimeError) saying where to put the file by hand.
-* :data:`PROVENANCE` is the one table of where official weights come from (URL, file name, sha256 where
-  known, licence); :func:`download_weights` fetches any of them atomically and verifies it (sha256, strict load).
+* :data:`PROVENANCE` gathers where official weights come from (URL, file name, sha256 where known, licence),
+  declared beside each network class (``PRETRAINED``); :func:`download_weights` fetches any of them atomically
+  and verifies it (sha256, then a strict load by the loader the caller passes; ARNet / IUNet by default).
 * :func:`load_bundled_models` loads our own trained weights from ``weights/`` (sha256 checked against its
   ``manifest.json``), cached as CPU state dicts: every call returns new modules, so callers may move them
   between devices without touching anyone else's copy.
@@ -29,12 +30,15 @@ import os
 import pathlib
 import pickle
 import zipfile
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
 
 from ._download import download_verified
+from .depth.depth_anything_v2 import PRETRAINED as DEPTH_ANYTHING_V2_WEIGHTS
+from .neural.arnet import PRETRAINED as ARNET_WEIGHTS
+from .neural.iunet import PRETRAINED as IUNET_WEIGHTS
+from .provenance import WeightsSource
 
 logger = logging.getLogger(__name__)
 
@@ -71,59 +75,9 @@ class WeightsDownloadError(RuntimeError):
 
 # --- provenance -------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class WeightsSource:
-    """Where one official weights file comes from.
-
-    Attributes:
-        display: human-readable name.
-        url: upstream download URL.
-        filename: the file's official name (saved under it).
-        licence: licence of the weights.
-        network: "arnet", "iunet" or "depth" (which loader verifies it).
-        sha256: hash of the upstream file, where known (otherwise the strict load is the check).
-        homepage: the upstream project.
-    """
-
-    display: str
-    url: str
-    filename: str
-    licence: str
-    network: str
-    sha256: str | None = None
-    homepage: str = ""
-
-
-_BOKEHME = "https://github.com/JuewenPeng/BokehMe"
-#: The authors' repository carries an MIT ``LICENSE`` and a ``LICENSE.md`` that restricts the software to
-#: non-commercial purposes; the pack treats the official weights as non-commercial.
-_BOKEHME_LICENCE = "BokehMe licence: non-commercial use only (upstream LICENSE.md)"
-
-
-def _hf(repo: str, filename: str) -> str:
-    return f"https://huggingface.co/{repo}/resolve/main/{filename}"
-
-
-#: name -> :class:`WeightsSource` of every official file the pack can download.
-PROVENANCE = {
-    "arnet": WeightsSource("BokehMe ARNet (official)", f"{_BOKEHME}/raw/main/checkpoints/arnet.pth", "arnet.pth",
-                           _BOKEHME_LICENCE, "arnet", None, _BOKEHME),
-    "iunet": WeightsSource("BokehMe IUNet (official)", f"{_BOKEHME}/raw/main/checkpoints/iunet.pth", "iunet.pth",
-                           _BOKEHME_LICENCE, "iunet",
-                           "6df927797a1657ba700410d43a9434f98268fe5888553d30ebb9f1fd7130a02d", _BOKEHME),
-    "depth_anything_v2_vits": WeightsSource(
-        "Depth Anything V2 Small", _hf("depth-anything/Depth-Anything-V2-Small", "depth_anything_v2_vits.pth"),
-        "depth_anything_v2_vits.pth", "Apache-2.0", "depth", None,
-        "https://github.com/DepthAnything/Depth-Anything-V2"),
-    "depth_anything_v2_vitb": WeightsSource(
-        "Depth Anything V2 Base", _hf("depth-anything/Depth-Anything-V2-Base", "depth_anything_v2_vitb.pth"),
-        "depth_anything_v2_vitb.pth", "CC-BY-NC-4.0 (non-commercial use only)", "depth", None,
-        "https://github.com/DepthAnything/Depth-Anything-V2"),
-    "depth_anything_v2_vitl": WeightsSource(
-        "Depth Anything V2 Large", _hf("depth-anything/Depth-Anything-V2-Large", "depth_anything_v2_vitl.pth"),
-        "depth_anything_v2_vitl.pth", "CC-BY-NC-4.0 (non-commercial use only)", "depth", None,
-        "https://github.com/DepthAnything/Depth-Anything-V2"),
-}
+#: name -> :class:`~bokehme_core.provenance.WeightsSource` of every official file the pack can download, gathered
+#: from the declarations beside each network class (``PRETRAINED`` of ARNet, IUNet and Depth Anything V2).
+PROVENANCE = {**ARNET_WEIGHTS, **IUNET_WEIGHTS, **DEPTH_ANYTHING_V2_WEIGHTS}
 
 
 def _source(name: str, networks: Iterable[str] | None = None) -> WeightsSource:
@@ -337,24 +291,10 @@ def save_safetensors(model, path, metadata: dict | None = None) -> None:
 
 # --- downloads --------------------------------------------------------------------------------------------
 
-def _verify_loads(name: str, path: pathlib.Path) -> str | None:
-    """Load ``path`` strictly as the network of ``PROVENANCE[name]``; return a reason it is unusable, or None."""
-    source = PROVENANCE[name]
-    try:
-        if source.network == "arnet":
-            load_arnet(path)
-        elif source.network == "iunet":
-            load_iunet(path)
-        else:
-            from .depth.loading import load_depth_model
-
-            variant = load_depth_model(path).variant
-            expected = name.rsplit("_", 1)[-1]
-            if variant != expected:
-                return f"it is the {variant} variant, expected {expected}"
-    except (CheckpointError, FileNotFoundError) as exc:
-        return str(exc)
-    return None
+def _verify_bokehme(name: str) -> Callable[[pathlib.Path], None]:
+    """The strict load of this module's own networks (ARNet, IUNet): the default ``verify_load``."""
+    network = PROVENANCE[name].network
+    return load_arnet if network == "arnet" else load_iunet
 
 
 def download_weights(
@@ -365,6 +305,7 @@ def download_weights(
     progress: Callable[[int, int], None] | None = None,
     timeout: float = 60.0,
     networks: Iterable[str] | None = None,
+    verify_load: Callable[[pathlib.Path], object] | None = None,
 ) -> pathlib.Path:
     """Download the official file ``PROVENANCE[name]`` into ``dest_dir`` (created if needed); return its path.
 
@@ -378,13 +319,22 @@ def download_weights(
         progress: ``progress(bytes_done, bytes_total)``; ``bytes_total`` is 0 when the server does not say.
         timeout: network timeout in seconds.
         networks: restrict ``name`` to these kinds ("arnet", "iunet", "depth"); None = any.
+        verify_load: ``verify_load(path)`` loads the downloaded file strictly as its network and raises
+            :class:`CheckpointError` (or returns a string saying why) when it is not usable; the caller passes it
+            (:func:`bokehme_core.depth.download_depth_model` passes the depth loader). Default: :func:`load_arnet`
+            / :func:`load_iunet` for ARNet / IUNet; other networks need one.
 
     Raises:
-        ValueError: unknown ``name``.
+        ValueError: unknown ``name``, or no ``verify_load`` for a network of another module.
         WeightsDownloadError: offline / HTTP error / incomplete / sha256 mismatch / not the expected network;
             the message gives the URL and the path where to save the file by hand.
     """
     source = _source(name, networks)
+    if verify_load is None:
+        if source.network not in ("arnet", "iunet"):
+            raise ValueError(f"download_weights({name!r}) needs verify_load=... for {source.network} weights (the "
+                             f"strict loader of that network); bokehme_core.depth.download_depth_model passes it")
+        verify_load = _verify_bokehme(name)
     address = url or source.url
     target = pathlib.Path(os.fspath(dest_dir)).expanduser() / source.filename
     by_hand = (
@@ -396,7 +346,11 @@ def download_weights(
             raise WeightsDownloadError(
                 f"{address} has sha256 {sha}, expected {source.sha256} (wrong or corrupted file). {by_hand}"
             )
-        reason = _verify_loads(name, path)
+        try:
+            result = verify_load(path)
+            reason = result if isinstance(result, str) else None
+        except (CheckpointError, FileNotFoundError) as exc:
+            reason = str(exc)
         if reason is not None:
             raise WeightsDownloadError(f"the downloaded file is not a usable {source.display}: {reason}. {by_hand}")
 

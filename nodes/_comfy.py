@@ -269,6 +269,8 @@ def official_weights_path(name: str, node: str):
     logger.info("BokehMe: %s not found in %s, downloading", source.filename, [str(d) for d in dirs])
     bar = progress_callback(100)
     try:
+        if source.network == "depth":  # the depth loader verifies depth files
+            from ..bokehme_core.depth import download_depth_model as download_weights
         return download_weights(name, dirs[0], progress=lambda d, t: bar(d * 100 // t if t else 0, 100))
     except WeightsDownloadError as exc:
         raise RuntimeError(f"{node}: {exc}; then run the workflow again.") from exc

@@ -11,7 +11,7 @@ import logging
 import torch
 
 from ..bokehme_core import Lens, render_classical
-from ..bokehme_core.aperture import LENS_RANGES
+from ..bokehme_core.lens import LENS_RANGES
 from . import _comfy
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ LENS_INPUT = {"lens": (LENS_TYPE, {"tooltip":
               "Optional lens character from 'BokehMe Lens' (cat's eye, swirl, soap-bubble ring, colour fringing, "
               "bright highlights, focus range). Not connected = the plain aperture."})}
 
-# option -> (default, step, what it does); the range comes from bokehme_core.aperture.LENS_RANGES
+# option -> (default, step, what it does); the range comes from bokehme_core.lens.LENS_RANGES
 _OPTIONS = {
     "cat_eye": (0.0, 0.01, "Cat's-eye bokeh (optical vignetting): toward the frame's edges the bokeh balls are clipped "
                 "into lemon shapes squeezed toward the image centre, more the farther from the centre; none at the "
@@ -83,7 +83,7 @@ def lens_preview(lens: Lens, height: int = 192, width: int = 288, radius: float 
             y, x = round(fy * (height - 1)), round(fx * (width - 1))
             image[..., y - 1:y + 1, x - 1:x + 1] = 1.0
     defocus = torch.full((1, 1, height, width), -float(radius))  # behind the focus
-    out = render_classical(image, defocus, gamma=2.2, mode="fast", lens=lens).bokeh
+    out = render_classical(lens.lift_highlights(image), defocus, gamma=2.2, mode="fast", lens=lens.shape).bokeh
     return (out * 6.0).clamp(0, 1)  # exposed so that the dim rims of large balls read clearly
 
 

@@ -202,10 +202,10 @@ class BokehMeClassicalRender:
                 _comfy.check_interrupted()
                 frame, frame_disp = img[i : i + 1].to(device), disp[i : i + 1].to(device)
                 frame, defocus = render_inputs(frame, frame_disp, K, focus_values[i : i + 1], highlight=highlight,
-                                               lens=lens, recover=recover_highlights)
+                                               recover=recover_highlights, **({} if lens is None else lens.pre_render))
                 _comfy.check_interrupted()
                 result = render_classical(frame, defocus, gamma=gamma, aperture=ap, mode=mode,
-                                          lens=None if lens is None else lens.scatter_only(), progress=progress(i))
+                                          lens=None if lens is None else lens.shape, progress=progress(i))
                 bokeh.append(result.bokeh.clamp(0, 1).cpu())
                 dilated.append(result.dilated_defocus.cpu())
                 preview.append(defocus_preview(defocus, max_radius=max(K * 0.5, 1e-3)).cpu())

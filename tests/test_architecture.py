@@ -120,9 +120,10 @@ def test_dependencies_point_one_way():
     for path in _python_files("bokehme_core"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level > 0:
-                depth = len(path.relative_to(ROOT / "bokehme_core").parts) - 1
-                assert node.level <= depth + 1 - (path.name == "__init__.py") or node.level <= depth + 1, path
+            if isinstance(node, ast.ImportFrom) and node.level > 0:  # a relative import stays inside the core
+                target = _resolve_relative(path, node)
+                assert target == "bokehme_core" or target.startswith("bokehme_core."), \
+                    f"{path.relative_to(ROOT)} line {node.lineno}: {'.' * node.level}{node.module or ''} leaves bokehme_core"
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 for name in names:
@@ -141,3 +142,98 @@ def test_weights_errors_share_one_base():
 
     assert issubclass(DepthCheckpointError, CheckpointError) and issubclass(CheckpointError, ValueError)
     assert DepthDownloadError is WeightsDownloadError
+
+
+# --- import cycles inside the core ----------------------------------------------------------------------------
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve_relative(path: pathlib.Path, node: ast.ImportFrom) -> str:
+    """The absolute module a relative ``from`` import of the file ``path`` names ("" when it leaves the pack)."""
+    package = _module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    if node.level - 1 >= len(package):
+        return ""
+    base = package[:len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def import_graph(folder: str = "bokehme_core") -> dict:
+    """module -> the modules of ``folder`` it imports (every import statement, at module level or inside a
+    function: a lazy import closes a circle too). Importing a submodule is not counted as importing its parent
+    package (Python initialises the package first, but a package's __init__ importing its submodules is no
+    circle)."""
+    modules = {_module_name(p): p for p in _python_files(folder)}
+    graph = {}
+    for name, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve_relative(path, node) if node.level else (node.module or "")
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                           for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in modules:  # "pkg.module.attribute" -> "pkg.module"
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    edges.add(target)
+        graph[name] = edges
+    return graph
+
+
+def import_cycles(graph: dict) -> list:
+    """The strongly connected components of more than one module (Tarjan), each as a sorted list."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_import_cycle_finder_finds_a_planted_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert import_cycles(graph) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_import_graph_sees_lazy_and_relative_imports():
+    graph = import_graph()
+    assert "bokehme_core.scatter.table" in graph["bokehme_core.scatter"]  # from .table import ...
+    assert "bokehme_core.scatter.numba_runtime" in graph["bokehme_core.error_map"]  # inside a function
+    assert "bokehme_core.scatter._numba_kernels" in graph["bokehme_core.scatter.numba_backend"]  # from . import x
+
+
+def test_no_import_cycles_in_the_core():
+    cycles = import_cycles(import_graph())
+    assert cycles == [], "import circles in bokehme_core: " + "; ".join(" <-> ".join(c) for c in cycles)
+

@@ -54,9 +54,10 @@ def render(image, disparity, focus: float, *, aperture: Aperture | None = None, 
 
 def render_lens(image, disparity, focus: float, lens: Lens | None, *, k: float = K) -> torch.Tensor:
     """Classical exact render with a lens (focus range, highlight lift, shapes, fringe): (1,3,H,W) in [0,1]."""
-    lifted, defocus = render_inputs(image, disparity, k, focus, lens=lens)  # highlights, focus range
+    pre_render = {} if lens is None else lens.pre_render  # highlights, focus range
+    lifted, defocus = render_inputs(image, disparity, k, focus, **pre_render)
     result = render_classical(lifted, defocus, gamma=GAMMA, aperture=None, mode="exact",
-                              lens=None if lens is None else lens.scatter_only())
+                              lens=None if lens is None else lens.shape)
     return result.bokeh.clamp(0, 1)
 
 

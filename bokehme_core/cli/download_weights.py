@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     (a RuntimeError) listing the failures otherwise, each saying where to put the file by hand.
     """
     from ..weights import WeightsDownloadError, download_weights
-    from . import ByteProgress
+    from .progress import ByteProgress
     from ..paths import user_cache_dir
 
     dest = args.dest or user_cache_dir()

@@ -152,7 +152,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 def _download_if_asked(args) -> None:
     from ..depth import download_depth_model
     from ..weights import PROVENANCE
-    from . import ByteProgress
+    from .progress import ByteProgress
 
     name = args.model or DEFAULT_MODEL
     choices = [k for k, v in PROVENANCE.items() if v.network == "depth"]

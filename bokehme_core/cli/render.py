@@ -10,7 +10,7 @@ import sys
 import time
 
 from ..image_io import read_image, write_image
-from . import TextProgress
+from .progress import TextProgress
 
 __all__ = ["register", "render_file", "parse_aperture", "lens_from_args", "LENS_FLAGS"]
 
@@ -44,7 +44,7 @@ def parse_aperture(spec: str, anamorphic: float = 1.0):
     return Aperture.from_mask(shape, anamorphic=anamorphic)
 
 
-#: lens-character flag -> (Lens option, help); ranges from bokehme_core.aperture.LENS_RANGES
+#: lens-character flag -> (Lens option, help); ranges from bokehme_core.lens.LENS_RANGES
 LENS_FLAGS = {
     "--cat-eye": ("cat_eye", "cat's-eye bokeh toward the frame's edges (optical vignetting)"),
     "--swirl": ("swirl", "swirly (Petzval) bokeh: the cat's-eye lemons lean and stretch around the centre"),
@@ -61,7 +61,7 @@ LENS_FLAGS = {
 
 def lens_from_args(args):
     """The lens-character flags -> :class:`bokehme_core.Lens`, or None when every flag is at its default."""
-    from ..aperture import Lens
+    from ..lens import Lens
 
     neutral = Lens()  # callers without the flags (the demo command) get the plain aperture
     options = {option: getattr(args, option, getattr(neutral, option)) for option, _ in LENS_FLAGS.values()}
@@ -141,11 +141,10 @@ def render_file(args) -> pathlib.Path:
     if networks is None:
         used = "classical"
         recover = not getattr(args, "no_recover_highlights", False)
-        boosted, defocus = render_inputs(image, disparity, args.K, focus, highlight=args.highlight, lens=lens,
-                                         recover=recover)
+        boosted, defocus = render_inputs(image, disparity, args.K, focus, highlight=args.highlight, recover=recover,
+                                         **({} if lens is None else lens.pre_render))
         result = render_classical(boosted, defocus, gamma=args.gamma, aperture=aperture, mode=args.mode,
-                                  progress=TextProgress("classical"),
-                                  lens=None if lens is None else lens.scatter_only())
+                                  progress=TextProgress("classical"), lens=None if lens is None else lens.shape)
         bokeh = result.bokeh.clamp(0, 1)
     else:
         from .. import render_bokehme
@@ -195,7 +194,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--no-recover-highlights", action="store_true",
                    help="keep clipped lights as they are (default: clipped out-of-focus lights are lifted 2.5x in "
                         "linear light, so they render as bright bokeh balls; --highlight-gain replaces it)")
-    from ..aperture import LENS_RANGES, Lens
+    from ..lens import LENS_RANGES, Lens
 
     neutral = Lens()
     lens_group = r.add_argument_group("lens character", "every effect at its default = the plain aperture")

@@ -10,7 +10,8 @@ names onto these modules so the official files load strictly. Both families outp
 (larger = nearer), which :meth:`DepthModel.estimate` normalises to disparity in [0, 1] (1 = near).
 
 Checkpoints are read and checked by the pack's one weights reader (:mod:`bokehme_core.weights`), which also
-holds their provenance (:data:`bokehme_core.weights.PROVENANCE`) and downloads them.
+gathers their provenance (declared beside the class: ``PRETRAINED`` of :mod:`.depth_anything_v2`) and downloads
+them (:func:`download_depth_model` passes the depth loader that verifies a download).
 
 Imports are lazy: ``import bokehme_core.depth`` does not import timm.
 """

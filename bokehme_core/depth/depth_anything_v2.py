@@ -24,16 +24,29 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..provenance import WeightsSource, hf_url
 from .base import DepthModel
 from .dpt_blocks import FusionDecoder, decoder_key_table
 
-__all__ = ["DepthAnythingV2", "DA_V2_CONFIGS", "official_key_table"]
+__all__ = ["DepthAnythingV2", "DA_V2_CONFIGS", "PRETRAINED", "official_key_table"]
 
 #: variant -> (timm model, embed dim, depth, intermediate blocks, head features, head out_channels)
 DA_V2_CONFIGS = {
     "vits": ("vit_small_patch14_dinov2", 384, 12, (2, 5, 8, 11), 64, (48, 96, 192, 384)),
     "vitb": ("vit_base_patch14_dinov2", 768, 12, (2, 5, 8, 11), 128, (96, 192, 384, 768)),
     "vitl": ("vit_large_patch14_dinov2", 1024, 24, (4, 11, 17, 23), 256, (256, 512, 1024, 1024)),
+}
+
+_HOME = "https://github.com/DepthAnything/Depth-Anything-V2"
+_NON_COMMERCIAL = "CC-BY-NC-4.0 (non-commercial use only)"
+#: where the official weights of each variant come from (gathered by :data:`bokehme_core.weights.PROVENANCE`)
+PRETRAINED = {
+    f"depth_anything_v2_{variant}": WeightsSource(
+        f"Depth Anything V2 {size}",
+        hf_url(f"depth-anything/Depth-Anything-V2-{size}", f"depth_anything_v2_{variant}.pth"),
+        f"depth_anything_v2_{variant}.pth", licence, "depth", None, _HOME)
+    for variant, size, licence in (("vits", "Small", "Apache-2.0"), ("vitb", "Base", _NON_COMMERCIAL),
+                                   ("vitl", "Large", _NON_COMMERCIAL))
 }
 
 
@@ -92,9 +105,7 @@ class DepthAnythingV2(DepthModel):
 
         timm_name, embed_dim, _, self.intermediate_blocks, features, out_channels = DA_V2_CONFIGS[variant]
         self.variant = variant
-        from ..weights import PROVENANCE  # the one table of where official weights come from
-
-        self.license = PROVENANCE[f"depth_anything_v2_{variant}"].licence
+        self.license = PRETRAINED[f"depth_anything_v2_{variant}"].licence
         self.backbone = timm.create_model(timm_name, pretrained=False, img_size=518, num_classes=0)
         # DINOv2's masked-token embedding: unused at inference, kept so that the official file loads strictly.
         self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))

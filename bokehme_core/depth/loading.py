@@ -63,8 +63,15 @@ def read_state_dict(path) -> dict:
 def download_depth_model(name: str, dest_dir, *, url: str | None = None, progress=None, timeout: float = 60.0):
     """Download an official depth checkpoint (a depth entry of :data:`bokehme_core.weights.PROVENANCE`, e.g.
     "depth_anything_v2_vits") into ``dest_dir`` and return its path; see
-    :func:`bokehme_core.weights.download_weights` (atomic, verified by a strict load)."""
-    return download_weights(name, dest_dir, url=url, progress=progress, timeout=timeout, networks=("depth",))
+    :func:`bokehme_core.weights.download_weights` (atomic, verified by a strict load as that variant)."""
+
+    def verify_load(path) -> str | None:
+        variant = load_depth_model(path).variant
+        expected = name.rsplit("_", 1)[-1]
+        return None if variant == expected else f"it is the {variant} variant, expected {expected}"
+
+    return download_weights(name, dest_dir, url=url, progress=progress, timeout=timeout, networks=("depth",),
+                            verify_load=verify_load)
 
 
 def _shape(sd: dict, key: str):

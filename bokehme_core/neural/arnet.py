@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from .blocks import ShuffleConvNet, half_tile
+from ..provenance import WeightsSource
+from .blocks import BOKEHME_LICENCE, BOKEHME_REPO, ShuffleConvNet, half_tile
+
+#: where the official ARNet weights come from (gathered by :data:`bokehme_core.weights.PROVENANCE`)
+PRETRAINED = {
+    "arnet": WeightsSource("BokehMe ARNet (official)", f"{BOKEHME_REPO}/raw/main/checkpoints/arnet.pth", "arnet.pth",
+                           BOKEHME_LICENCE, "arnet", None, BOKEHME_REPO),
+}
 
 __all__ = ["ARNet"]
 

@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvELU", "BlockStack", "ShuffleConvNet", "NetConfig", "resize_bilinear", "SHUFFLE"]
+__all__ = ["ConvELU", "BlockStack", "ShuffleConvNet", "NetConfig", "resize_bilinear", "SHUFFLE", "BOKEHME_REPO",
+           "BOKEHME_LICENCE"]
+
+#: the authors' repository (code and the official ARNet / IUNet checkpoints)
+BOKEHME_REPO = "https://github.com/JuewenPeng/BokehMe"
+#: The authors' repository carries an MIT ``LICENSE`` and a ``LICENSE.md`` that restricts the software to
+#: non-commercial purposes; the pack treats the official weights as non-commercial.
+BOKEHME_LICENCE = "BokehMe licence: non-commercial use only (upstream LICENSE.md)"
 
 #: The space-to-depth factor of both networks.
 SHUFFLE = 2

@@ -11,7 +11,15 @@ import torch
 
 import torch.nn.functional as F
 
-from .blocks import SHUFFLE, ShuffleConvNet, half_tile, resize_bilinear
+from ..provenance import WeightsSource
+from .blocks import BOKEHME_LICENCE, BOKEHME_REPO, SHUFFLE, ShuffleConvNet, half_tile, resize_bilinear
+
+#: where the official IUNet weights come from (gathered by :data:`bokehme_core.weights.PROVENANCE`)
+PRETRAINED = {
+    "iunet": WeightsSource("BokehMe IUNet (official)", f"{BOKEHME_REPO}/raw/main/checkpoints/iunet.pth", "iunet.pth",
+                           BOKEHME_LICENCE, "iunet",
+                           "6df927797a1657ba700410d43a9434f98268fe5888553d30ebb9f1fd7130a02d", BOKEHME_REPO),
+}
 
 __all__ = ["IUNet", "SPARSE_TILE_SIZE"]
 

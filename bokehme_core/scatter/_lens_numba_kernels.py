@@ -157,7 +157,7 @@ def fast_fields(y_lo, y_hi, radius, img, top, left, frame_h, frame_w, shifted, g
                 ring_amount, plain_mass, shape_t, clip_t, ring_inner, n_levels, base_radius, lpp, big_reach, n_rows,
                 n_runs, half_rows, row_lo, row_hi, clip_lo, clip_hi, rec_f, rec_i, span, row_span):
     """Per-source lens state of the fast kernel, one pass over the source rows ``y_lo .. y_hi - 1`` (the clip vectors of
-    :meth:`bokehme_core.aperture.Lens.fields` and the weights of :func:`.lens_kernels.scatter_fast_lens`, fused).
+    :meth:`bokehme_core.aperture.LensShape.fields` and the weights of :func:`.lens_kernels.scatter_fast_lens`, fused).
 
     radius (H, W) px; img (C, H, W) linear colour (C = 3) or premultiplied colour + coverage (C = 4, the
     energy-preserving splat: sources with coverage 0 reach no row); the tile's place ``(top, left)`` in a

@@ -26,7 +26,7 @@ def add_weighted(arr, i, weight, p0, p1, p2, p3):
 @njit(cache=True, inline="always")
 def splat_table_row(diff, x, e_start, n_runs, heights, entry_cols, entry_coef, p0, p1, p2, p3, W):
     """The runs of one table row (entries ``e_start .. e_start + n_runs - 1``) of a source at column ``x``:
-    each run's four precomputed difference-array writes (:func:`.numba_backend.entry_writes`)."""
+    each run's four precomputed difference-array writes (:func:`.numba_runtime.numba_entry_writes`)."""
     for run in range(n_runs):
         e = e_start + run
         if heights[e] == 0:

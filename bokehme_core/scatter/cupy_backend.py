@@ -1,8 +1,10 @@
-"""Optional CuPy backend for exact mode on CUDA: one thread per source pixel, the official O(r^2) loop.
+"""The CuPy backend of the classical renderer (CUDA tensors, optional ``cupy``): one cell, exact mode without a
+lens shape for circle and polygon apertures; one thread per source pixel, the official O(r^2) loop.
 
-Used only when the input is a CUDA tensor and ``cupy`` imports; imported lazily. The kernel is the official
-one written out (soft circle / polygon / anamorphic window, float atomics), accumulating in float32 like
-upstream. Mask apertures are not handled here (they go through the torch path in :mod:`.exact`).
+The backend's declaration (read by :mod:`.table`): :data:`NAME`, :func:`available`, :data:`CELLS`. Every other
+cell on CUDA (fast, layered, mask apertures, lens shapes) is the torch backend's, which runs on CUDA tensors; so
+is the dilation. ``cupy`` is imported lazily. The kernel is the official one written out (soft circle / polygon
+/ anamorphic window, float atomics), accumulating in float32 like upstream.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ import math
 import torch
 
 from ..aperture import Aperture
+from .common import Cell, per_image
 
-__all__ = ["available", "scatter_exact_cupy"]
+__all__ = ["NAME", "available", "CELLS", "DILATE", "scatter_exact_cupy"]
+
+NAME = "cupy"
+#: what :func:`available` needs, for the table's error message
+NEEDS = "CUDA tensors and the optional cupy package with a CUDA device"
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +71,15 @@ void bokeh_scatter(const float* image, const float* defocus, float* acc, const i
 """
 
 
+def available(device: torch.device | str | None = None) -> bool:
+    """True when CuPy imports and sees a CUDA device, and ``device`` (None: any) is a CUDA device."""
+    if device is not None and torch.device(device).type != "cuda":
+        return False
+    return _cupy_imports()
+
+
 @functools.lru_cache(maxsize=1)
-def available() -> bool:
-    """True when CuPy imports and sees a CUDA device."""
+def _cupy_imports() -> bool:
     try:
         import cupy  # noqa: F401
 
@@ -85,26 +98,20 @@ def _kernel():
 
 def scatter_exact_cupy(image: torch.Tensor, defocus_px: torch.Tensor, aperture: Aperture, progress=None):
     """Same contract as :func:`bokehme_core.scatter.exact.scatter_exact`, for CUDA tensors and circle/polygon."""
-    if aperture.kind == "mask":
-        from .exact import scatter_exact
-
-        return scatter_exact(image, defocus_px, aperture, progress)
     import cupy
 
-    B, _, H, W = image.shape
     ax, ay = aperture.axis_scale
     shape = 1 if aperture.kind == "polygon" else 0
-    outs = []
-    with cupy.cuda.Device(image.device.index or 0):
-        for b in range(B):
-            img = cupy.from_dlpack(image[b].contiguous().to(torch.float32).detach())
-            dfc = cupy.from_dlpack(
-                defocus_px[b if defocus_px.shape[0] > 1 else 0].contiguous().to(torch.float32).detach()
-            )
+
+    def one(image_b, defocus_b, sub):
+        _, H, W = image_b.shape
+        with cupy.cuda.Device(image_b.device.index or 0):
+            img = cupy.from_dlpack(image_b.contiguous().to(torch.float32).detach())
+            dfc = cupy.from_dlpack(defocus_b.contiguous().to(torch.float32).detach())
             acc = cupy.zeros((4, H, W), dtype=cupy.float32)
             threads = 256
             # bands of source rows, each launch visiting at most LAUNCH_CELLS window cells; progress after each
-            rmax = float(defocus_px[b if defocus_px.shape[0] > 1 else 0].abs().max())
+            rmax = float(defocus_b.abs().max())
             window = (2 * math.floor(rmax * ax) + 3) * (2 * math.floor(rmax * ay) + 3)
             band = max(1, LAUNCH_CELLS // max(1, W * window))
             for row_lo in range(0, H, band):
@@ -116,9 +123,17 @@ def scatter_exact_cupy(image: torch.Tensor, defocus_px: torch.Tensor, aperture: 
                      cupy.float32(aperture.rotation), cupy.float32(ax), cupy.float32(ay), cupy.int32(row_lo * W),
                      cupy.int32(row_hi * W)),
                 )
-                if progress is not None:
+                if sub is not None:
                     cupy.cuda.get_current_stream().synchronize()
-                    progress(b * H + row_hi, B * H)
+                    sub(row_hi, H)
             acc_t = torch.from_dlpack(acc)
-            outs.append(acc_t[:3] / acc_t[3:4])
-    return torch.stack(outs)
+            return acc_t[:3] / acc_t[3:4]
+
+    return per_image(image, defocus_px, one, progress)
+
+
+# ------------------------------------------------------------------------------------------ the declaration
+#: the cells this backend runs (mode, lens shape, apertures): see :mod:`.table`
+CELLS = (Cell(NAME, "exact", "plain", scatter_exact_cupy, ("circle", "polygon")),)
+#: no dilation of its own: the table uses the torch one (on CUDA tensors)
+DILATE = None

@@ -3,10 +3,11 @@
 Per source pixel with blur radius ``r`` and window offsets ``(dx, dy)`` the official weight is
 ``profile(dx, dy, r) / (r^2 + 0.2)``. It is split in two parts that together equal the official sum:
 
-* **interior** cells, where ``dist' + DELTA < r * c`` (``dist'`` is the anamorphic-scaled distance,
-  ``c`` = :attr:`Aperture.inner_fraction`): there ``tanh(4*(edge - dist)) >= tanh(4*DELTA)`` and the profile is
-  replaced by 1 (relative error ``<= exp(-8*DELTA) = 6.1e-6``). On each row such cells form one run, added
-  with two writes into a per-row difference array (prefix-summed at the end, in float64).
+* **interior** cells, where ``dist' + DELTA < r * c`` (``dist'`` is the anamorphic-scaled distance, ``DELTA`` =
+  :data:`.common.DELTA`, ``c`` = :attr:`Aperture.inner_fraction`): there ``tanh(4*(edge - dist)) >=
+  tanh(4*DELTA)`` and the profile is replaced by 1 (relative error ``<= exp(-8*DELTA) = 6.1e-6``). On each row
+  such cells form one run, added with two writes into a per-row difference array (prefix-summed at the end, in
+  float64).
 * **rim** cells, all other window cells with ``dist' - DELTA <= r`` (beyond, the profile is below
   ``exp(-8*DELTA) = 6.1e-6`` and the cell is dropped): evaluated with the exact profile. They are visited offset
   by offset; with sources sorted by radius, the sources for which one offset is a rim cell form a contiguous
@@ -15,7 +16,7 @@ Per source pixel with blur radius ``r`` and window offsets ``(dx, dy)`` the offi
 
 Mask apertures have no interior (``c = 0``): every window cell is a rim cell, cost O(r^2) per source.
 Work per source ~ (2r+1) row writes + (about 6*pi*r) rim cells instead of (2r+3)^2; memory is O(H*W) plus
-chunks of at most ``CHUNK`` sources.
+chunks of at most ``EXACT_CHUNK`` sources.
 """
 
 from __future__ import annotations
@@ -25,17 +26,10 @@ from typing import Callable
 
 import torch
 
-from ..aperture import Aperture, Lens
-from .common import Progress
+from ..aperture import Aperture
+from .common import BUCKETS_PER_PX, EXACT_CHUNK, Progress, per_image, window_tables
 
-__all__ = ["scatter_exact", "DELTA", "per_image"]
-
-#: half width (pixels) of the soft rim evaluated exactly; see the module docstring for the error bound
-DELTA = 1.5
-#: largest number of (source, cell) pairs processed at once
-CHUNK = 1 << 21
-#: radius buckets per pixel used to order the sources
-BUCKETS_PER_PX = 8
+__all__ = ["scatter_exact"]
 
 
 def scatter_exact(
@@ -43,31 +37,12 @@ def scatter_exact(
     defocus_px: torch.Tensor,
     aperture: Aperture,
     progress: Callable[[int, int], None] | None = None,
-    *,
-    lens: Lens | None = None,
 ) -> torch.Tensor:
     """Normalised scatter of ``image`` (B,3,H,W) with per-pixel radius ``|defocus_px|`` (B,1,H,W).
 
     Returns (B,3,H,W) float32: ``sum(w * I) / sum(w)`` over the official kernel.
     """
-    if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels
-        from .lens_kernels import scatter_exact_lens
-
-        return scatter_exact_lens(image, defocus_px, aperture, lens, progress)
     return per_image(image, defocus_px, lambda img, dfc, sub: _scatter_one(img, dfc, aperture, sub), progress)
-
-
-def per_image(image: torch.Tensor, defocus_px: torch.Tensor, one, progress) -> torch.Tensor:
-    """THE batch loop of every scatter kernel: ``one(image[b] (C,H,W), defocus (H,W), sub_progress)`` per image
-    (a single defocus map serves every image), stacked; ``progress(done, total)`` over all images."""
-    B = image.shape[0]
-    outs = []
-    for b in range(B):
-        sub = None
-        if progress is not None:
-            sub = lambda done, total, b=b: progress(b * total + done, B * total)  # noqa: E731
-        outs.append(one(image[b], defocus_px[b if defocus_px.shape[0] > 1 else 0, 0], sub))
-    return torch.stack(outs)
 
 
 def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
@@ -95,29 +70,11 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
     rmax = float(radius.max())
 
     ax, ay = aperture.axis_scale
-    inner = aperture.inner_fraction
     win_x = min(math.floor(rmax * ax) + 1, W - 1)
     win_y = min(math.floor(rmax * ay) + 1, H - 1)
-    # thresholds: interior iff r > thr[dy, |dx|]  (same float32 numbers used by both parts)
-    kx = torch.arange(win_x + 1, dtype=torch.float64, device=device)
-    ky = torch.arange(-win_y, win_y + 1, dtype=torch.float64, device=device)
-    dist_scaled = torch.sqrt((kx.view(1, -1) / ax) ** 2 + (ky.view(-1, 1) / ay) ** 2)  # (rows, cols)
-    if inner > 0:
-        thr = ((dist_scaled + DELTA) / inner).to(torch.float32)
-    else:
-        thr = torch.full_like(dist_scaled, float("inf"), dtype=torch.float32)
-    # lowest radius for which a cell gets a non-negligible weight and lies in the window
-    if aperture.kind == "mask":
-        _, bound_px, _ = aperture._mask_sampler("cpu")
-        # area sampling widens the support by half a target pixel (0.5/min(ax, ay) scaled units), or by
-        # one mask pixel when magnified
-        reach = torch.minimum(dist_scaled - DELTA - 0.5 / min(ax, ay), dist_scaled * bound_px / (bound_px + 1.0))
-    else:
-        reach = dist_scaled - DELTA
-    win_lo = torch.maximum(
-        ((kx.view(1, -1) - 1) / ax).expand_as(dist_scaled), ((ky.abs().view(-1, 1) - 1) / ay).expand_as(dist_scaled)
-    )
-    lo = torch.maximum(reach, win_lo).to(torch.float32)
+    # thresholds: interior iff r > thr[dy, |dx|]; lo: lowest radius for which a cell gets a non-negligible weight
+    # and lies in the window (same float32 numbers used by both parts)
+    thr, lo = window_tables(aperture, win_x, win_y, device)
 
     ticks = Progress(progress, 2 * (2 * win_y + 1))
     rows = torch.zeros(H, W + 1, 4, dtype=acc_dtype, device=device)
@@ -129,8 +86,8 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
         dy = row_index - win_y
         thr_row = thr[row_index]
         first = int(torch.searchsorted(bucket_sorted, _bucket(thr_row[:1], rmax), right=False))
-        for start in range(first, n_src, CHUNK):
-            stop = min(start + CHUNK, n_src)
+        for start in range(first, n_src, EXACT_CHUNK):
+            stop = min(start + EXACT_CHUNK, n_src)
             y = ys[start:stop] + dy
             r = radius_sorted[start:stop]
             x = xs[start:stop]
@@ -159,8 +116,8 @@ def _scatter_one(image, defocus, aperture: Aperture, progress) -> torch.Tensor:
                 continue
             dx_t = torch.tensor(float(dx), device=device)
             shift = dy * W + dx
-            for start in range(s0, s1, CHUNK):
-                stop = min(start + CHUNK, s1)
+            for start in range(s0, s1, EXACT_CHUNK):
+                stop = min(start + EXACT_CHUNK, s1)
                 x = xs[start:stop]
                 y = ys[start:stop]
                 r = radius_sorted[start:stop]

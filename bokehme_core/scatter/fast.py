@@ -16,63 +16,16 @@ Radius tables: radii up to ``TABLE_RADIUS`` px use the nearest of the levels spa
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable
 
 import torch
 
-from ..aperture import Aperture, Lens
-from .common import Progress
+from ..aperture import Aperture
+from .common import (CHUNK, LEVELS_PER_PX, TABLE_RADIUS, Progress, base_rows, box_writes, entry_writes, lerp_rows,
+                     per_image, row_runs, source_mass, table_radius)
 
-__all__ = ["scatter_fast", "row_runs", "source_mass", "TABLE_RADIUS", "LEVELS_PER_PX"]
-
-TABLE_RADIUS = 48
-LEVELS_PER_PX = 16
-#: cells with a profile below this are not part of any run
-RUN_THRESHOLD = 1e-6
-#: largest number of (source, row) pairs processed at once
-CHUNK = 1 << 20
-
-
-@functools.lru_cache(maxsize=16)
-def row_runs(aperture: Aperture, max_radius: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Row-run tables of the exact kernel for radii ``0, 1/LEVELS_PER_PX, ..`` up to ``min(max_radius, TABLE_RADIUS)``.
-
-    Returns ``(left, right, height)``, each (levels, rows, runs) float32 on the CPU, rows indexed by
-    ``dy + half_rows`` with ``half_rows = floor(TABLE_RADIUS*ay) + 2`` (one zero row of padding each side);
-    ``left``/``right`` are the segment ends in pixels relative to the source, ``height`` the box height
-    (0 for no run).
-    """
-    ax, ay = aperture.axis_scale
-    top = min(max_radius, TABLE_RADIUS)
-    n_levels = int(math.floor(top * LEVELS_PER_PX)) + 2
-    radii = torch.arange(n_levels, dtype=torch.float32) / LEVELS_PER_PX
-    half_rows = math.floor(TABLE_RADIUS * ay) + 2
-    half_cols = math.floor(float(radii[-1]) * ax) + 1
-    dy = torch.arange(-half_rows, half_rows + 1, dtype=torch.float32).view(1, -1, 1)
-    dx = torch.arange(-half_cols, half_cols + 1, dtype=torch.float32).view(1, 1, -1)
-    r = radii.view(-1, 1, 1)
-    prof = aperture.profile(dx, dy, r)
-    wx = torch.floor(r * ax) + 1
-    wy = torch.floor(r * ay) + 1
-    prof = prof * ((dx.abs() <= wx) & (dy.abs() <= wy))  # official window
-    on = prof > RUN_THRESHOLD
-    start = on & ~torch.nn.functional.pad(on, (1, 0))[..., :-1]
-    run_id = torch.cumsum(start.to(torch.int64), dim=-1) * on  # 1-based run index, 0 = off
-    n_runs = max(int(run_id.max()), 1)
-    flat_rows = prof.shape[0] * prof.shape[1]
-    slot = (torch.arange(flat_rows).view(prof.shape[0], prof.shape[1], 1) * (n_runs + 1) + run_id).flatten()
-    size = flat_rows * (n_runs + 1)
-    mass = torch.zeros(size, dtype=torch.float64).index_add_(0, slot, prof.flatten().double())
-    moment = torch.zeros(size, dtype=torch.float64).index_add_(0, slot, (prof * dx).flatten().double())
-    peak = torch.zeros(size, dtype=torch.float64).scatter_reduce_(0, slot, prof.flatten().double(), "amax")
-    mass, moment, peak = (t.view(prof.shape[0], prof.shape[1], n_runs + 1)[..., 1:] for t in (mass, moment, peak))
-    has = mass > 0
-    centre = torch.where(has, moment / mass.clamp(min=1e-300), 0.0)
-    half = torch.where(has, mass / peak.clamp(min=1e-300) / 2, 0.0)
-    height = torch.where(has, peak, 0.0)
-    return (centre - half).float(), (centre + half).float(), height.float()
+__all__ = ["scatter_fast"]
 
 
 def scatter_fast(
@@ -83,8 +36,6 @@ def scatter_fast(
     *,
     coverage: torch.Tensor | None = None,
     max_radius: float | None = None,
-    lens: Lens | None = None,
-    lens_frame: tuple | None = None,
 ) -> torch.Tensor:
     """Row-run approximation of the official scatter; same contract as :func:`.exact.scatter_exact`.
 
@@ -92,82 +43,19 @@ def scatter_fast(
 
     With ``coverage`` (B,1,H,W) >= 0, the un-normalised, energy-preserving splat used by the layered mode:
     ``image`` is then premultiplied colour (colour * coverage), every source's kernel is scaled to unit mass
-    (:func:`source_mass` instead of the official ``1 / (r^2 + 0.2)``), sources with coverage 0 are skipped,
-    and the result is (B,4,H,W): the accumulated premultiplied colour and coverage, NOT divided.
+    (:func:`.common.source_mass` instead of the official ``1 / (r^2 + 0.2)``), sources with coverage 0 are
+    skipped, and the result is (B,4,H,W): the accumulated premultiplied colour and coverage, NOT divided.
     ``max_radius`` (px, default the largest ``|defocus_px|``) sets the radius the row tables are built for;
     several calls with the same value share them.
-    ``lens``: lens character (:func:`.lens_kernels.scatter_fast_lens`, with ``coverage`` too); ``lens_frame =
-    (top, left, frame_height, frame_width)`` places this image in a larger frame for the lens fields.
     """
-    if lens is not None and not lens.shapes_neutral:  # lens character: per-source kernels
-        from .lens_kernels import scatter_fast_lens
-
-        return scatter_fast_lens(image, defocus_px, aperture, lens, progress, coverage=coverage,
-                                 max_radius=max_radius, frame=lens_frame)
-    B = image.shape[0]
     rmax = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
-    tables = [t.to(image.device) for t in row_runs(aperture, float(min(math.floor(rmax) + 1, TABLE_RADIUS)))]
-    outs = []
-    for b in range(B):
-        sub = None
-        if progress is not None:
-            sub = lambda done, total, b=b: progress(b * total + done, B * total)  # noqa: E731
-        cov = None if coverage is None else coverage[b, 0]
-        outs.append(_scatter_one(image[b], defocus_px[b if defocus_px.shape[0] > 1 else 0, 0], aperture, tables, sub,
-                                 cov))
-    return torch.stack(outs)
-
-
-_LEVEL_MASS: dict = {}  # mass per table level, per (cached) row-run table
-
-
-def source_mass(radius: torch.Tensor, aperture: Aperture, tables) -> torch.Tensor:
-    """Total weight that the fast kernel of radius ``radius`` (px, any shape) spreads, with the row tables
-    ``tables`` of :func:`row_runs` (before any clipping at the image border): the per-source normaliser of the
-    energy-preserving splat. Radii above the tables (scaled rows) are interpolated from a grid of exact
-    values (relative error below 1e-3)."""
-    left_t, right_t, height_t = (t.to(radius.device) for t in tables)
-    n_levels, n_rows, n_runs = left_t.shape
-    half_rows = (n_rows - 1) // 2
-    ax, ay = aperture.axis_scale
-    key = (id(tables[0]), left_t.shape, str(radius.device))
-    level_mass = _LEVEL_MASS.get(key)
-    if level_mass is None:
-        level_mass = ((right_t - left_t) * height_t).sum(dim=(1, 2)).to(torch.float64)  # (levels,)
-        if len(_LEVEL_MASS) > 32:
-            _LEVEL_MASS.clear()
-        _LEVEL_MASS[key] = level_mass
-    radius = radius.to(torch.float32)
-    reach = torch.floor(radius * ay) + 1
-    big = reach > math.floor(TABLE_RADIUS * ay)
-    level = torch.round(radius * LEVELS_PER_PX).long().clamp(max=n_levels - 1)
-    mass = level_mass[level]
-    if bool(big.any()):
-        base_radius = float(n_levels - 1) / LEVELS_PER_PX
-        r_big = radius[big].to(torch.float64)
-        grid = torch.linspace(base_radius, float(r_big.max()) + 1.0, 96, dtype=torch.float64, device=radius.device)
-        masses = []
-        for r in grid.tolist():  # exact mass of the scaled rows, as the kernels compute them
-            sc = r / base_radius
-            win = math.floor(r * ay) + 1
-            dy = torch.arange(-win, win + 1, dtype=torch.float32, device=radius.device)
-            u = dy / sc
-            u0 = torch.floor(u)
-            frac = (u - u0).unsqueeze(1)
-            i0 = (u0.long() + half_rows).clamp(0, n_rows - 1)
-            i1 = (u0.long() + 1 + half_rows).clamp(0, n_rows - 1)
-            base_l, base_r, base_h = left_t[-1], right_t[-1], height_t[-1]
-            left = (base_l[i0] * (1 - frac) + base_l[i1] * frac) * sc
-            right = (base_r[i0] * (1 - frac) + base_r[i1] * frac) * sc
-            height = base_h[i0] * (1 - frac) + base_h[i1] * frac
-            masses.append(float(((right - left) * height).sum()))
-        per_area = torch.tensor(masses, dtype=torch.float64, device=radius.device) / grid**2
-        pos = ((r_big - grid[0]) / (grid[1] - grid[0])).clamp(0, len(grid) - 1.000001)
-        i = pos.floor().long()
-        f = pos - i
-        mass = mass.clone()
-        mass[big] = (per_area[i] * (1 - f) + per_area[(i + 1).clamp(max=len(grid) - 1)] * f) * r_big**2
-    return mass.to(torch.float32)
+    tables = [t.to(image.device) for t in row_runs(aperture, table_radius(rmax))]
+    if coverage is None:
+        return per_image(image, defocus_px, lambda img, dfc, sub: _scatter_one(img, dfc, aperture, tables, sub),
+                         progress)
+    image = torch.cat([image, coverage.to(image.dtype)], dim=1)
+    return per_image(image, defocus_px,
+                     lambda img, dfc, sub: _scatter_one(img[:3], dfc, aperture, tables, sub, img[3]), progress)
 
 
 def _scatter_one(image, defocus, aperture: Aperture, tables, progress, coverage=None) -> torch.Tensor:
@@ -213,11 +101,8 @@ def _scatter_one(image, defocus, aperture: Aperture, tables, progress, coverage=
     left_flat, right_flat, height_flat = left_t.flatten(), right_t.flatten(), height_t.flatten()
     runs = torch.arange(n_runs, device=device)
     # for integer-centred sources on table rows the four writes of a run are fixed offsets and coefficients
-    pos_l, pos_r = left_flat + 0.5, right_flat + 0.5
-    cell_l, cell_r = torch.floor(pos_l), torch.floor(pos_r)
-    cover_l, cover_r = cell_l + 1 - pos_l, pos_r - cell_r
-    entry_cols = torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1], dim=1).long()  # (entries, 4)
-    entry_coef = torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r], dim=1) * height_flat.unsqueeze(1)
+    entry_cols, entry_coef = entry_writes(left_flat, right_flat, height_flat)
+    entry_cols = entry_cols.long()  # (entries, 4)
     n_small = int((~big).sum())  # sources are ordered by reach, so the small radii come first
 
     rmax = float(radius_sorted.max())
@@ -273,26 +158,17 @@ def _scaled_rows(rows_flat, dy, part, ys, xs, scale, level_base, left_flat, righ
     y = ys[part] + dy
     y = torch.where((y >= 0) & (y < H), y, H)  # row H: dump row
     sc = scale[part]
-    u = dy / sc  # row of the base level, fractional
-    u0 = torch.floor(u)
-    frac = (u - u0).unsqueeze(1)
-    i0 = (u0.long() + half_rows).clamp(0, n_rows - 1)
-    i1 = (u0.long() + 1 + half_rows).clamp(0, n_rows - 1)
+    i0, i1, frac = base_rows(dy, sc, half_rows, n_rows)  # row of the base level, fractional
+    frac = frac.unsqueeze(1)
     idx0 = (level_base[part] + i0 * n_runs).unsqueeze(1) + runs
     idx1 = (level_base[part] + i1 * n_runs).unsqueeze(1) + runs
-    left = (left_flat[idx0] * (1 - frac) + left_flat[idx1] * frac) * sc.unsqueeze(1)
-    right = (right_flat[idx0] * (1 - frac) + right_flat[idx1] * frac) * sc.unsqueeze(1)
-    height = height_flat[idx0] * (1 - frac) + height_flat[idx1] * frac
+    left = lerp_rows(left_flat, idx0, idx1, frac) * sc.unsqueeze(1)
+    right = lerp_rows(right_flat, idx0, idx1, frac) * sc.unsqueeze(1)
+    height = lerp_rows(height_flat, idx0, idx1, frac)
     x = xs[part].to(torch.float32).unsqueeze(1)
     # cell c covers [c - 0.5, c + 0.5]; shift by 0.5 so the cell holding a point is its floor
-    pos_l = x + left + 0.5
-    pos_r = x + right + 0.5
-    cell_l = torch.floor(pos_l)
-    cell_r = torch.floor(pos_r)
-    cover_l = cell_l + 1 - pos_l  # coverage of the first cell
-    cover_r = pos_r - cell_r  # coverage of the last cell
-    coef = torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r]) * height  # (4, n, runs)
-    cols = torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1]).clamp(0, W).long()
+    cols, coef = box_writes(x + left + 0.5, x + right + 0.5, height)  # (4, n, runs)
+    cols = cols.clamp(0, W).long()
     index = (cols + (y * (W + 1)).unsqueeze(1)).flatten()
     values = premult_sorted[part].unsqueeze(0).unsqueeze(2) * coef.unsqueeze(-1)  # (4, n, runs, 4)
     rows_flat.index_add_(0, index, values.reshape(-1, 4))

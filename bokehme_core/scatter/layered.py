@@ -10,9 +10,9 @@ hides. The layered mode splits the scene into depth slabs and composites them ba
    neighbouring slabs with tent (linear) weights, so anti-aliased edges and thin structures keep their
    coverage and nothing bands at slab boundaries.
 2. **Energy-preserving splats.** Each slab's premultiplied linear colour and its coverage are scattered with
-   the fast kernels (:func:`.fast.scatter_fast` / :func:`.numba_backend.scatter_fast_numba` with
-   ``coverage=``): every source keeps its own blur radius and the aperture (circle, polygon, mask,
-   anamorphic), and its kernel is scaled to unit mass, so a slab's blurred coverage is an opacity in [0, 1].
+   the fast kernels (:func:`.fast.scatter_fast`, or the lens kernels, with ``coverage=``): every source keeps
+   its own blur radius and the aperture (circle, polygon, mask, anamorphic), and its kernel is scaled to unit
+   mass, so a slab's blurred coverage is an opacity in [0, 1].
    Only the slab's bounding box (plus its largest radius) is processed, so the cost follows the number of
    sources (each pixel is in at most two slabs, plus the fill below), not ``S`` times the image.
 3. **Occlusion ("over" with additive occluder coverage).** ``total = sum_j C_j * clamp(1 - sum_{k >= j + gap}
@@ -33,12 +33,13 @@ hides. The layered mode splits the scene into depth slabs and composites them ba
 5. **Image border:** the inputs are reflect-padded by the largest blur radius (at most 64 px) before
    rendering, so blur at the border sees a plausible continuation instead of losing coverage.
 
-Backends: ``"torch"`` renders slab by slab on crops with :func:`.fast.scatter_fast` (CPU or CUDA); ``"numba"``
-(:mod:`._layered_numba_kernels`) does the hidden-sample search and the whole slab loop in compiled passes: the
-sources bucketed per (slab, row), then every output row composited near to far with each slab's splat row
-(the fast kernel over the slab's box, as the crops; a pixel's two tent parts written by one record). Same
-arithmetic, so the two backends agree to float rounding (the numba path with a shaped lens uses the compiled
-search and the per-slab lens kernels).
+Cells (:mod:`.table`): the torch backend renders slab by slab on crops with :func:`.fast.scatter_fast`
+(:func:`scatter_layered`) or :func:`.lens_kernels.scatter_fast_lens` (:func:`scatter_layered_lens`), CPU or
+CUDA; the numba backend (:mod:`.layered_numba`) does the hidden-sample search and, without a lens shape, the
+whole slab loop in compiled passes: the sources bucketed per (slab, row), then every output row composited near
+to far with each slab's splat row (the fast kernel over the slab's box, as the crops; a pixel's two tent parts
+written by one record); with a lens shape, the per-slab numba lens kernels. Same arithmetic, so the backends
+agree to float rounding. A backend plugs its pieces in with :class:`SlabParts`.
 
 Inputs are linear (after ``** gamma``, highlight boost included); :func:`bokehme_core.render_classical`
 (``mode="layered"``) does that and the ``** (1/gamma)``. Memory: about 25 float32 values per (padded) pixel
@@ -48,20 +49,22 @@ by ``max_slabs``.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from .._checks import check_choice, check_range
+from .._checks import check_range
 from ..aperture import Aperture
-from .common import Progress
-from .exact import per_image
+from .common import Progress, per_image
+from .fast import scatter_fast
+from .lens_kernels import scatter_fast_lens
 
-__all__ = ["scatter_layered", "hidden_layer", "SLAB_PX", "MAX_SLABS", "OCCLUSION_GAP"]
+__all__ = ["scatter_layered", "scatter_layered_lens", "SlabParts", "hidden_layer", "SLAB_PX", "MAX_SLABS",
+           "OCCLUSION_GAP"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +75,31 @@ MAX_SLABS = 96
 #: a slab is occluded by slabs at least this many steps nearer
 OCCLUSION_GAP = 2
 #: hidden samples come from content at least this many slab steps farther than the pixel
-_FILL_GAP = 3
+FILL_GAP = 3
 #: the push-pull grid has at most about this many cells
-_FILL_CELLS = 130_000
+FILL_CELLS = 130_000
 #: largest reflect padding at the image border (px)
 _MAX_PAD = 64
+
+
+class SlabParts(NamedTuple):
+    """What a backend plugs into the layered mode (its layered cells pass their own, see :mod:`.table`).
+
+    splat: ``splat(image (1,3,h,w), defocus (1,1,h,w), aperture, progress, coverage=, max_radius=)`` -> (1,4,h,w),
+        the energy-preserving fast splat of one slab's crop (with ``framed``, also ``frame=(top, left,
+        frame_height, frame_width)``: the crop's place in the frame, for the lens fields).
+    hidden_search: :func:`hidden_layer` or a function with its signature and results.
+    composite: None (slab by slab with ``splat``), or the whole slab loop in one pass
+        (:func:`.layered_numba.composite_numba`; progress then counts the padded rows).
+    framed: ``splat`` takes ``frame=`` (lens kernels).
+    threads: a context manager factory around the whole render (numba's thread count).
+    """
+
+    splat: Callable
+    hidden_search: Callable
+    composite: Callable | None = None
+    framed: bool = False
+    threads: Callable = contextlib.nullcontext
 
 
 def scatter_layered(
@@ -85,31 +108,29 @@ def scatter_layered(
     aperture: Aperture,
     progress: Callable[[int, int], None] | None = None,
     *,
-    backend: str = "torch",
+    parts: SlabParts | None = None,
     slab_px: float = SLAB_PX,
     max_slabs: int = MAX_SLABS,
     occlusion_gap: int = OCCLUSION_GAP,
     fill: bool = True,
     pad: bool = True,
-    lens=None,
 ) -> torch.Tensor:
-    """Occlusion-aware layered scatter (see the module docstring).
+    """Occlusion-aware layered scatter (see the module docstring); the torch cell without a lens shape.
 
     Args:
         image: (B, 3, H, W) float, linear values >= 0 (already ``** gamma``).
         defocus_px: (B or 1, 1, H, W) signed defocus in px (positive = nearer than focus).
         aperture: :class:`bokehme_core.Aperture`.
-        progress: optional ``progress(done, total)`` over the slabs (torch backend, or numba with a lens) or the
-            rows (numba) of all images.
-        backend: "torch" (:func:`.fast.scatter_fast` per slab, CPU or CUDA) or "numba" (CPU: the hidden-sample
-            search and, without a shaped lens, the whole slab loop in compiled passes, same results).
+        progress: optional ``progress(done, total)`` over the slabs (or, with a ``composite``, the padded rows)
+            of all images.
+        parts: the backend's pieces (:class:`SlabParts`); default the torch ones (:func:`.fast.scatter_fast` per
+            slab, :func:`hidden_layer`), CPU or CUDA. The other layered cells: :func:`scatter_layered_lens`
+            (torch, lens shape), :mod:`.layered_numba` (numba).
         slab_px: spacing of the slab centres in px of blur radius, > 0.
         max_slabs: largest number of slabs, >= 1.
         occlusion_gap: slabs this many steps nearer occlude (>= 1; 1 = plain "over").
         fill: add the hidden-background samples (push-pull extension of farther content).
         pad: reflect-pad the border by the largest radius (<= 64 px) before rendering.
-        lens: optional lens character (:class:`bokehme_core.aperture.Lens`), handed to the scatter kernels
-            with every slab (they must support the ``coverage=`` splat).
 
     Returns:
         (B, 3, H, W) float32 linear values on the device of ``image``.
@@ -117,20 +138,30 @@ def scatter_layered(
     slab_px = check_range(slab_px, "slab_px", 1e-3, 1000.0)
     max_slabs = int(check_range(max_slabs, "max_slabs", 1, 1024))
     occlusion_gap = int(check_range(occlusion_gap, "occlusion_gap", 1, 8))
-    check_choice(backend, "backend", ("torch", "numba"))
+    if parts is None:
+        parts = SlabParts(scatter_fast, hidden_layer)
+
     def one(img, d, sub):
-        return _layered_one(img.to(torch.float32), d.to(torch.float32), aperture, sub, backend, float(slab_px),
-                            int(max_slabs), int(occlusion_gap), bool(fill), bool(pad), lens)
+        return _layered_one(img.to(torch.float32), d.to(torch.float32), aperture, sub, parts, float(slab_px),
+                            int(max_slabs), int(occlusion_gap), bool(fill), bool(pad))
 
-    if backend != "numba":
-        return per_image(image, defocus_px, one, progress)
-    from .numba_backend import numba_threads
-
-    with numba_threads():
+    with parts.threads():
         return per_image(image, defocus_px, one, progress)
 
 
-def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs, gap, fill, pad, lens):
+def scatter_layered_lens(image: torch.Tensor, defocus_px: torch.Tensor, aperture: Aperture, lens,
+                         progress: Callable[[int, int], None] | None = None, **options) -> torch.Tensor:
+    """:func:`scatter_layered` with a lens shape (:class:`bokehme_core.aperture.LensShape`): every slab splatted
+    with :func:`.lens_kernels.scatter_fast_lens` (torch, CPU or CUDA); ``options`` as :func:`scatter_layered`."""
+
+    def splat(img, dfc, ap, sub, **kwargs):
+        return scatter_fast_lens(img, dfc, ap, lens, sub, **kwargs)
+
+    return scatter_layered(image, defocus_px, aperture, progress, parts=SlabParts(splat, hidden_layer, framed=True),
+                           **options)
+
+
+def _layered_one(image, defocus, aperture, progress, parts: SlabParts, slab_px, max_slabs, gap, fill, pad):
     H, W = defocus.shape
     rmax = float(defocus.abs().max())
     if rmax == 0.0:  # K = 0 or everything in focus: the image itself (no kernel leak)
@@ -153,7 +184,7 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
     upper_w = pos - lower
     colour = image.reshape(3, -1)
     # progress: over the output rows (numba, one compiled pass) or the slabs; heartbeats during the fill
-    ticks = Progress(progress, Hp if backend == "numba" and lens is None else n_slabs)
+    ticks = Progress(progress, Hp if parts.composite is not None else n_slabs)
     logger.debug("layered: %dx%d (+%d px border), %d slabs of %.3f px, gap %d, fill %s", W, H, margin, n_slabs,
                  step, gap, fill)
 
@@ -164,9 +195,8 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
     src_slab = [lower, lower + 1]
     src_cov = [1.0 - upper_w, upper_w]
     hidden = None  # (pixels, colour, farther slab, upper tent weight) of the hidden samples
-    if fill and n_slabs > _FILL_GAP:
-        search = _hidden_layer_numba if backend == "numba" else hidden_layer
-        hidden_pix, hidden_colour, hidden_d = search(colour.view(3, Hp, Wp), defocus, lower, n_slabs, step,
+    if fill and n_slabs > FILL_GAP:
+        hidden_pix, hidden_colour, hidden_d = parts.hidden_search(colour.view(3, Hp, Wp), defocus, lower, n_slabs, step,
                                                      work=ticks.heartbeat)  # a report after every slab
         if hidden_pix.numel():
             h_pos = ((hidden_d - d_min) / step).clamp(0, n_slabs - 1)
@@ -182,8 +212,8 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
             hidden = (hidden_pix, hidden_colour, h_lower, h_upper)
         logger.debug("layered: %d hidden samples (%.1f%% of the pixels)", hidden_pix.numel(),
                      100.0 * hidden_pix.numel() / n)
-    if backend == "numba" and lens is None:  # one compiled pass over all slabs (same arithmetic)
-        settled = _composite_numba(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, aperture, rmax, gap,
+    if parts.composite is not None:  # one compiled pass over all slabs (same arithmetic)
+        settled = parts.composite(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, aperture, rmax, gap,
                                    ticks)
         return _resolve(settled, image, margin, H, W)
     src_entry, src_slab, src_cov = torch.cat(src_entry), torch.cat(src_slab), torch.cat(src_cov)
@@ -194,7 +224,6 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
     bounds = torch.searchsorted(src_slab, torch.arange(n_slabs + 1, device=device)).tolist()
     del order, keep, pos, upper_w, src_slab
 
-    scatter = _scatter_function(backend, lens)
     # near to far: total += splat_j * clamp(1 - occluder_j, 0, 1) with occluder_j = sum_{k >= j + gap} A_k, the
     # blurred coverage of the slabs at least `gap` steps nearer, summed (the tent parts of one pixel are
     # disjoint parts of it, so their coverages add; a product of (1 - A_k) would leave a pixel split between
@@ -212,7 +241,7 @@ def _layered_one(image, defocus, aperture, progress, backend, slab_px, max_slabs
         if hi > lo:
             entries = src_entry[lo:hi]
             layer = _render_slab(entry_target[entries], src_cov[lo:hi], entry_colour[:, entries], entry_d[entries],
-                                 Hp, Wp, aperture, scatter, rmax, (margin, H, W) if lens is not None else None,
+                                 Hp, Wp, aperture, parts.splat, rmax, (margin, H, W) if parts.framed else None,
                                  ticks.heartbeat)
             (y0, y1, x0, x1), splat = layer
             settled[:, y0:y1, x0:x1] += splat * (1.0 - occluder[:, y0:y1, x0:x1]).clamp(0.0, 1.0)
@@ -233,7 +262,7 @@ def _resolve(settled, image, margin, H, W):
 def _render_slab(target, cov, c, d, Hp, Wp, aperture, scatter, rmax, frame=None, heartbeat=None):
     """Scatter one slab's sources (pixel ``target``, coverage, linear colour (3, n), signed defocus) inside
     their bounding box plus their largest radius; returns ``((y0, y1, x0, x1), (4, h, w) splat)``.
-    ``frame = (margin, H, W)`` (with a lens): the crop's place in the unpadded image, for the lens fields;
+    ``frame = (margin, H, W)`` (lens splats): the crop's place in the unpadded image, for the lens fields;
     ``heartbeat``: the slab kernel's progress callback."""
     ys = torch.div(target, Wp, rounding_mode="floor")
     xs = target - ys * Wp
@@ -250,166 +279,10 @@ def _render_slab(target, cov, c, d, Hp, Wp, aperture, scatter, rmax, frame=None,
     cov_img.index_add_(0, local, cov)
     c_img.index_add_(1, local, c * cov)
     d_img[local] = d
-    extra = {} if frame is None else {"lens_frame": (y0 - frame[0], x0 - frame[0], frame[1], frame[2])}
+    extra = {} if frame is None else {"frame": (y0 - frame[0], x0 - frame[0], frame[1], frame[2])}
     splat = scatter(c_img.view(1, 3, h, w), d_img.view(1, 1, h, w), aperture, heartbeat,
                     coverage=cov_img.view(1, 1, h, w), max_radius=rmax, **extra)
     return (y0, y1, x0, x1), splat[0]
-
-
-def _composite_numba(colour, entry_d, lower, upper_w, hidden, n_slabs, Hp, Wp, aperture, rmax, gap, ticks):
-    """The slab loop of :func:`_layered_one` in one compiled pass (:func:`._layered_numba_kernels.layered_rows`):
-    the same sources, splats (the fast kernel clipped to each slab's box) and compositing, without per-slab
-    crops; ``ticks`` (:class:`.common.Progress` over the Hp rows) steps after every band of rows. Returns
-    ``settled`` (4, Hp, Wp): premultiplied colour and coverage."""
-    import numpy as np
-
-    from .fast import LEVELS_PER_PX, TABLE_RADIUS, row_runs, source_mass
-    from .numba_backend import band_rows, entry_writes
-
-    kernels = _numba_kernels()
-    n = Hp * Wp
-    ax, ay = aperture.axis_scale
-    runs_tables = row_runs(aperture, float(min(math.floor(rmax) + 1, TABLE_RADIUS)))
-    left_t, right_t, height_t = runs_tables
-    n_levels, n_rows, n_runs = left_t.shape
-    left_flat, right_flat, height_flat = left_t.flatten(), right_t.flatten(), height_t.flatten()
-    entry_cols, entry_coef = entry_writes(left_flat, right_flat, height_flat)
-    # per entry (pixel, then hidden sample): the table level, row scale and row reach of .numba_backend
-    radius = entry_d.abs()
-    mass = source_mass(radius, aperture, runs_tables)
-    ticks.heartbeat()  # the set-up below is a few whole-frame passes: a report between them (Cancel)
-    reach = torch.floor(radius * ay) + 1
-    big = reach > math.floor(TABLE_RADIUS * ay)
-    level = torch.where(big, n_levels - 1,
-                        torch.round(radius * LEVELS_PER_PX).long().clamp(max=n_levels - 1)).to(torch.int32)
-    scale = torch.where(big, radius / (float(n_levels - 1) / LEVELS_PER_PX), torch.ones_like(radius))
-    reach = reach.to(torch.int32)
-    if hidden is None:
-        hidden_of = torch.full((n,), -1, dtype=torch.int32)
-        h_pix, h_colour = torch.zeros(0, dtype=torch.int64), torch.zeros(3, 0)
-        h_lower, h_upper = torch.zeros(0, dtype=torch.int64), torch.zeros(0)
-    else:
-        h_pix, h_colour, h_lower, h_upper = hidden
-        hidden_of = torch.full((n,), -1, dtype=torch.int32)
-        hidden_of[h_pix] = torch.arange(h_pix.numel(), dtype=torch.int32)
-    lists = (lower.contiguous().numpy(), upper_w.contiguous().numpy(), hidden_of.numpy(),
-             h_lower.contiguous().numpy(), h_upper.contiguous().numpy())
-    big_np = big.numpy()
-    # the two tent parts of a source share their kernel: one record writes both (not above the tables, where
-    # the unit-mass weight depends on the slab)
-    pair = not bool(big_np.any())
-    counts = np.zeros((n_slabs, Hp), dtype=np.int64)
-    kernels["count_sources"](*lists, pair, Hp, Wp, counts)
-    ticks.heartbeat()
-    bucket_start = np.zeros(n_slabs * Hp + 1, dtype=np.int64)
-    np.cumsum(counts.ravel(), out=bucket_start[1:])
-    n_src = int(bucket_start[-1])
-    src_x = np.empty(n_src, dtype=np.int32)
-    src_entry = np.empty(n_src, dtype=np.int32)
-    src_cov = np.empty(n_src, dtype=np.float32)
-    premult = np.empty((n_src, 4), dtype=np.float32)
-    partner = np.empty((n_src, 4), dtype=np.float32)  # read only where paired
-    paired = np.empty(n_src, dtype=np.bool_)
-    kernels["fill_sources"](*lists, pair, colour.contiguous().numpy(), h_colour.contiguous().numpy(), mass.numpy(),
-                            Hp, Wp, bucket_start, src_x, src_entry, src_cov, premult, partner, paired)
-    ticks.heartbeat()
-    if not pair:  # radii above the tables: their mass is interpolated on a grid set by the slab's largest
-        entry_colour = torch.cat([colour, h_colour], dim=1)
-        for j in range(n_slabs):
-            lo, hi = int(bucket_start[j * Hp]), int(bucket_start[(j + 1) * Hp])
-            entries = torch.from_numpy(src_entry[lo:hi]).long()
-            if hi == lo or not bool(big[entries].any()):
-                continue
-            weight = 1.0 / source_mass(radius[entries], aperture, runs_tables)
-            cov = torch.from_numpy(src_cov[lo:hi])
-            part = torch.cat([entry_colour[:, entries] * cov, cov.view(1, -1)]) * weight
-            premult[lo:hi] = part.t().numpy()
-    boxes = np.zeros((n_slabs, 6), dtype=np.int64)
-    row_reach = np.empty(n_slabs * Hp, dtype=np.int32)
-    reach_np = reach.numpy()
-    kernels["slab_boxes"](bucket_start, src_x, src_entry, paired, reach_np, big_np, entry_d.contiguous().numpy(),
-                          n_slabs, Hp, Wp, float(ay), boxes, row_reach)
-    ticks.heartbeat()
-    settled = np.zeros((4, Hp, Wp), dtype=np.float32)
-    # per record, in record order: row reach and table level (-1 - level for the scaled rows above the tables)
-    src_reach = reach_np[src_entry]
-    src_level = np.where(big_np[src_entry], -1 - level.numpy()[src_entry], level.numpy()[src_entry]).astype(np.int32)
-    scale_np = scale.numpy()
-    tables = (entry_cols, entry_coef, left_flat.numpy(), right_flat.numpy(), height_flat.numpy(), n_rows, n_runs,
-              (n_rows - 1) // 2)
-    band = band_rows(Wp, min(math.floor(rmax * ay) + 1, Hp - 1))
-    for row_lo in range(0, Hp, band):
-        row_hi = min(row_lo + band, Hp)
-        kernels["layered_rows"](row_lo, row_hi, n_slabs, gap, boxes, bucket_start, row_reach, src_x, src_entry,
-                                premult, partner, paired, src_reach, src_level, scale_np, *tables, settled)
-        ticks.step(row_hi)
-    return torch.from_numpy(settled)
-
-
-def _hidden_layer_numba(colour: torch.Tensor, defocus: torch.Tensor, lower: torch.Tensor, n_slabs: int,
-                        step: float, work=None):
-    """:func:`hidden_layer` with the compiled kernels (:mod:`._layered_numba_kernels`), CPU; the same samples
-    (in raster order)."""
-    import numpy as np
-
-    kernels = _numba_kernels()
-    H, W = defocus.shape
-    factor = max(1, math.ceil(math.sqrt(H * W / _FILL_CELLS)))
-    h, w = math.ceil(H / factor), math.ceil(W / factor)
-    colour_np = colour.reshape(3, -1).contiguous().numpy()
-    flat_d = defocus.flatten().contiguous().numpy()
-    radius = np.abs(flat_d)
-    order, bounds = kernels["slab_members"](lower.contiguous().numpy(), n_slabs)
-    plate = np.zeros((5, h * w), dtype=np.float32)
-    grid = np.empty((5, h, w), dtype=np.float32)
-    dist = np.empty((h, w), dtype=np.float32)
-    filled = np.empty((4, h, w), dtype=np.float32)
-    cand = np.empty(H * W, dtype=np.bool_)
-    has = np.zeros(H * W, dtype=np.bool_)
-    out_c = np.zeros((3, H * W), dtype=np.float32)
-    out_d = np.zeros(H * W, dtype=np.float32)
-    cells_per = np.float32(factor * factor)
-    covered = False
-    for m in range(n_slabs - _FILL_GAP):
-        if work is not None:
-            work(h * w)
-        if bounds[m + 1] > bounds[m]:
-            kernels["plate_add"](plate, order[bounds[m]:bounds[m + 1]], colour_np, flat_d, W, factor, w)
-            covered = True
-        t_lo, t_hi = bounds[m + _FILL_GAP], bounds[m + _FILL_GAP + 1]
-        if t_hi <= t_lo or not covered:
-            continue
-        targets = order[t_lo:t_hi]
-        plate_reach = kernels["plate_grid"](plate, cells_per, grid)
-        kernels["distance_grid"](grid, factor, dist)
-        if kernels["hidden_candidates"](targets, radius, dist, plate_reach, W, factor, cand) == 0:
-            continue
-        kernels["push_pull"](grid, np.float32(0.25), filled)
-        kernels["hidden_samples"](targets, cand, radius, dist, filled, W, factor, has, out_c, out_d)
-    pix = torch.from_numpy(np.flatnonzero(has))
-    return pix, torch.from_numpy(out_c[:, pix.numpy()]), torch.from_numpy(out_d[pix.numpy()])
-
-
-@functools.lru_cache(maxsize=1)
-def _numba_kernels() -> dict:
-    """The compiled kernels of :mod:`._layered_numba_kernels` (loaded from numba's on-disk cache after the first
-    compilation on a machine), each logging its first call once."""
-    from . import _layered_numba_kernels as k
-    from .numba_backend import logged_first_calls
-
-    names = ("slab_members", "plate_add", "plate_grid", "distance_grid", "hidden_candidates", "push_pull",
-             "hidden_samples", "count_sources", "fill_sources", "slab_boxes", "layered_rows")
-    return logged_first_calls({name: getattr(k, name) for name in names}, "layered")
-
-
-def _scatter_function(backend: str, lens=None):
-    if backend == "numba":
-        from .numba_backend import scatter_fast_numba as scatter
-    else:
-        from .fast import scatter_fast as scatter
-    if lens is None:
-        return scatter
-    return lambda *args, **kwargs: scatter(*args, lens=lens, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------ hidden fill
@@ -425,7 +298,7 @@ def hidden_layer(colour: torch.Tensor, defocus: torch.Tensor, lower: torch.Tenso
     """
     H, W = defocus.shape
     device = colour.device
-    factor = max(1, math.ceil(math.sqrt(H * W / _FILL_CELLS)))
+    factor = max(1, math.ceil(math.sqrt(H * W / FILL_CELLS)))
     h, w = math.ceil(H / factor), math.ceil(W / factor)
     flat_d = defocus.flatten()
     radius = flat_d.abs()
@@ -435,7 +308,7 @@ def hidden_layer(colour: torch.Tensor, defocus: torch.Tensor, lower: torch.Tenso
     cells_per = float(factor * factor)
     plate = torch.zeros(5, h * w, dtype=torch.float32, device=device)
     out_pix, out_c, out_d = [], [], []
-    for m in range(n_slabs - _FILL_GAP):
+    for m in range(n_slabs - FILL_GAP):
         if work is not None:
             work(h * w)
         lo, hi = bounds[m], bounds[m + 1]
@@ -446,7 +319,7 @@ def hidden_layer(colour: torch.Tensor, defocus: torch.Tensor, lower: torch.Tenso
             values = torch.cat([colour.reshape(3, -1)[:, members], flat_d[members].view(1, -1),
                                 torch.ones(1, members.numel(), device=device)])
             plate.index_add_(1, cell, values)
-        t_lo, t_hi = bounds[m + _FILL_GAP], bounds[m + _FILL_GAP + 1]
+        t_lo, t_hi = bounds[m + FILL_GAP], bounds[m + FILL_GAP + 1]
         if t_hi <= t_lo or float(plate[4].sum()) <= 0:
             continue
         targets = order[t_lo:t_hi]

@@ -1,20 +1,20 @@
 """Torch scatter kernels with lens character (cat's eye, swirl, ring): per-source kernels that depend on the
-source's position in the frame (:class:`bokehme_core.aperture.Lens`, formulas in :mod:`bokehme_core.aperture`).
+source's position in the frame (:class:`bokehme_core.aperture.LensShape`, formulas in :mod:`bokehme_core.aperture`).
 
-Used by :func:`.exact.scatter_exact` and :func:`.fast.scatter_fast` when they get a ``lens`` whose shapes are not
-neutral (with a neutral lens they run their plain code, bit-identical to no lens).
+The torch backend's "shaped" cells of the kernel table (:mod:`.table`); a neutral lens shape (no cat's eye, swirl
+or ring) gets the plain cells instead, bit-identical to no lens.
 
-* :func:`scatter_exact_lens`: the exact weights ``Lens.profile * norm / (r^2 + 0.2)`` over the official window,
+* :func:`scatter_exact_lens`: the exact weights ``LensShape.profile * norm / (r^2 + 0.2)`` over the official window,
   offset by offset, vectorised over the sources whose window and support reach the offset (sources sorted by
   radius: a suffix per offset). Cost O(r^2) per source: meant for tests, CUDA and modest sizes; the numba
   backend (:mod:`.lens_numba`) evaluates only the rim exactly.
 * :func:`scatter_fast_lens`: the fast-mode row runs. Per source and row the aperture's run table row (of
-  :func:`.fast.row_runs`, read at the fractional row of the moved shape and scaled above the table radius) is
+  :func:`.common.row_runs`, read at the fractional row of the moved shape and scaled above the table radius) is
   intersected with the run of the moved clip circle (the circle's table), giving box segments of height
   ``min(heights)``; the ring subtracts the same construction at ``RING_INNER * r`` (intersected with the outer
   segment) with weight ``ring``. Four difference-array writes per segment, one prefix sum per row. Each source
   is weighted by the mass of its own segments (a first pass over the rows sums their areas), not by the energy
-  table of :meth:`.Lens.fields` (the exact kernel's): the box model of a lemon a few pixels wide holds 0.5 to
+  table of :meth:`LensShape.fields` (the exact kernel's): the box model of a lemon a few pixels wide holds 0.5 to
   1.1 times the exact one's mass, so only its own mass keeps the energy.
 """
 
@@ -25,15 +25,11 @@ from typing import Callable
 
 import torch
 
-from ..aperture import RING_INNER, Aperture, Lens
-from .common import Progress
-from .exact import per_image
+from ..aperture import RING_INNER, Aperture, LensShape
+from .common import (CHUNK, LEVELS_PER_PX, Progress, base_rows, box_writes, lerp_rows, per_image, row_runs,
+                     table_radius, window_tables)
 
-__all__ = ["scatter_exact_lens", "scatter_fast_lens", "lens_premult"]
-
-#: half width (pixels) of the soft rim, as in :mod:`.exact`
-DELTA = 1.5
-CHUNK = 1 << 20
+__all__ = ["scatter_exact_lens", "scatter_fast_lens", "lens_premult", "fast_tables"]
 
 
 def lens_premult(image: torch.Tensor, radius: torch.Tensor, norm: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
@@ -56,7 +52,7 @@ def scatter_exact_lens(
     image: torch.Tensor,
     defocus_px: torch.Tensor,
     aperture: Aperture,
-    lens: Lens,
+    lens: LensShape,
     progress: Callable[[int, int], None] | None = None,
     *,
     raw: bool = False,
@@ -69,7 +65,7 @@ def scatter_exact_lens(
                       progress)
 
 
-def _exact_one(image, defocus, aperture: Aperture, lens: Lens, progress, raw: bool) -> torch.Tensor:
+def _exact_one(image, defocus, aperture: Aperture, lens: LensShape, progress, raw: bool) -> torch.Tensor:
     _, H, W = image.shape
     device = image.device
     radius_map = defocus.to(torch.float32).abs()
@@ -88,7 +84,9 @@ def _exact_one(image, defocus, aperture: Aperture, lens: Lens, progress, raw: bo
     ax, ay = aperture.axis_scale
     win_x = min(math.floor(rmax * ax) + 1, W - 1)
     win_y = min(math.floor(rmax * ay) + 1, H - 1)
-    lo = _support_table(aperture, win_x, win_y, device)
+    # the least radius for which offset (dy, |dx|) is inside the window and the support of a lens kernel (the
+    # lemon lies inside the plain shape's support disc of radius r + DELTA)
+    _, lo = window_tables(aperture, win_x, win_y, device)
     acc = torch.zeros(H * W, 4, dtype=torch.float64, device=device)
     ticks = Progress(progress, 2 * win_y + 1)
     for row_index in range(2 * win_y + 1):
@@ -114,28 +112,10 @@ def _exact_one(image, defocus, aperture: Aperture, lens: Lens, progress, raw: bo
     return _finish(acc, H, W, raw)
 
 
-def _support_table(aperture: Aperture, win_x: int, win_y: int, device) -> torch.Tensor:
-    """(2*win_y+1, win_x+1) float32: the least radius for which offset (dy, |dx|) is inside the window and the
-    support of a lens kernel (the lemon lies inside the plain shape's support disc of radius r + DELTA)."""
-    ax, ay = aperture.axis_scale
-    kx = torch.arange(win_x + 1, dtype=torch.float64, device=device)
-    ky = torch.arange(-win_y, win_y + 1, dtype=torch.float64, device=device)
-    dist = torch.sqrt((kx.view(1, -1) / ax) ** 2 + (ky.view(-1, 1) / ay) ** 2)
-    if aperture.kind == "mask":
-        _, bound_px, _ = aperture._mask_sampler("cpu")
-        reach = torch.minimum(dist - DELTA - 0.5 / min(ax, ay), dist * bound_px / (bound_px + 1.0))
-    else:
-        reach = dist - DELTA
-    win_lo = torch.maximum(((kx.view(1, -1) - 1) / ax).expand_as(dist), ((ky.abs().view(-1, 1) - 1) / ay).expand_as(dist))
-    return torch.maximum(reach, win_lo).to(torch.float32)
-
-
 # ------------------------------------------------------------------------------------------------- fast
 def fast_tables(aperture: Aperture, rmax: float, device=None) -> dict:
-    """Run tables of the aperture and of its clip circle for radii up to ``rmax`` (see :func:`.fast.row_runs`)."""
-    from .fast import LEVELS_PER_PX, TABLE_RADIUS, row_runs
-
-    top = float(min(math.floor(rmax) + 1, TABLE_RADIUS))
+    """Run tables of the aperture and of its clip circle for radii up to ``rmax`` (see :func:`.common.row_runs`)."""
+    top = table_radius(rmax)
     shape = row_runs(aperture, top)
     circle = Aperture.circle(aperture.anamorphic)
     clip = shape if circle == aperture else row_runs(circle, top)
@@ -152,7 +132,7 @@ def scatter_fast_lens(
     image: torch.Tensor,
     defocus_px: torch.Tensor,
     aperture: Aperture,
-    lens: Lens,
+    lens: LensShape,
     progress: Callable[[int, int], None] | None = None,
     *,
     raw: bool = False,
@@ -168,7 +148,7 @@ def scatter_fast_lens(
     kernel's energy (its rows' mass / (r^2 + 0.2)) over the mass of its box segments: the lens keeps every bokeh
     ball's energy at every radius and position (up to float rounding; the image borders clip as without a lens).
     ``frame = (top, left, frame_height, frame_width)`` places the image in a larger frame for the lens fields
-    (:meth:`Lens.fields`).
+    (:meth:`LensShape.fields`).
     """
     rmax = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
     tables = fast_tables(aperture, rmax, image.device)
@@ -191,20 +171,17 @@ def _rows(table, radius, row, x_offset, base_radius, levels_per_px):
     small = radius <= base_radius
     level = torch.where(small, torch.round(radius * levels_per_px).long().clamp(max=n_levels - 1), n_levels - 1)
     scale = torch.where(small, torch.ones_like(radius), radius / base_radius)
-    u = row / scale
-    u0 = torch.floor(u)
-    frac = (u - u0).unsqueeze(1)
-    i0 = (u0.long() + half_rows).clamp(0, n_rows - 1)
-    i1 = (u0.long() + 1 + half_rows).clamp(0, n_rows - 1)
+    i0, i1, frac = base_rows(row, scale, half_rows, n_rows)
+    frac = frac.unsqueeze(1)
     runs = torch.arange(n_runs, device=radius.device)
     base = level * (n_rows * n_runs)
     idx0 = (base + i0 * n_runs).unsqueeze(1) + runs
     idx1 = (base + i1 * n_runs).unsqueeze(1) + runs
     lf, rf, hf = left_t.flatten(), right_t.flatten(), height_t.flatten()
     sc = scale.unsqueeze(1)
-    left = (lf[idx0] * (1 - frac) + lf[idx1] * frac) * sc + x_offset.unsqueeze(1)
-    right = (rf[idx0] * (1 - frac) + rf[idx1] * frac) * sc + x_offset.unsqueeze(1)
-    height = hf[idx0] * (1 - frac) + hf[idx1] * frac
+    left = lerp_rows(lf, idx0, idx1, frac) * sc + x_offset.unsqueeze(1)
+    right = lerp_rows(rf, idx0, idx1, frac) * sc + x_offset.unsqueeze(1)
+    height = lerp_rows(hf, idx0, idx1, frac)
     return left, right, height
 
 
@@ -242,7 +219,7 @@ def _segment_mass(left, right, height) -> torch.Tensor:
     return torch.where(right > left, area, torch.zeros_like(area)).sum(dim=1)
 
 
-def _fast_one(image, defocus, aperture: Aperture, lens: Lens, tables, progress, raw: bool, coverage=None,
+def _fast_one(image, defocus, aperture: Aperture, lens: LensShape, tables, progress, raw: bool, coverage=None,
               frame=None) -> torch.Tensor:
     _, H, W = image.shape
     device = image.device
@@ -316,15 +293,8 @@ def _fast_one(image, defocus, aperture: Aperture, lens: Lens, tables, progress, 
 def _write_segments(rows_flat, x, y, left, right, height, premult, W) -> None:
     """Box segments [x+left, x+right] of ``height`` (n, runs) into the row difference arrays (4 writes each)."""
     height = torch.where(right > left, height, torch.zeros_like(height))
-    pos_l = left + 0.5  # cell c covers [c - 0.5, c + 0.5]
-    pos_r = right + 0.5
-    cell_l = torch.floor(pos_l)
-    cell_r = torch.floor(pos_r)
-    cover_l = cell_l + 1 - pos_l
-    cover_r = pos_r - cell_r
-    coef = torch.stack([cover_l, 1 - cover_l, cover_r - 1, -cover_r]) * height  # (4, n, runs)
-    cols = (torch.stack([cell_l, cell_l + 1, cell_r, cell_r + 1]) + x).clamp(-1, W)
-    cols = cols.clamp(0, W).long()
+    cols, coef = box_writes(left + 0.5, right + 0.5, height)  # (4, n, runs); cell c covers [c - 0.5, c + 0.5]
+    cols = (cols + x).clamp(0, W).long()
     index = (cols + (y * (W + 1)).view(1, -1, 1)).flatten()
     values = premult.view(1, -1, 1, 4) * coef.unsqueeze(-1)
     rows_flat.index_add_(0, index, values.reshape(-1, 4))

@@ -1,6 +1,5 @@
-"""Numba kernels with lens character (cat's eye, swirl, ring): the per-source kernels of
-:class:`bokehme_core.aperture.Lens` for :func:`.numba_backend.scatter_fast_numba` and
-:func:`.numba_backend.scatter_exact_numba` (which hand over here when given a lens whose shapes are not neutral).
+"""Numba kernels with a lens shape (cat's eye, swirl, ring): the per-source kernels of
+:class:`bokehme_core.aperture.LensShape`, the numba backend's "shaped" cells of the kernel table (:mod:`.table`).
 
 Gathers over target rows, as :mod:`.numba_backend`: every target row is summed by one thread into its own
 float64 accumulators in an order fixed by the kernel, so results do not depend on the thread count.
@@ -31,8 +30,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..aperture import RING_INNER, Aperture, Lens
-from .numba_backend import _per_image, _run_rows, band_rows, check_exact_aperture, entry_writes, logged_first_calls, numba_threads
+from ..aperture import CAT_EYE_GAIN, MAX_CLIP, RING_INNER, SWIRL_ANGLE, SWIRL_GAIN, Aperture, LensShape
+from .common import DELTA, LEVELS_PER_PX, TABLE_RADIUS
+from .lens_kernels import fast_tables, lens_premult
+from .numba_runtime import (band_rows, check_exact_aperture, logged_first_calls, numba_entry_writes, numba_threads,
+                            per_image_cpu, run_rows)
 
 __all__ = ["scatter_fast_lens_numba", "scatter_exact_lens_numba"]
 
@@ -77,9 +79,7 @@ def _plain_row_mass(table) -> np.ndarray:
     return np.ascontiguousarray(torch.cat([centre, centre + pairs.cumsum(dim=1)], dim=1).numpy())
 
 
-def _fields(aperture: Aperture, lens: Lens, img, dfc, dtype):
-    from .lens_kernels import lens_premult
-
+def _fields(aperture: Aperture, lens: LensShape, img, dfc, dtype):
     radius = dfc.abs()
     fields = lens.fields(aperture, radius)
     H, W = radius.shape
@@ -91,7 +91,7 @@ def scatter_fast_lens_numba(
     image: torch.Tensor,
     defocus_px: torch.Tensor,
     aperture: Aperture,
-    lens: Lens,
+    lens: LensShape,
     progress: Callable[[int, int], None] | None = None,
     *,
     raw: bool = False,
@@ -105,13 +105,10 @@ def scatter_fast_lens_numba(
     ``coverage`` (B,1,H,W) / ``max_radius``: the energy-preserving splat of :func:`.fast.scatter_fast` (``image``
     premultiplied colour, every source's lens kernel scaled to unit mass: 1 / the mass its box segments write,
     coverage-0 sources skipped, (B,4,H,W) sums returned). ``frame = (top, left, frame_height, frame_width)`` places the
-    image in a larger frame for the lens fields (:meth:`Lens.clip_vectors`; default: the image is the frame).
+    image in a larger frame for the lens fields (:meth:`LensShape.clip_vectors`; default: the image is the frame).
     The per-source lens state is computed inside the compiled code (:func:`._lens_numba_kernels.fast_fields`).
     """
-    from ..aperture import CAT_EYE_GAIN, MAX_CLIP, SWIRL_ANGLE, SWIRL_GAIN
-    from .fast import LEVELS_PER_PX, TABLE_RADIUS
     from ._lens_numba_kernels import RECORD
-    from .lens_kernels import fast_tables
 
     kernels = _kernels()
     rmax = float(defocus_px.abs().max()) if max_radius is None else float(max_radius)
@@ -121,7 +118,7 @@ def scatter_fast_lens_numba(
     half_rows = (n_rows - 1) // 2
     base_radius = tables["base_radius"]
     ax, ay = aperture.axis_scale
-    entry_cols, entry_coef = entry_writes(*(t.flatten().contiguous() for t in (s_l, s_r, s_h)))
+    entry_cols, entry_coef = numba_entry_writes(*(t.flatten().contiguous() for t in (s_l, s_r, s_h)))
     shape_t, row_lo, row_hi, extent = _interleaved(tables["shape"])
     if tables["clip"][0] is tables["shape"][0]:  # circle apertures: one table (half the cache footprint)
         clip_t, clip_lo, clip_hi = shape_t, row_lo, row_hi
@@ -150,31 +147,29 @@ def scatter_fast_lens_numba(
                   float(lens.ring), plain_mass, shape_t, clip_t, np.float32(RING_INNER), n_levels,
                   np.float32(base_radius), np.float32(LEVELS_PER_PX), big_reach, n_rows, n_runs, half_rows, row_lo,
                   row_hi, clip_lo, clip_hi, records, records.view(np.int32), span, row_span)
-        _run_rows(kernels["fast_fields"], H, fields, (), sub, 0, 2 * H, band)
+        run_rows(kernels["fast_fields"], H, fields, (), sub, 0, 2 * H, band)
         out = np.empty((4 if raw or img.shape[0] == 4 else 3, H, W), dtype=np.float32)
         args = (BLOCK_ROWS, win_y, row_span, span, records, records.view(np.int32), shape_t, clip_t, entry_cols,
                 entry_coef, margin, n_rows, n_runs, half_rows, np.float32(RING_INNER), out)
-        _run_rows(kernels["fast"], H, args, (), sub, H, 2 * H, band)
+        run_rows(kernels["fast"], H, args, (), sub, H, 2 * H, band)
         return torch.from_numpy(out)
 
     if coverage is not None:
         image = torch.cat([image, coverage.to(image.dtype).expand(image.shape[0], -1, -1, -1)], dim=1)
     with numba_threads():
-        return _per_image(image, defocus_px, one, progress)
+        return per_image_cpu(image, defocus_px, one, progress)
 
 
 def scatter_exact_lens_numba(
     image: torch.Tensor,
     defocus_px: torch.Tensor,
     aperture: Aperture,
-    lens: Lens,
+    lens: LensShape,
     progress: Callable[[int, int], None] | None = None,
     *,
     raw: bool = False,
 ) -> torch.Tensor:
     """Exact mode with lens character (numba), circle and polygon apertures; see the module docstring."""
-    from .lens_kernels import DELTA
-
     check_exact_aperture(aperture)
     kernel = _kernels()["exact"]
     ax, ay = aperture.axis_scale
@@ -192,8 +187,8 @@ def scatter_exact_lens_numba(
                 fields.shift_y.numpy(), fields.ring.numpy(), float(ax), float(ay), float(aperture.inner_fraction),
                 float(DELTA), polygon, np.float32(a1), np.float32(a2), np.float32(aperture.rotation),
                 float(RING_INNER), out)
-        _run_rows(kernel, H, args, (), sub, 0, H, band_rows(W, win_y))
+        run_rows(kernel, H, args, (), sub, 0, H, band_rows(W, win_y))
         return torch.from_numpy(out)
 
     with numba_threads():
-        return _per_image(image, defocus_px, one, progress)
+        return per_image_cpu(image, defocus_px, one, progress)

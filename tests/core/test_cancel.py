@@ -9,13 +9,13 @@ import torch
 from helpers import scatter_scene
 
 from bokehme_core import Aperture, render_classical
-from bokehme_core.aperture import Lens
+from bokehme_core.aperture import LensShape
 from bokehme_core.scatter import common
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MODES = ("exact", "fast", "layered")
-LENSES = {"plain": None, "lens": Lens(cat_eye=0.6, ring=0.4)}
+LENSES = {"plain": None, "lens": LensShape(cat_eye=0.6, ring=0.4)}
 
 
 class Cancelled(Exception):
@@ -45,9 +45,9 @@ def _record(fail_at=None):
 def small_steps(monkeypatch):
     """Tiny work budgets between two reports, so a test frame has the many reports a 4K frame has."""
     monkeypatch.setattr(common, "HEARTBEAT_PAIRS", 64)
-    from bokehme_core.scatter import numba_backend
+    from bokehme_core.scatter import numba_runtime
 
-    monkeypatch.setattr(numba_backend, "BAND_PAIRS", 1)
+    monkeypatch.setattr(numba_runtime, "BAND_PAIRS", 1)
 
 
 @pytest.mark.parametrize("lens", list(LENSES))
@@ -91,7 +91,7 @@ def test_numba_bands_bound_the_work_between_reports():
     """A 4K frame at a large radius reports after at most BAND_PAIRS (source, kernel row) pairs (a few more
     with the lens kernel's 8-row blocks), and a frame of the benchmark sizes keeps the 64-row bands."""
     pytest.importorskip("numba")
-    from bokehme_core.scatter.numba_backend import BAND_PAIRS, ROWS_PER_CALL, band_rows
+    from bokehme_core.scatter.numba_runtime import BAND_PAIRS, ROWS_PER_CALL, band_rows
 
     for win_y in (1, 20, 81, 300):
         rows = band_rows(3840, win_y, multiple=1)

@@ -99,8 +99,8 @@ def test_render_inputs_recover_and_lens_lift():
     recovered, _ = render_inputs(image, disparity, 20.0, 0.5, recover=True)
     torch.testing.assert_close(recovered, recover_highlights(image, defocus))
     lens = Lens(highlight_gain=4.0)
-    with_lens, _ = render_inputs(image, disparity, 20.0, 0.5, recover=True, lens=lens)
-    lens_only, _ = render_inputs(image, disparity, 20.0, 0.5, lens=lens)
+    with_lens, _ = render_inputs(image, disparity, 20.0, 0.5, recover=True, **lens.pre_render)
+    lens_only, _ = render_inputs(image, disparity, 20.0, 0.5, **lens.pre_render)
     torch.testing.assert_close(with_lens, lens_only)  # the lens's own lift replaces the recovery
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bokehme_core import Aperture, signed_defocus
-from bokehme_core.scatter.layered import _distance_to, _hidden_layer_numba, _push_pull, hidden_layer, scatter_layered
+from bokehme_core.scatter.layered import _distance_to, _push_pull, hidden_layer, scatter_layered
+from bokehme_core.scatter.layered_numba import hidden_layer_numba, scatter_layered_numba
 from bokehme_core.scatter.numba_backend import available as numba_available
 
 pytestmark = pytest.mark.skipif(not numba_available(), reason="no numba")
@@ -58,7 +59,7 @@ def test_hidden_samples_match_the_torch_search():
     pos = ((defocus.flatten() - float(defocus.min())) / step).clamp(0, n_slabs - 1)
     lower = pos.floor().clamp(max=n_slabs - 2).long()
     pix, c, d = hidden_layer(colour, defocus, lower, n_slabs, step)
-    npix, nc, nd = _hidden_layer_numba(colour, defocus, lower, n_slabs, step)
+    npix, nc, nd = hidden_layer_numba(colour, defocus, lower, n_slabs, step)
     order = torch.argsort(pix)
     assert pix.numel() > 0
     torch.testing.assert_close(npix, pix[order], atol=0, rtol=0)
@@ -74,8 +75,8 @@ def test_numba_slab_loop_matches_the_torch_backend(aperture, K):
     # K = 130: radii above the row tables (48 px), whose unit-mass weight depends on the slab
     image, disparity = _scene(40, 56, seed=2)
     defocus = signed_defocus(disparity, K, 0.4)
-    a = scatter_layered(image, defocus, aperture, backend="torch")
-    b = scatter_layered(image, defocus, aperture, backend="numba")
+    a = scatter_layered(image, defocus, aperture)
+    b = scatter_layered_numba(image, defocus, aperture)
     torch.testing.assert_close(b, a, atol=2e-5, rtol=1e-4)
 
 
@@ -87,9 +88,9 @@ def test_numba_slab_loop_does_not_depend_on_the_thread_count():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = scatter_layered(image, defocus, Aperture.circle(), backend="numba")
+        one = scatter_layered_numba(image, defocus, Aperture.circle())
         torch.set_num_threads(max(2, min(threads, numba.config.NUMBA_NUM_THREADS)))
-        more = scatter_layered(image, defocus, Aperture.circle(), backend="numba")
+        more = scatter_layered_numba(image, defocus, Aperture.circle())
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, more)
@@ -98,7 +99,7 @@ def test_numba_slab_loop_does_not_depend_on_the_thread_count():
 def test_progress_over_rows_reaches_total():
     calls = []
     image, disparity = _scene(24, 20, seed=4)
-    scatter_layered(image, signed_defocus(disparity, 6.0, 0.5), Aperture.circle(), backend="numba",
-                    progress=lambda done, total: calls.append((done, total)))
+    scatter_layered_numba(image, signed_defocus(disparity, 6.0, 0.5), Aperture.circle(),
+                          progress=lambda done, total: calls.append((done, total)))
     assert calls and calls[-1][0] == calls[-1][1]
     assert all(b[0] >= a[0] for a, b in zip(calls, calls[1:]))

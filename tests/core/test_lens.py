@@ -1,4 +1,5 @@
-"""Tests for lens character (bokehme_core.aperture.Lens and its kernels): neutral == today, shapes, energy, errors."""
+"""Tests for lens character (bokehme_core.aperture.LensShape and its kernels, bokehme_core.Lens): neutral == today,
+shapes, energy, errors."""
 
 from __future__ import annotations
 
@@ -8,19 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from bokehme_core import Aperture, render_classical, signed_defocus
-from bokehme_core.aperture import LENS_RANGES, Lens, clip_area_ratio
+from bokehme_core import Aperture, render_classical, render_inputs, signed_defocus
+from bokehme_core.aperture import LensShape, clip_area_ratio
+from bokehme_core.lens import LENS_RANGES, Lens
 from bokehme_core.defocus import lift_highlights
 from bokehme_core.scatter.fast import scatter_fast
-from bokehme_core.scatter.reference import render_reference
+from helpers import scatter_scene
+from scatter_reference import render_reference
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _numba():
@@ -28,13 +26,7 @@ def _numba():
 
 
 def _scene(h, w, seed=0, kmax=6.0):
-    g = torch.Generator().manual_seed(seed)
-    image = torch.rand(1, 3, h, w, generator=g) ** 2
-    image[:, :, ::4, ::5] = 1.0
-    yy = torch.linspace(0, 1, h).view(1, 1, h, 1)
-    xx = torch.linspace(0, 1, w).view(1, 1, 1, w)
-    disparity = (0.6 * yy + 0.4 * xx + 0.1 * torch.rand(1, 1, h, w, generator=g)).clamp(0, 1)
-    return image, kmax * 2 * (disparity - 0.5)
+    return scatter_scene(h, w, seed=seed, kmax=kmax, lights=(4, 5))
 
 
 def _point(h, w, y, x, radius):
@@ -56,8 +48,19 @@ def _moments(weights: torch.Tensor):
     return (float(cx), float(cy)), values, vectors
 
 
-LENSES = [Lens(cat_eye=0.8), Lens(ring=0.7), Lens(cat_eye=0.5, swirl=0.6, ring=0.5)]
+LENSES = [LensShape(cat_eye=0.8), LensShape(ring=0.7), LensShape(cat_eye=0.5, swirl=0.6, ring=0.5)]
 APERTURES = [Aperture.circle(), Aperture.polygon(5, rotation=0.3), Aperture.circle(anamorphic=0.6)]
+
+
+def _lens_splat(backend: str):
+    """The fast lens kernel of ``backend`` (the one the layered cells splat every slab with)."""
+    if backend == "torch":
+        from bokehme_core.scatter.lens_kernels import scatter_fast_lens
+
+        return scatter_fast_lens
+    from bokehme_core.scatter.lens_numba import scatter_fast_lens_numba
+
+    return scatter_fast_lens_numba
 
 
 # --- neutral == today, bit for bit ---------------------------------------------------------------------------
@@ -69,7 +72,7 @@ def test_neutral_lens_is_bit_identical(mode, backend):
         _numba()
     image, defocus = _scene(12, 15, seed=1)
     plain = render_classical(image, defocus, gamma=2.0, mode=mode, backend=backend, aperture=Aperture.polygon(6))
-    for lens in (Lens(), Lens(highlight_threshold=0.5, focus_range=0.0)):
+    for lens in (LensShape(), Lens(highlight_threshold=0.5, focus_range=0.0).shape):
         out = render_classical(image, defocus, gamma=2.0, mode=mode, backend=backend, aperture=Aperture.polygon(6),
                                lens=lens)
         assert torch.equal(out.bokeh, plain.bokeh) and torch.equal(out.dilated_defocus, plain.dilated_defocus)
@@ -78,8 +81,10 @@ def test_neutral_lens_is_bit_identical(mode, backend):
 def test_neutral_focus_options_are_bit_identical():
     disparity = torch.rand(2, 1, 7, 9, generator=torch.Generator().manual_seed(2))
     plain = signed_defocus(disparity, 37.0, [0.3, 0.6])
-    assert torch.equal(signed_defocus(disparity, 37.0, [0.3, 0.6], **Lens().defocus_options()), plain)
     assert torch.equal(Lens().signed_defocus(disparity, 37.0, [0.3, 0.6]), plain)
+    image = torch.rand(2, 3, 7, 9, generator=torch.Generator().manual_seed(3))
+    lifted, defocus = render_inputs(image, disparity, 37.0, [0.3, 0.6], **Lens().pre_render)
+    assert torch.equal(defocus, plain) and lifted is image
 
 
 def test_neutral_highlight_lift_returns_the_image():
@@ -98,16 +103,29 @@ def test_out_of_range_options_name_the_option_and_range(name, value):
     lo, hi = LENS_RANGES[name]
     with pytest.raises(ValueError, match=rf"{name} must be in \[{lo:g}, {hi:g}\], got {value:g}"):
         Lens(**{name: value})
+    if name in ("cat_eye", "swirl", "ring", "fringe"):
+        with pytest.raises(ValueError, match=rf"{name} must be in \[{lo:g}, {hi:g}\], got {value:g}"):
+            LensShape(**{name: value})
+    else:  # a pre-render option: an argument of render_inputs, not of the lens shape
+        image = torch.rand(1, 3, 4, 4)
+        with pytest.raises(ValueError, match=rf"{name} must be in \[{lo:g}, {hi:g}\], got {value:g}"):
+            render_inputs(image, torch.rand(1, 1, 4, 4), 10.0, 0.5, **{name: value})
+        with pytest.raises(TypeError, match=name):
+            LensShape(**{name: value})
 
 
 def test_bad_option_types_and_lens_argument():
     with pytest.raises(TypeError, match=r"cat_eye must be a number, got 'a lot'"):
-        Lens(cat_eye="a lot")
+        LensShape(cat_eye="a lot")
     with pytest.raises(ValueError, match=r"ring must be finite"):
         Lens(ring=float("nan"))
     image, defocus = _scene(6, 6)
-    with pytest.raises(TypeError, match=r"lens must be a bokehme_core.aperture.Lens"):
+    with pytest.raises(TypeError, match=r"lens must be a bokehme_core.LensShape \(LensShape\(cat_eye=0.5, ring=0.3, "
+                                        r"\.\.\.\)\) or None, got dict$"):
         render_classical(image, defocus, lens={"cat_eye": 0.5})
+    with pytest.raises(TypeError, match=r"got Lens \(a whole lens character: pass lens.shape here and "
+                                        r"\*\*lens.pre_render to render_inputs\)"):
+        render_classical(image, defocus, lens=Lens(cat_eye=0.5))
     with pytest.raises(ValueError, match=r"focus_range must be in \[0, 1\], got 1.5"):
         signed_defocus(torch.rand(1, 1, 4, 4), 10.0, 0.5, focus_range=1.5)
     with pytest.raises(ValueError, match=r"highlight_gain must be in \[1, 50\], got 0"):
@@ -115,17 +133,34 @@ def test_bad_option_types_and_lens_argument():
 
 
 def test_lens_is_hashable_and_frozen():
-    assert Lens(cat_eye=0.5) == Lens(cat_eye=0.5) and hash(Lens(ring=0.2)) == hash(Lens(ring=0.2))
-    assert Lens().is_neutral and Lens().shapes_neutral and not Lens(fringe=0.05).is_neutral
+    assert LensShape(cat_eye=0.5) == LensShape(cat_eye=0.5) and hash(LensShape(ring=0.2)) == hash(LensShape(ring=0.2))
+    assert LensShape().is_neutral and LensShape().shapes_neutral and not LensShape(fringe=0.05).is_neutral
+    assert Lens(cat_eye=0.5) == Lens(cat_eye=0.5) and hash(Lens(near_scale=2.0)) == hash(Lens(near_scale=2.0))
+    assert Lens().is_neutral and not Lens(far_scale=2.0).is_neutral and not Lens(ring=0.1).is_neutral
+    with pytest.raises(Exception):
+        LensShape().ring = 0.5
     with pytest.raises(Exception):
         Lens().ring = 0.5
+
+
+def test_lens_splits_into_shape_and_pre_render_options():
+    from bokehme_core.defocus import PRE_RENDER_DEFAULTS
+
+    lens = Lens(cat_eye=0.1, swirl=0.2, ring=0.3, fringe=0.04, highlight_threshold=0.8, highlight_gain=2.0,
+                focus_range=0.1, near_scale=0.5, far_scale=1.5)
+    assert lens.shape == LensShape(cat_eye=0.1, swirl=0.2, ring=0.3, fringe=0.04)
+    assert lens.pre_render == dict(highlight_threshold=0.8, highlight_gain=2.0, focus_range=0.1, near_scale=0.5,
+                                   far_scale=1.5)
+    # one set of defaults: the Lens fields, render_inputs / lift_highlights and the Lens node agree
+    assert Lens().pre_render == PRE_RENDER_DEFAULTS
+    assert not hasattr(lens, "scatter_only")
 
 
 # --- cat's eye and swirl ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("aperture", [Aperture.circle(), Aperture.polygon(6), Aperture.circle(anamorphic=0.7)])
 def test_cat_eye_is_none_at_the_centre(aperture):
-    lens = Lens(cat_eye=1.0, swirl=0.5)
+    lens = LensShape(cat_eye=1.0, swirl=0.5)
     centre = lens.kernel(aperture, 9.0, 20, 15, 31, 41, normalize=False)
     torch.testing.assert_close(centre, aperture.kernel(9.0, normalize=False), rtol=1e-6, atol=0)
 
@@ -135,7 +170,7 @@ def test_cat_eye_point_light_near_a_corner_is_a_lemon_pointing_at_the_centre(mod
     _numba()
     h, w, y, x = 61, 81, 49, 66  # toward the bottom-right corner (rho ~ 0.66), 9 px from the borders
     image, defocus = _point(h, w, y, x, 6.0)
-    out = render_classical(image, defocus, mode=mode, backend="numba", lens=Lens(cat_eye=0.8)).bokeh[0, 0]
+    out = render_classical(image, defocus, mode=mode, backend="numba", lens=LensShape(cat_eye=0.8)).bokeh[0, 0]
     (cx, cy), values, vectors = _moments(out)
     assert abs(cx - x) < 0.2 and abs(cy - y) < 0.2  # the lemon stays centred on its light
     ratio = math.sqrt(float(values[1] / values[0]))
@@ -149,19 +184,19 @@ def test_cat_eye_point_light_near_a_corner_is_a_lemon_pointing_at_the_centre(mod
 
 
 def test_cat_eye_grows_from_the_centre_and_swirl_turns_the_lemons():
-    lens = Lens(cat_eye=0.8)
+    lens = LensShape(cat_eye=0.8)
     ratios = []
     for x in (30, 40, 50, 58):  # along the middle row, from the centre outwards
         (_, _), values, vectors = _moments(lens.kernel(Aperture.circle(), 10.0, x, 20, 41, 61))
         ratios.append(math.sqrt(float(values[1] / values[0])))
     assert ratios[0] < 1.01 and all(b > a for a, b in zip(ratios, ratios[1:]))
-    _, _, vectors = _moments(Lens(cat_eye=0.8, swirl=1.0).kernel(Aperture.circle(), 10.0, 58, 20, 41, 61))
+    _, _, vectors = _moments(LensShape(cat_eye=0.8, swirl=1.0).kernel(Aperture.circle(), 10.0, 58, 20, 41, 61))
     angle = math.degrees(math.atan2(abs(float(vectors[1, 0])), abs(float(vectors[0, 0]))))
     assert 30 < angle < 60  # the narrow axis leans ~45 degrees away from the (horizontal) radius
 
 
 def test_lens_fields_are_smooth_and_tiles_match_the_frame():
-    lens = Lens(cat_eye=0.9, swirl=0.4)
+    lens = LensShape(cat_eye=0.9, swirl=0.4)
     sx, sy = lens.clip_vectors(Aperture.circle(), 40, 60)
     assert float(sx.diff(dim=1).abs().max()) < 0.03 and float(sy.diff(dim=0).abs().max()) < 0.03
     tx, ty = lens.clip_vectors(Aperture.circle(), 10, 20, frame=(15, 30, 40, 60))
@@ -208,7 +243,7 @@ def test_clip_area_ratio_matches_the_closed_form_and_the_tables():
 def test_ring_rim_is_brighter_than_the_inside(mode):
     _numba()
     image, defocus = _point(41, 41, 20, 20, 12.0)
-    out = render_classical(image, defocus, mode=mode, backend="numba", lens=Lens(ring=0.8)).bokeh[0, 0]
+    out = render_classical(image, defocus, mode=mode, backend="numba", lens=LensShape(ring=0.8)).bokeh[0, 0]
     yy, xx = torch.meshgrid(torch.arange(41.0), torch.arange(41.0), indexing="ij")
     dist = torch.hypot(yy - 20, xx - 20)
     inside = float(out[dist < 6].mean())
@@ -224,7 +259,7 @@ def test_ring_rim_is_brighter_than_the_inside(mode):
 def test_fringe_changes_red_and_blue_radii_by_the_fraction(sign):
     _numba()
     image, defocus = _point(45, 45, 22, 22, 10.0 * sign)
-    out = render_classical(image, defocus, mode="fast", backend="numba", lens=Lens(fringe=0.1)).bokeh[0]
+    out = render_classical(image, defocus, mode="fast", backend="numba", lens=LensShape(fringe=0.1)).bokeh[0]
     yy, xx = torch.meshgrid(torch.arange(45.0), torch.arange(45.0), indexing="ij")
     dist2 = (yy - 22) ** 2 + (xx - 22) ** 2
     rms = [float(((out[c] * dist2).sum() / out[c].sum()).sqrt()) for c in range(3)]
@@ -248,8 +283,9 @@ def test_lift_highlights_lifts_clipped_lights_in_linear_light():
     torch.testing.assert_close(out[:, :, 0, 2:], image[:, :, 0, 2:], rtol=1e-6, atol=1e-6)  # below: unchanged
     lens = Lens(highlight_gain=4.0, highlight_threshold=0.9)
     image4, defocus = _scene(8, 8, seed=3)
-    torch.testing.assert_close(render_classical(image4, defocus, lens=lens).bokeh,
-                               render_classical(lift_highlights(image4, 0.9, 4.0), defocus).bokeh)
+    # render_classical renders what it is given: the lift happens before it, once
+    assert torch.equal(render_classical(image4, defocus, lens=lens.shape).bokeh, render_classical(image4, defocus).bokeh)
+    assert torch.equal(lens.lift_highlights(image4), lift_highlights(image4, 0.9, 4.0))
 
 
 def test_focus_range_keeps_the_band_sharp_and_scales_near_and_far():
@@ -295,7 +331,7 @@ def test_fast_lens_numba_equals_torch_away_from_the_borders(aperture):
     the clamped ones); both agree with torch."""
     _numba()
     image, defocus = _scene(40, 72, seed=13, kmax=5.0)
-    for lens in (Lens(cat_eye=0.9, swirl=0.4, ring=0.7), Lens(ring=0.5), Lens(cat_eye=0.6)):
+    for lens in (LensShape(cat_eye=0.9, swirl=0.4, ring=0.7), LensShape(ring=0.5), LensShape(cat_eye=0.6)):
         outs = [render_classical(image, defocus, aperture=aperture, mode="fast", backend=backend, lens=lens).bokeh
                 for backend in ("torch", "numba")]
         torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=0)
@@ -308,7 +344,7 @@ def test_fast_lens_numba_does_not_depend_on_the_thread_count():
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs 2 numba threads")
     image, defocus = _scene(37, 45, seed=14, kmax=6.0)
-    lens = Lens(cat_eye=0.8, swirl=0.3, ring=0.6)
+    lens = LensShape(cat_eye=0.8, swirl=0.3, ring=0.6)
     outs = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
@@ -327,7 +363,7 @@ def test_fast_lens_numba_at_the_largest_table_radius_of_a_squeezed_aperture():
     image, _ = _scene(30, 40, seed=15)
     defocus = torch.full((1, 1, 30, 40), 48.05)
     defocus[..., :, :5] = 20.0  # and table radii next to them
-    lens = Lens(cat_eye=0.8, ring=0.6)
+    lens = LensShape(cat_eye=0.8, ring=0.6)
     outs = [render_classical(image, defocus, aperture=aperture, mode="fast", backend=backend, lens=lens).bokeh
             for backend in ("torch", "numba")]
     torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=0)
@@ -339,7 +375,7 @@ def test_mask_aperture_with_lens_in_every_mode_and_big_radii():
     star = ((np.hypot(xx, yy) < 4 + 6 * np.abs(np.cos(2.5 * np.arctan2(yy, xx)))) * 1.0).astype(np.float32)
     aperture = Aperture.from_mask(star)
     image, defocus = _scene(9, 11, seed=5, kmax=5.0)
-    lens = Lens(cat_eye=0.7, ring=0.4)
+    lens = LensShape(cat_eye=0.7, ring=0.4)
     exact = render_classical(image, defocus, aperture=aperture, lens=lens).bokeh
     reference, _ = render_reference(image, defocus, aperture, lens)
     np.testing.assert_allclose(exact.numpy(), reference, atol=5e-5, rtol=0)
@@ -356,7 +392,7 @@ def test_mask_aperture_with_lens_in_every_mode_and_big_radii():
 def test_constant_image_stays_constant_with_lens(mode):
     _, defocus = _scene(14, 15, seed=6, kmax=7.0)
     image = torch.full((1, 3, 14, 15), 0.3)
-    out = render_classical(image, defocus, gamma=2.2, mode=mode, lens=Lens(cat_eye=1, swirl=1, ring=1)).bokeh
+    out = render_classical(image, defocus, gamma=2.2, mode=mode, lens=LensShape(cat_eye=1, swirl=1, ring=1)).bokeh
     torch.testing.assert_close(out, image, atol=2e-5, rtol=0)
 
 
@@ -364,7 +400,7 @@ def test_constant_image_stays_constant_with_lens(mode):
 @pytest.mark.parametrize("mode", ["exact", "fast"])
 def test_cuda_lens_matches_cpu(mode):
     image, defocus = _scene(21, 25, seed=7, kmax=6.0)
-    lens = Lens(cat_eye=0.8, ring=0.5, swirl=0.3)
+    lens = LensShape(cat_eye=0.8, ring=0.5, swirl=0.3)
     for aperture in (Aperture.circle(), Aperture.polygon(6)):
         cpu = render_classical(image, defocus, mode=mode, aperture=aperture, lens=lens, backend="torch")
         gpu = render_classical(image.cuda(), defocus.cuda(), mode=mode, aperture=aperture, lens=lens)
@@ -381,7 +417,7 @@ LAYERED_BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skipif(
 def test_layered_with_a_neutral_lens_is_layered_without(backend):
     image, defocus = _scene(14, 17, seed=8, kmax=5.0)
     plain = render_classical(image, defocus, gamma=2.2, mode="layered", backend=backend).bokeh
-    for lens in (Lens(), Lens(highlight_threshold=0.5)):
+    for lens in (LensShape(), Lens(highlight_threshold=0.5).shape):
         out = render_classical(image, defocus, gamma=2.2, mode="layered", backend=backend, lens=lens).bokeh
         assert torch.equal(out, plain)
 
@@ -390,20 +426,17 @@ def test_layered_with_a_neutral_lens_is_layered_without(backend):
 @pytest.mark.parametrize("radius", [4.0, 9.5, 60.0])
 def test_lens_coverage_splat_keeps_energy(backend, radius):
     """The energy-preserving splat of the layered mode (coverage=) with lens kernels: unit mass per source."""
-    from bokehme_core.scatter.numba_backend import scatter_fast_numba
-
-    scatter = scatter_fast if backend == "torch" else scatter_fast_numba
+    scatter = _lens_splat(backend)
     gen = torch.Generator().manual_seed(21)
     size = 170 if radius > 40 else 90
     coverage = torch.zeros(1, 1, size, size)
     coverage[..., size // 2 - 6:size // 2 + 6, size // 2 - 9:size // 2 + 9] = torch.rand(1, 1, 12, 18, generator=gen)
     colour = torch.rand(1, 3, size, size, generator=gen) * coverage
     defocus = torch.full((1, 1, size, size), radius)
-    for lens in (Lens(cat_eye=0.8), Lens(ring=0.7), Lens(cat_eye=0.6, swirl=0.5, ring=0.5)):
+    for lens in (LensShape(cat_eye=0.8), LensShape(ring=0.7), LensShape(cat_eye=0.6, swirl=0.5, ring=0.5)):
         # the top-left quarter of a frame (rho ~ 0.5 at the sources: the fields follow the frame, not the tile);
         # every source is normalised by the mass of its own box segments, and all kernels lie inside the tile
-        splat = scatter(colour, defocus, Aperture.circle(), coverage=coverage, lens=lens,
-                        lens_frame=(0, 0, 2 * size, 2 * size))
+        splat = scatter(colour, defocus, Aperture.circle(), lens, coverage=coverage, frame=(0, 0, 2 * size, 2 * size))
         assert splat.shape == (1, 4, size, size) and bool(torch.isfinite(splat).all())
         assert float(splat[0, 3].double().sum()) == pytest.approx(float(coverage.sum()), rel=1e-4)
         assert float(splat[0, :3].double().sum()) == pytest.approx(float(colour.sum()), rel=1e-4)
@@ -414,7 +447,7 @@ def test_lens_coverage_splat_keeps_energy(backend, radius):
 MASS_FRAME = (600, 900)
 MASS_POSITIONS = {"centre": (300, 450), "half": (449, 674), "corner": (570, 870)}
 MASS_RADII = (1.5, 2.0, 3.0, 4.0, 6.0, 10.0, 20.0)
-MASS_LENSES = [Lens(cat_eye=0.8), Lens(cat_eye=0.8, ring=0.6), Lens(cat_eye=0.8, swirl=0.5, ring=0.6)]
+MASS_LENSES = [LensShape(cat_eye=0.8), LensShape(cat_eye=0.8, ring=0.6), LensShape(cat_eye=0.8, swirl=0.5, ring=0.6)]
 MASS_BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skipif(
     not __import__("bokehme_core.scatter.numba_backend", fromlist=["available"]).available(), reason="no numba"))]
 
@@ -436,14 +469,12 @@ def _point_in_frame(radius: float, position: str, channels: int):
 def test_fast_lens_kernel_keeps_unit_mass_at_every_radius_and_position(backend, aperture, lens):
     """The energy-preserving splat (coverage=): every source's fast lens kernel holds exactly its coverage, also a
     lemon only a few pixels wide near a corner (each source is normalised by the mass of its own box segments)."""
-    from bokehme_core.scatter.numba_backend import scatter_fast_numba
-
-    scatter = scatter_fast if backend == "torch" else scatter_fast_numba
+    scatter = _lens_splat(backend)
     for radius in MASS_RADII:
         for position in MASS_POSITIONS:
             coverage, defocus, frame = _point_in_frame(radius, position, 1)
             colour = 0.5 * coverage.expand(1, 3, -1, -1)
-            splat = scatter(colour, defocus, aperture, coverage=coverage, lens=lens, lens_frame=frame)
+            splat = scatter(colour, defocus, aperture, lens, coverage=coverage, frame=frame)
             mass = float(splat[0, 3].double().sum())
             assert abs(mass - 1) < 1e-4, (radius, position, mass)
             assert float(splat[0, :3].double().sum()) == pytest.approx(1.5, rel=1e-4)
@@ -454,14 +485,11 @@ def test_fast_lens_kernel_keeps_unit_mass_at_every_radius_and_position(backend, 
 def test_fast_lens_kernel_keeps_the_plain_kernels_energy(backend, aperture):
     """Without coverage (the normalised render) each source's fast lens kernel carries the plain fast kernel's
     energy ``mass / (r^2 + 0.2)`` (raw sums of one point source), table radii and scaled rows alike."""
-    from bokehme_core.scatter.fast import source_mass
-    from bokehme_core.scatter.lens_kernels import fast_tables, scatter_fast_lens
+    from bokehme_core.scatter.common import source_mass
+    from bokehme_core.scatter.lens_kernels import fast_tables
 
-    if backend == "torch":
-        scatter = scatter_fast_lens
-    else:
-        from bokehme_core.scatter.lens_numba import scatter_fast_lens_numba as scatter
-    lens = Lens(cat_eye=0.8, swirl=0.5, ring=0.6)
+    scatter = _lens_splat(backend)
+    lens = LensShape(cat_eye=0.8, swirl=0.5, ring=0.6)
     for radius in MASS_RADII + (60.0,):
         # the plain kernel's mass; above the tables source_mass interpolates (< 1e-3)
         plain = float(source_mass(torch.tensor([radius]), aperture, fast_tables(aperture, radius)["shape"])[0])
@@ -475,18 +503,16 @@ def test_fast_lens_kernel_keeps_the_plain_kernels_energy(backend, aperture):
 
 def test_lens_coverage_splat_backends_agree_and_skip_empty_sources():
     _numba()
-    from bokehme_core.scatter.numba_backend import scatter_fast_numba
-
     gen = torch.Generator().manual_seed(22)
     coverage = (torch.rand(1, 1, 20, 24, generator=gen) > 0.5).float() * torch.rand(1, 1, 20, 24, generator=gen)
     colour = torch.rand(1, 3, 20, 24, generator=gen) * coverage
     defocus = 5 * torch.randn(1, 1, 20, 24, generator=gen)
-    lens = Lens(cat_eye=0.7, swirl=0.3, ring=0.5)
+    lens = LensShape(cat_eye=0.7, swirl=0.3, ring=0.5)
     frame = (3, 5, 40, 50)
-    a = scatter_fast(colour, defocus, Aperture.polygon(6), coverage=coverage, lens=lens, lens_frame=frame)
-    b = scatter_fast_numba(colour, defocus, Aperture.polygon(6), coverage=coverage, lens=lens, lens_frame=frame)
+    a = _lens_splat("torch")(colour, defocus, Aperture.polygon(6), lens, coverage=coverage, frame=frame)
+    b = _lens_splat("numba")(colour, defocus, Aperture.polygon(6), lens, coverage=coverage, frame=frame)
     torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
-    empty = scatter_fast_numba(colour, defocus, Aperture.circle(), coverage=torch.zeros_like(coverage), lens=lens)
+    empty = _lens_splat("numba")(colour, defocus, Aperture.circle(), lens, coverage=torch.zeros_like(coverage))
     assert float(empty.abs().max()) == 0.0
 
 
@@ -497,13 +523,13 @@ def test_layered_with_ring_and_cat_eye_keeps_the_energy_of_a_point_light(backend
     image = image * 0.5 + 0.1
     plain = render_classical(image, defocus, mode="layered", backend=backend).bokeh
     assert abs(float((plain - 0.1).sum()) / 1.5 - 1) < 0.02  # 0.5 in each of 3 channels
-    for lens in (Lens(ring=0.8), Lens(cat_eye=0.8), Lens(cat_eye=0.8, swirl=0.5, ring=0.6)):
+    for lens in (LensShape(ring=0.8), LensShape(cat_eye=0.8), LensShape(cat_eye=0.8, swirl=0.5, ring=0.6)):
         out = render_classical(image, defocus, mode="layered", backend=backend, lens=lens).bokeh
         assert bool(torch.isfinite(out).all())
         assert abs(float((out - 0.1).sum()) / 1.5 - 1) < 0.03
         assert not torch.equal(out, plain)
     # the shape is the lens's: the cat's eye squeezes the ball toward the frame centre in layered mode too
-    lemon = render_classical(image, defocus, mode="layered", backend=backend, lens=Lens(cat_eye=0.8)).bokeh[0, 0]
+    lemon = render_classical(image, defocus, mode="layered", backend=backend, lens=LensShape(cat_eye=0.8)).bokeh[0, 0]
     (_, _), values, _ = _moments(lemon - 0.1)
     assert math.sqrt(float(values[1] / values[0])) >= 1.3
 
@@ -511,7 +537,7 @@ def test_layered_with_ring_and_cat_eye_keeps_the_energy_of_a_point_light(backend
 def test_layered_with_a_lens_torch_and_numba_agree():
     _numba()
     image, defocus = _scene(16, 20, seed=9, kmax=5.0)
-    lens = Lens(cat_eye=0.6, ring=0.4, swirl=0.2)
+    lens = LensShape(cat_eye=0.6, ring=0.4, swirl=0.2)
     a = render_classical(image, defocus, gamma=2.2, mode="layered", backend="torch", lens=lens).bokeh
     b = render_classical(image, defocus, gamma=2.2, mode="layered", backend="numba", lens=lens).bokeh
     torch.testing.assert_close(a, b, atol=2e-5, rtol=0)
@@ -525,15 +551,14 @@ def test_render_inputs_with_a_lens():
     image, _ = _scene(6, 7, seed=10)
     disparity = torch.rand(1, 1, 6, 7, generator=torch.Generator().manual_seed(11))
     plain = render_inputs(image, disparity, 20.0, 0.4, highlight=True)
-    neutral = render_inputs(image, disparity, 20.0, 0.4, highlight=True, lens=Lens())
+    neutral = render_inputs(image, disparity, 20.0, 0.4, highlight=True, **Lens().pre_render)
     assert all(torch.equal(a, b) for a, b in zip(plain, neutral))
     lens = Lens(focus_range=0.2, near_scale=2.0, highlight_gain=3.0, highlight_threshold=0.8)
-    lifted, defocus = render_inputs(image, disparity, 20.0, 0.4, lens=lens)
+    lifted, defocus = render_inputs(image, disparity, 20.0, 0.4, **lens.pre_render)
     assert torch.equal(defocus, lens.signed_defocus(disparity, 20.0, 0.4))
     assert torch.equal(lifted, lift_highlights(image, 0.8, 3.0))
-    assert lens.scatter_only().is_neutral
-    with pytest.raises(TypeError, match="lens must be a bokehme_core.Lens"):
-        render_inputs(image, disparity, 20.0, 0.4, lens={"ring": 0.5})
+    with pytest.raises(TypeError, match="lens"):  # the pre-render part goes in as its options
+        render_inputs(image, disparity, 20.0, 0.4, lens=lens)
 
 
 def test_render_bokehme_with_a_lens():
@@ -552,6 +577,6 @@ def test_render_bokehme_with_a_lens():
     lens = Lens(cat_eye=0.5, ring=0.6, focus_range=0.2, highlight_gain=3.0, highlight_threshold=0.9)
     out = render_bokehme(image, disparity, lens=lens, **options)
     assert bool(torch.isfinite(out.bokeh).all()) and not torch.equal(out.bokeh, plain.bokeh)
-    lifted, defocus = render_inputs(image, disparity, 6.0, 0.5, lens=lens)  # the lift is applied once
-    expected = render_classical(lifted, defocus, gamma=4.0, mode="fast", lens=lens.scatter_only()).bokeh
+    lifted, defocus = render_inputs(image, disparity, 6.0, 0.5, **lens.pre_render)  # the lift is applied once
+    expected = render_classical(lifted, defocus, gamma=4.0, mode="fast", lens=lens.shape).bokeh
     torch.testing.assert_close(out.classical, expected.clamp(0, 1), atol=1e-6, rtol=0)

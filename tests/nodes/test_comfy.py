@@ -23,9 +23,9 @@ def _classical(pack, image, disparity):
 
 
 def test_progress_bar_moves_within_frames(pack, comfy, monkeypatch):
-    from bokehme_core.scatter import numba_backend
+    from bokehme_core.scatter import numba_runtime
 
-    monkeypatch.setattr(numba_backend, "BAND_PAIRS", 1)  # small bands: this tiny frame reports like a big one
+    monkeypatch.setattr(numba_runtime, "BAND_PAIRS", 1)  # small bands: this tiny frame reports like a big one
     image, disparity = _inputs(batch=3)
     _classical(pack, image, disparity)
     units = pack.nodes._comfy.frame_progress.__defaults__[0]  # bar units per frame

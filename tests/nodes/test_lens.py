@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bokehme_core as core
-from bokehme_core.aperture import LENS_RANGES
+from bokehme_core.lens import LENS_RANGES
 from bokehme_core.neural.arnet import ARNet
 from bokehme_core.neural.iunet import IUNet
 
@@ -53,6 +53,7 @@ def test_lens_node_registered_with_ranges_from_the_core(pack):
 def test_lens_node_defaults_are_neutral_and_preview(pack):
     lens, preview = pack.nodes.lens.BokehMeLens().build(**_defaults(pack))
     assert isinstance(lens, core.Lens) and lens.is_neutral
+    assert lens == core.Lens()  # one set of defaults: the node's widgets are the core's
     assert preview.shape == (1, 192, 288, 3) and float(preview.min()) >= 0 and float(preview.max()) <= 1
     character, character_preview = pack.nodes.lens.BokehMeLens().build(**CHARACTER)
     assert character == core.Lens(**CHARACTER)
@@ -81,8 +82,8 @@ def test_classical_node_with_a_lens_equals_core(pack):
     bokeh, dilated, preview, in_focus = _classical(pack, lens=lens)
     image, disparity = _scene()
     img, disp = image.permute(0, 3, 1, 2), disparity[..., :1].permute(0, 3, 1, 2)
-    lifted, defocus = core.render_inputs(img, disp, 8.0, 0.5, lens=lens)
-    ref = core.render_classical(lifted, defocus, gamma=2.0, mode="fast", lens=lens.scatter_only()).bokeh.clamp(0, 1)
+    lifted, defocus = core.render_inputs(img, disp, 8.0, 0.5, **lens.pre_render)
+    ref = core.render_classical(lifted, defocus, gamma=2.0, mode="fast", lens=lens.shape).bokeh.clamp(0, 1)
     torch.testing.assert_close(bokeh, ref.permute(0, 2, 3, 1), atol=1e-6, rtol=0)
     # the focus range widens what stays sharp
     assert float(in_focus.sum()) > float(plain[3].sum())

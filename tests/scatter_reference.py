@@ -1,4 +1,4 @@
-"""A slow, obviously-correct loop implementation of the official scatter kernel, used only by tests.
+"""A slow, obviously-correct loop implementation of the official scatter kernel: the tests' oracle.
 
 It follows docs/official-behaviour.md, section 4 literally: for every source pixel, every target pixel in the window
 ``[-floor(r)-1, floor(r)+1]^2`` (anamorphic: ``(floor(r*ax)+1, floor(r*ay)+1)``) inside the image gets
@@ -15,17 +15,17 @@ import math
 import numpy as np
 import torch
 
-from ..aperture import Aperture, Lens
+from bokehme_core.aperture import Aperture, LensShape
 
 __all__ = ["render_reference"]
 
 
 def render_reference(image: torch.Tensor, defocus_px: torch.Tensor, aperture: Aperture | None = None,
-                     lens: Lens | None = None):
+                     lens: LensShape | None = None):
     """Reference scatter of one batch. image (B,3,H,W), defocus_px (B,1,H,W) -> (bokeh, dilated), float64 numpy.
 
-    With a ``lens`` (cat's eye, swirl, ring) every source takes ``Lens.profile * norm`` of its own lens state
-    (:meth:`Lens.fields`) instead of the aperture's profile.
+    With a ``lens`` (cat's eye, swirl, ring) every source takes ``LensShape.profile * norm`` of its own lens state
+    (:meth:`LensShape.fields`) instead of the aperture's profile.
     """
     aperture = aperture or Aperture.circle()
     img = image.detach().cpu().double().numpy()

@@ -394,33 +394,44 @@ def table_mass(shape_t, clip_t, n_runs, clipped, first, last, ring_first, ring_l
 
 
 @njit(cache=True, inline="always")
+def scaled_clips(clip_t, n_rows, half_rows, lev, sc, ilev, isc, fdy, ox, oy, ix, iy, shifted, ring):
+    """The clip circle's segment on kernel row ``fdy`` of a :data:`SCALED` source moved by ``(ox, oy)``, and the
+    inner lemon's (``(ix, iy)``) when ``ring``: ``(keep, cl, cr, ch, ring, icl, icr, ich)``; ``keep`` False when the
+    row is empty (the clip misses it), ``ring`` False when the inner lemon does. Unshifted sources: no clip."""
+    big = f32(1e30)
+    cl = -big
+    cr = big
+    ch = big
+    if shifted:
+        cl, cr, ch = scaled_row(clip_t, n_rows, 1, half_rows, lev, sc, fdy - oy, ox, 0)
+        if not (cr > cl) or ch == 0:
+            return False, cl, cr, ch, False, cl, cr, ch
+    icl = -big
+    icr = big
+    ich = big
+    if ring and shifted:
+        icl, icr, ich = scaled_row(clip_t, n_rows, 1, half_rows, ilev, isc, fdy - iy, ix, 0)
+        if not (icr > icl) or ich == 0:
+            ring = False
+    return True, cl, cr, ch, ring, icl, icr, ich
+
+
+@njit(cache=True, inline="always")
 def scaled_mass(shape_t, clip_t, n_rows, n_runs, half_rows, lev, sc, ilev, isc, ox, oy, ring_inner, ring_weight,
                 first, last, ring_first, ring_last, reach, with_plain):
     """``(lens mass, plain mass)`` of a :data:`SCALED` source: its segments of :func:`fast_rows` on rows
     ``first .. last`` summed (same float32 arithmetic), and with ``with_plain`` the mass of the plain kernel's
     scaled rows ``|dy| <= reach`` (else 0)."""
-    big = f32(1e30)
     shifted = ox != 0 or oy != 0
     iy = oy * ring_inner
     ix = ox * ring_inner
     total = 0.0
     for dy in range(first, last + 1):
         fdy = f32(dy)
-        cl = -big
-        cr = big
-        ch = big
-        if shifted:
-            cl, cr, ch = scaled_row(clip_t, n_rows, 1, half_rows, lev, sc, fdy - oy, ox, 0)
-            if not (cr > cl) or ch == 0:
-                continue
-        ring = ring_first <= dy and dy <= ring_last
-        icl = -big
-        icr = big
-        ich = big
-        if ring and shifted:
-            icl, icr, ich = scaled_row(clip_t, n_rows, 1, half_rows, ilev, isc, fdy - iy, ix, 0)
-            if not (icr > icl) or ich == 0:
-                ring = False
+        keep, cl, cr, ch, ring, icl, icr, ich = scaled_clips(clip_t, n_rows, half_rows, lev, sc, ilev, isc, fdy, ox,
+                                                             oy, ix, iy, shifted, ring_first <= dy and dy <= ring_last)
+        if not keep:
+            continue
         for run in range(n_runs):
             left, right, height = scaled_row(shape_t, n_rows, n_runs, half_rows, lev, sc, fdy + oy, -ox, run)
             left, right, height = clip_box(left, right, height, cl, cr, ch)
@@ -604,21 +615,11 @@ def fast_rows(row_lo, row_hi, block, win_y, row_span, span, rec_f, rec_i, shape_
                     for dy in range(first, last + 1):
                         k = sy + dy - t0
                         fdy = f32(dy)
-                        cl = -big
-                        cr = big
-                        ch = big
-                        if shifted:
-                            cl, cr, ch = scaled_row(clip_t, n_rows, 1, half_rows, lev, sc, fdy - oy, ox, 0)
-                            if not (cr > cl) or ch == 0:
-                                continue
-                        ring = ring_first <= dy and dy <= ring_last
-                        icl = -big
-                        icr = big
-                        ich = big
-                        if ring and shifted:
-                            icl, icr, ich = scaled_row(clip_t, n_rows, 1, half_rows, ilev, isc, fdy - iy, ix, 0)
-                            if not (icr > icl) or ich == 0:
-                                ring = False
+                        keep, cl, cr, ch, ring, icl, icr, ich = scaled_clips(
+                            clip_t, n_rows, half_rows, lev, sc, ilev, isc, fdy, ox, oy, ix, iy, shifted,
+                            ring_first <= dy and dy <= ring_last)
+                        if not keep:
+                            continue
                         for run in range(n_runs):
                             left, right, height = scaled_row(shape_t, n_rows, n_runs, half_rows, lev, sc, fdy + oy,
                                                              -ox, run)

@@ -329,7 +329,7 @@ def _peak_growth_mb(mode: str, control_mb: int = 0) -> float:
 
     root = pathlib.Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", PEAK_MEMORY, mode, str(control_mb)], cwd=root, capture_output=True,
-                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}"})
+                         text=True, timeout=900, env={**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'tests'}"})
     assert out.returncode == 0, out.stderr[-2000:]
     return float(out.stdout.strip().splitlines()[-1])
 

@@ -39,13 +39,8 @@ class Lens:
     Immutable, comparable and hashable (ComfyUI caches on it). Out-of-range values raise ValueError naming the
     option and its range (:data:`LENS_RANGES`).
 
-    Fields (shape, :class:`bokehme_core.aperture.LensShape`):
-        cat_eye: 0..1, optical vignetting: bokeh turns into lemons squeezed toward the frame centre, growing with
-            the distance from the centre (none at the centre).
-        swirl: 0..1, the lemons lean (up to 45 degrees) and stretch along the tangent (Petzval swirl).
-        ring: 0..1, soap-bubble bokeh: bright rim, centre dimmed to ``1 - ring``; energy kept.
-        fringe: 0..0.25, longitudinal chromatic aberration: red / blue blur radii differ from green by this
-            fraction (0.03..0.1 is lens-like).
+    Fields (shape): ``cat_eye``, ``swirl``, ``ring``, ``fringe``, as documented on
+        :class:`bokehme_core.aperture.LensShape` (:attr:`shape` builds one).
     Fields (pre-render, :func:`bokehme_core.render_inputs`):
         highlight_threshold: 0..1, sRGB level above which lights are lifted (:func:`bokehme_core.lift_highlights`).
         highlight_gain: 1..50, linear-light gain of the brightest lights (1 = off).

@@ -125,9 +125,15 @@ def main() -> None:
     parser.add_argument("--base-seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=RECIPE["size"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="split the shards over this many processes writing to the same --out")
+    parser.add_argument("--worker", type=int, default=0, help="this process's index (0 .. --workers - 1): "
+                        "it writes the shards whose index modulo --workers is this")
     parser.add_argument("--gt-backend", choices=("auto", "numba", "torch"), default="auto",
                         help="ground-truth renderer backend (torch = the slow reference, for measurements)")
     args = parser.parse_args()
+    if args.workers < 1 or not 0 <= args.worker < args.workers:
+        parser.error(f"--worker must be in 0 .. --workers - 1 (got --worker {args.worker}, --workers {args.workers})")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     # numba's OpenMP pool, once started with more threads than used, slows every later torch op of this
@@ -135,7 +141,7 @@ def main() -> None:
     # threads does not. Set before the first kernel imports numba (an explicit setting wins).
     os.environ.setdefault("NUMBA_NUM_THREADS", str(args.threads))
     args.out.mkdir(parents=True, exist_ok=True)
-    for shard in range(args.shards):
+    for shard in range(args.worker, args.shards, args.workers):
         path = args.out / f"shard_{shard:05d}.npz"
         if path.exists():
             continue

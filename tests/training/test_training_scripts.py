@@ -73,6 +73,20 @@ def test_make_dataset_is_deterministic_and_resumes_an_interrupted_run(tiny_data,
     assert (tiny_data / names[0]).read_bytes() == (fresh / names[0]).read_bytes()
     with np.load(fresh / names[1]) as z:
         assert z["gt"].shape == (4, 3, 40, 40) and z["gt"].dtype == np.float16
+    # two processes splitting the shards: worker 1 of 2 writes shard 1 only, the same bytes as one process
+    split = tmp_path / "split"
+    _run("make_dataset.py", "--out", split, "--shards", 2, "--scenes-per-shard", 2, "--size", 40,
+         "--workers", 2, "--worker", 1)
+    assert sorted(p.name for p in split.iterdir()) == names[1:]
+    assert (split / names[1]).read_bytes() == (fresh / names[1]).read_bytes()
+
+
+def test_make_dataset_rejects_a_worker_outside_the_workers(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, str(TRAINING / "make_dataset.py"), "--out", str(tmp_path), "--workers",
+                             "2", "--worker", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--worker must be in 0 .. --workers - 1" in result.stderr
+    assert not any(tmp_path.iterdir())
 
 
 def test_arnet_then_iunet_with_frozen_arnet_resume_and_export(tiny_data, tmp_path):

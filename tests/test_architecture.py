@@ -108,6 +108,17 @@ def test_nodes_and_training_use_the_core_objects(pack):
     assert pack.nodes.neural.CheckpointError is bokehme_core.weights.CheckpointError
 
 
+def test_aliased_core_modules_keep_their_own_spec(pack):
+    # The pack's relative imports reach the core modules the tests use (tools/pack_loader.py); each must keep
+    # its own __spec__: Python 3.12 turns __package__ != __spec__.parent into a warning at every later relative
+    # import inside it, an error under this suite's warning filter.
+    aliased = [name for name in sys.modules if name.startswith("comfyui_bokehme.bokehme_core.")]
+    assert aliased, "the pack imported no core module through its package"
+    for name in aliased:
+        module = sys.modules[name]
+        assert module.__spec__.name == module.__name__ and module.__spec__.parent == module.__package__, name
+
+
 def test_training_scripts_import_stages_from_the_core():
     sources = {p.name: p.read_text(encoding="utf-8") for p in _python_files("training")}
     assert "from bokehme_core.neural.stages import" in sources["train_iunet.py"]

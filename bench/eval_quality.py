@@ -23,7 +23,8 @@ Methods (all with gamma 2.2, the encoding of both data sets):
   * ``default``: ``render_bokehme`` with every default (layered classical, highlight recovery, ARNet's error map
     restricted to the layered renderer's, sparse IUNet): what users get. With ``--arnet-checkpoint`` its ARNet
     is that training checkpoint (a candidate), the rest unchanged;
-  * ``default_bundled``: ``default`` with the bundled networks of ``weights/`` (the reference for a candidate).
+  * ``default_bundled``: ``default`` with the bundled networks of ``weights/`` (the reference for a candidate);
+  * ``default_refined``: what the photo workflow does: ``refine_disparity(disparity, image)``, then ``default``.
 
 ``--cells`` also prints one table per (K, d_f) cell (mean PSNR).
 
@@ -90,9 +91,9 @@ def metrics(pred: torch.Tensor, gt: torch.Tensor) -> tuple:
 
 METHODS = ("classical", "hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "slices16",
            "classical_boost", "peer_layered", "peer_layered_boost", "layered", "layered_boost", "hybrid_layered",
-           "hybrid_layered_boost", "layered_recover", "default", "default_bundled")
+           "hybrid_layered_boost", "layered_recover", "default", "default_bundled", "default_refined")
 NEURAL = {"hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "hybrid_layered",
-          "hybrid_layered_boost", "default"}
+          "hybrid_layered_boost", "default", "default_refined"}
 
 
 def _disk_kernel(radius: float, supersample: int = 8) -> torch.Tensor:
@@ -235,6 +236,12 @@ class Methods:
 
             out["default"] = render_bokehme(image, disparity, K=K, focus=focus, gamma=GAMMA, arnet=self.arnet,
                                             iunet=self.iunet, aperture=aperture).bokeh
+        if "default_refined" in self.names:
+            from bokehme_core import refine_disparity, render_bokehme
+
+            out["default_refined"] = render_bokehme(image, refine_disparity(disparity, image), K=K, focus=focus,
+                                                    gamma=GAMMA, arnet=self.arnet, iunet=self.iunet,
+                                                    aperture=aperture).bokeh
         if "default_bundled" in self.names:
             from bokehme_core import render_bokehme
 

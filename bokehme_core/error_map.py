@@ -220,22 +220,33 @@ def _check_options(variant, renderer, backend, max_work_radius) -> None:
     check_range(max_work_radius, "max_work_radius", 2, 128)
 
 
+#: How far the default pipeline trusts the neural result where the layered renderer may be wrong: the layered
+#: gate is ``LAYERED_TRUST * defocus_error_map(..., renderer="layered")``. Chosen by ``bench/calibrate_fusion.py``
+#: on held-out synthetic scenes (never on the benchmark scenes): the largest weight of its grid at which no
+#: (K, focus) cell with the exact disparity lost more than 0.1 dB against the layered render alone, while the
+#: corrupted maps (predicted-looking, shifted, eroded) gain. With the exact map the layered fill of a blurred
+#: foreground's edge is already right and the low-resolution neural result loses the sharp background seen
+#: through it; with a wrong map the neural result repairs more than it loses.
+LAYERED_TRUST = 0.25
+
+
 def error_gate(defocus_px: torch.Tensor, classical_mode: str) -> torch.Tensor | None:
     """What ARNet's predicted error map is multiplied by before fusing it with ``classical_mode``'s render:
-    the analytic map of the layered renderer for ``"layered"`` (:func:`defocus_error_map`), None (no change)
-    for ``"exact"`` and ``"fast"``, whose errors ARNet was trained to predict (the paper's map).
+    for ``"layered"``, the analytic map of the layered renderer (:func:`defocus_error_map`) times
+    :data:`LAYERED_TRUST`; None (no change) for ``"exact"`` and ``"fast"``, whose errors ARNet was trained to
+    predict (the paper's map).
 
     Args:
         defocus_px: (B, 1, H, W) signed blur radii in px.
         classical_mode: "exact", "fast" or "layered".
 
     Returns:
-        (B, 1, H, W) float32 in [0, 1], or None.
+        (B, 1, H, W) float32 in [0, LAYERED_TRUST], or None.
     """
     check_choice(classical_mode, "classical_mode", ("exact", "fast", "layered"))
     if classical_mode != "layered":
         return None
-    return defocus_error_map(defocus_px, renderer="layered")
+    return defocus_error_map(defocus_px, renderer="layered") * LAYERED_TRUST
 
 
 def _error_map(radius, variant, delta1, delta2, max_work_radius, progress, front_only, backend) -> torch.Tensor:

@@ -1,14 +1,16 @@
 """How much of ARNet's map the default pipeline should trust, measured on held-out synthetic scenes.
 
-The default pipeline fuses ``classical * (1 - w) + neural * w`` with ``w = E * gate`` (ARNet's map times the
-layered renderer's analytic map). This script renders held-out procedural scenes (seeds 96,000,000+, never used
+The default pipeline fuses ``classical * (1 - w) + neural * w`` with ``w = LAYERED_TRUST * E * gate`` (ARNet's
+map times the layered renderer's analytic map, ``bokehme_core.error_map.error_gate``); this script chooses
+``LAYERED_TRUST``. This script renders held-out procedural scenes (seeds 96,000,000+, never used
 in training or by ``eval_quality.py``'s synth set; thin-lens layered ground truth, 8-bit inputs) through
 ``render_bokehme`` (highlight recovery off: these scenes' lights are no brighter than white, and lifting them
 would make the score about the recovery, not the fusion) once per item and scores the fusion for several scales ``s``
-of that weight (``w = clamp(s * E * gate, 0, 1)``; ``s = 1`` is today's pipeline, ``s = 0`` the layered render
-with highlight recovery alone), with the exact disparity and with the corruptions of ``eval_quality.py``.
-Prints mean PSNR per (disparity, K, focus) cell and scale, and writes everything to ``--json``. Nothing here
-reads ``../shared/bench_dev``: it is the calibration set.
+of that weight (``w = clamp(s * E * gate, 0, 1)``; ``s = 1`` trusts ARNet's map fully, ``s = 0`` is the
+layered render alone), with the exact disparity and with the corruptions of ``eval_quality.py``.
+Prints mean PSNR per (disparity, K, focus) cell and scale and the largest scale at which no exact-map cell
+loses more than 0.1 dB, and writes everything to ``--json``. The choice is made on these synthetic scenes;
+``--set bench`` prints the same table for ``../shared/bench_dev`` (circle), to report, never to choose.
 
 Usage:
   nice -n 10 .venv/bin/python bench/calibrate_fusion.py --arnet-checkpoint runs/arnet/latest.pt --scenes 4
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import pathlib
 import sys
 import time
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bokehme_core import render_bokehme  # noqa: E402
+from bokehme_core.error_map import LAYERED_TRUST  # noqa: E402
 from eval_quality import CORRUPTIONS, bench_items, load_arnet_checkpoint, metrics  # noqa: E402
 
 logger = logging.getLogger("calibrate_fusion")
@@ -41,19 +43,7 @@ GAMMA = 2.2
 KS = (10, 20, 30)
 FOCI = (0.1, 0.5, 0.9)
 SCALES = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
-LOWPASS_SIGMAS = ()
-
-
-def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = int(3 * sigma)
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-(taps**2) / (2 * sigma**2))
-    k = (k / k.sum()).to(x)
-    c = x.shape[1]
-    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (radius, radius, 0, 0), mode="replicate"),
-                                   k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, radius, radius), mode="replicate"),
-                                      k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+TOLERANCE_DB = 0.1
 
 
 def items(scenes: int, cache: pathlib.Path):
@@ -110,17 +100,31 @@ def main() -> None:
                                     recover_highlights=args.set == "bench")
             psnr = {}
             for s in SCALES:
-                w = (s * result.error_map).clamp(0, 1)
+                w = (s * result.error_map / LAYERED_TRUST).clamp(0, 1)  # s = 1: ARNet's map times the layered map
                 fused = (result.classical * (1 - w) + result.neural * w).clamp(0, 1)
                 psnr[str(s)] = round(metrics(fused, gt)[0], 3)
-                for sigma in LOWPASS_SIGMAS:  # only the neural result's coarse correction of the classical one
-                    delta = _gaussian(w * (result.neural - result.classical), sigma)
-                    psnr[f"lp{sigma}_{s}"] = round(metrics((result.classical + delta).clamp(0, 1), gt)[0], 3)
             rows.append({"item": name, "map": kind, "K": K, "focus": focus, "psnr": psnr})
             logger.info("%s %s K%d f%.1f %s (%.1f s)", name, kind, K, focus, psnr, time.time() - t)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"arnet_checkpoint": str(args.arnet_checkpoint), "rows": rows}, indent=1))
     print(format_table(rows))
+    if "exact" in args.maps:
+        print(f"largest scale with no exact-map cell more than {TOLERANCE_DB} dB below s = 0: {choose_scale(rows)}")
+
+
+def choose_scale(rows: list) -> float:
+    """The largest scale of :data:`SCALES` at which the mean PSNR of no exact-map (K, focus) cell is more than
+    :data:`TOLERANCE_DB` below the layered render alone (``s = 0``)."""
+    exact = [r for r in rows if r["map"] == "exact"]
+    cells = sorted({(r["K"], r["focus"]) for r in exact})
+    ok = [0.0]
+    for s in SCALES[1:]:
+        worst = min(np.mean([r["psnr"][str(s)] - r["psnr"]["0.0"] for r in exact if (r["K"], r["focus"]) == c])
+                    for c in cells)
+        if worst < -TOLERANCE_DB:
+            break
+        ok.append(s)
+    return ok[-1]
 
 
 def format_table(rows: list) -> str:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import torch
 
-import torch.nn.functional as F
-
 from ..provenance import WeightsSource
-from .blocks import BOKEHME_LICENCE, BOKEHME_REPO, SHUFFLE, ShuffleConvNet, half_tile, resize_bilinear
+from .blocks import BOKEHME_LICENCE, BOKEHME_REPO, ShuffleConvNet, half_tile, resize_bilinear
 
 #: where the official IUNet weights come from (gathered by :data:`bokehme_core.weights.PROVENANCE`)
 PRETRAINED = {
@@ -98,16 +96,6 @@ class IUNet(ShuffleConvNet):
         """
         size = image.shape[-2:]
         x = self.front_end(image, defocus)
-        half = x.shape[-2:]
-        # a needed output pixel reads the body output within 1 px (back-end resize of odd sizes): pool the mask
-        # to the half resolution, then grow it by 2 px
-        needed_half = F.adaptive_max_pool2d(needed.any(dim=0, keepdim=True).to(x.dtype), half)
-        needed_half = F.max_pool2d(needed_half, 5, stride=1, padding=2)[0, 0] > 0
-        bokeh_coarse = resize_bilinear(bokeh_coarse.to(x.dtype), half, align_corners=False)
+        bokeh_coarse = resize_bilinear(bokeh_coarse.to(x.dtype), x.shape[-2:], align_corners=False)
         x = torch.cat((x, bokeh_coarse, self.gamma_channel(gamma_norm, x)), dim=1)
-        body, computed = self.run_body_sparse(x, needed_half, max(int(tile_size) // SHUFFLE, 1))
-        bokeh = self.back_end(body, size)
-        # exact where every body pixel the output reads was computed: upsample the tile mask, shrink it by 2 px
-        skipped = F.interpolate((~computed)[None, None].to(x.dtype), size=size, mode="nearest")
-        exact = F.max_pool2d(skipped, 5, stride=1, padding=2) == 0
-        return bokeh, exact
+        return self.body_where_needed(x, needed, size, tile_size)

@@ -98,8 +98,13 @@ def stage_split(image, disparity, K, arnet, iunet, mode: str) -> dict:
         gate = error_gate(defocus, mode)
         times["error gate"] = time.perf_counter() - start
         start = time.perf_counter()
-        lowres, error, scale = stages.arnet_stage(arnet, img, defocus, 4.0)
-        times["ARNet"] = time.perf_counter() - start
+        if gate is not None:  # the pipeline's sparse ARNet: only the cells the gated pixels depend on
+            scale = stages.adaptive_scale(defocus)
+            needed = stages.arnet_needed(gate > 0, scale, iunet.config.num_convs)
+            lowres, error, scale = stages.arnet_stage(arnet, img, defocus, 4.0, scale=scale, needed=needed)
+        else:
+            lowres, error, scale = stages.arnet_stage(arnet, img, defocus, 4.0)
+        times["ARNet (sparse)"] = time.perf_counter() - start
         start = time.perf_counter()
         if gate is not None:
             error = error * gate
@@ -129,22 +134,30 @@ def bench_1080p(Ks, repeats: int) -> None:
     print(f"\n1920x1080, CPU, {torch.get_num_threads()} threads, bundled weights (ARNet "
           f"{arnet.config.middle_channels} ch, IUNet {iunet.config.middle_channels} ch), default classical mode "
           f"'{mode}', focus 0.5, gamma 4; median of {repeats} runs, seconds (ratio to the 16-slice blend)\n")
-    print("| K | 16-slice blend (OpenCV) | classical fast | hybrid (default) | hybrid, dense IUNet | "
-          "stages of the default: classical / error gate / ARNet / IUNet (sparse) / fusion | s |")
+    print("| K | 16-slice blend (OpenCV) | classical fast | hybrid (default) | hybrid, dense networks | "
+          "stages of the default: classical / error gate / ARNet (sparse) / IUNet (sparse) / fusion | s |")
     print("|---|---|---|---|---|---|---|")
     for K in Ks:
-        blend = median_seconds(lambda: sliced_gaussian_blend(image, disparity, K, 0.5), repeats)
         defocus = bm.signed_defocus(disparity, K, 0.5)
-        fast = median_seconds(lambda: bm.render_classical(image, defocus, gamma=4.0, mode="fast"), repeats)
-        hybrid = median_seconds(lambda: bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet,
-                                                          iunet=iunet), repeats)
-        dense = median_seconds(lambda: bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet,
-                                                         iunet=iunet, sparse=False), repeats)
-        splits = [stage_split(image, disparity, K, arnet, iunet, mode) for _ in range(repeats)]
+        runs = {
+            "blend": lambda: sliced_gaussian_blend(image, disparity, K, 0.5),
+            "fast": lambda: bm.render_classical(image, defocus, gamma=4.0, mode="fast"),
+            "hybrid": lambda: bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet, iunet=iunet),
+            "dense": lambda: bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet, iunet=iunet,
+                                               sparse=False),
+        }
+        times = {name: [] for name in runs}
+        splits = []
+        for _ in range(repeats):  # interleaved: a change of the machine's load hits every column alike
+            for name, fn in runs.items():
+                times[name].append(median_seconds(fn, 1))
+            splits.append(stage_split(image, disparity, K, arnet, iunet, mode))
+        blend, fast, hybrid, dense = (statistics.median(times[name]) for name in runs)
         med = {k: statistics.median(s[k] for s in splits) for k in splits[0]}
-        parts = " / ".join(f"{med[k]:.2f}" for k in ("classical", "error gate", "ARNet", "IUNet (sparse)", "fusion"))
+        parts = " / ".join(f"{med[k]:.2f}" for k in ("classical", "error gate", "ARNet (sparse)", "IUNet (sparse)",
+                                                     "fusion"))
         print(f"| {K:g} | {blend:.2f} | {fast:.2f} ({fast / blend:.2f}x) | **{hybrid:.2f} ({hybrid / blend:.2f}x)** | "
-              f"{dense:.2f} ({dense / blend:.2f}x) | {parts} | {med['scale']:.2f} |")
+              f"{dense:.2f} ({dense / blend:.2f}x) | {parts} | {med['scale']:.2f} |", flush=True)
 
 
 def bench_video(frames: int) -> None:

@@ -80,7 +80,7 @@ class ARNet(ShuffleConvNet):
         gamma_norm,
         needed: torch.Tensor,
         tile_size: int = ARNET_SPARSE_TILE,
-        cell: int = ARNET_SPARSE_CELL,
+        cell: int | None = None,
     ) -> tuple:
         """:meth:`forward` evaluated only where its outputs are used.
 
@@ -88,7 +88,8 @@ class ARNet(ShuffleConvNet):
             image, defocus, gamma_norm: as for :meth:`forward`.
             needed: (B or 1, 1, h, w) bool: pixels whose bokeh or error is used downstream.
             tile_size: largest computed run, in px of this (working) resolution.
-            cell: skipping granularity, in px of this resolution (see :meth:`ShuffleConvNet.run_body_sparse`).
+            cell: skipping granularity, in px of this resolution (see :meth:`ShuffleConvNet.run_body_sparse`);
+                None = :data:`ARNET_SPARSE_CELL`.
 
         Returns:
             ``(bokeh, error, exact)``: bokeh (B, 3, h, w) and error map (B, 1, h, w) equal to :meth:`forward`
@@ -98,5 +99,5 @@ class ARNet(ShuffleConvNet):
         size = image.shape[-2:]
         x = self.front_end(image, defocus)
         x = torch.cat((x, self.gamma_channel(gamma_norm, x)), dim=1)
-        out, exact = self.body_where_needed(x, needed, size, tile_size, cell)
+        out, exact = self.body_where_needed(x, needed, size, tile_size, ARNET_SPARSE_CELL if cell is None else cell)
         return out[:, :3], torch.sigmoid(out[:, 3:4]), exact

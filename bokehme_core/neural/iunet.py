@@ -19,11 +19,14 @@ PRETRAINED = {
                            "6df927797a1657ba700410d43a9434f98268fe5888553d30ebb9f1fd7130a02d", BOKEHME_REPO),
 }
 
-__all__ = ["IUNet", "SPARSE_TILE_SIZE"]
+__all__ = ["IUNet", "SPARSE_TILE_SIZE", "SPARSE_CELL"]
 
 #: tile edge (full-resolution px) of :meth:`IUNet.forward_sparse`: small enough to skip unused areas, large
 #: enough that the halo (one pixel per convolution at half resolution) costs little (about 7% at 512 px)
 SPARSE_TILE_SIZE = 512
+#: skipping granularity (full-resolution px) of :meth:`IUNet.forward_sparse`: used cells of a row are computed
+#: together, in runs of up to :data:`SPARSE_TILE_SIZE` px (see :meth:`ShuffleConvNet.run_body_sparse`)
+SPARSE_CELL = 64
 
 
 class IUNet(ShuffleConvNet):
@@ -82,13 +85,16 @@ class IUNet(ShuffleConvNet):
         gamma_norm,
         needed: torch.Tensor,
         tile_size: int = SPARSE_TILE_SIZE,
+        cell: int | None = None,
     ) -> tuple:
         """:meth:`forward` evaluated only where its output is used.
 
         Args:
             image, defocus, bokeh_coarse, gamma_norm: as for :meth:`forward`.
             needed: (B or 1, 1, h, w) bool: pixels whose refinement is used downstream.
-            tile_size: tile edge in full-resolution pixels of the sparse evaluation.
+            tile_size: largest computed run, in full-resolution pixels.
+            cell: skipping granularity, in full-resolution pixels (at most ``tile_size``); None =
+                :data:`SPARSE_CELL`.
 
         Returns:
             ``(bokeh, exact)``: bokeh (B, 3, h, w) equal to :meth:`forward` (up to float rounding) wherever the
@@ -98,4 +104,4 @@ class IUNet(ShuffleConvNet):
         x = self.front_end(image, defocus)
         bokeh_coarse = resize_bilinear(bokeh_coarse.to(x.dtype), x.shape[-2:], align_corners=False)
         x = torch.cat((x, bokeh_coarse, self.gamma_channel(gamma_norm, x)), dim=1)
-        return self.body_where_needed(x, needed, size, tile_size)
+        return self.body_where_needed(x, needed, size, tile_size, SPARSE_CELL if cell is None else cell)

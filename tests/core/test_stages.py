@@ -58,8 +58,7 @@ def test_sparse_skips_work_and_stays_exact_where_needed(nets):
     needed = torch.zeros(1, 1, 320, 480, dtype=torch.bool)
     needed[..., 120:150, 200:240] = True  # inside the sharp rectangle
     calls = []
-    real_body = nets[1].body
-    nets[1].body = lambda x: calls.append(x.shape[-1] * x.shape[-2]) or real_body(x)
+    _body_pixels(nets[1], calls)
     try:
         with torch.inference_mode():
             dense = stages.iunet_stage(nets[1], image, defocus, dilated, lowres, scale, 3.0)
@@ -69,9 +68,9 @@ def test_sparse_skips_work_and_stays_exact_where_needed(nets):
                                         needed=needed)
             sparse_work = sum(calls)
     finally:
-        del nets[1].body
+        _unwrap(nets[1])
     assert stages.num_iunet_passes(scale) >= 2
-    assert sparse_work < 0.5 * dense_work
+    assert 0 < sparse_work < 0.5 * dense_work
     assert float((dense - sparse)[needed.expand_as(dense)].abs().max()) <= 1e-6
 
 
@@ -173,9 +172,16 @@ def small_cells(monkeypatch):
 
 
 def _body_pixels(net, calls):
-    """Wrap ``net.body`` to record the pixels of every call (undo with ``del net.body``)."""
-    real_body = net.body
+    """Wrap ``net.body`` and the sparse tiles' ``net._body_trimmed`` to record the input pixels of every call,
+    halos included (undo with ``_unwrap(net)``)."""
+    real_body, real_trimmed = net.body, net._body_trimmed
     net.body = lambda x: calls.append(x.shape[-1] * x.shape[-2]) or real_body(x)
+    net._body_trimmed = lambda x, halos: calls.append(x.shape[-1] * x.shape[-2]) or real_trimmed(x, halos)
+
+
+def _unwrap(*nets):
+    for net in nets:
+        del net.body, net._body_trimmed
 
 
 @pytest.mark.parametrize("depths", [(2, 2), (3, 1)])
@@ -220,7 +226,7 @@ def test_sparse_arnet_skips_unused_cells(nets, small_cells):
         sparse = bm.render_bokehme(image, disparity, **kwargs)
         sparse_work = sum(calls)
     finally:
-        del nets[0].body
+        _unwrap(nets[0])
     assert 0 < sparse_work < 0.5 * dense_work
     assert float((dense.bokeh - sparse.bokeh).abs().max()) <= 1e-4
 
@@ -236,7 +242,7 @@ def test_sparse_arnet_does_not_run_where_the_gate_is_empty(nets):
     try:
         result = bm.render_bokehme(image, disparity, **kwargs)
     finally:
-        del nets[0].body, nets[1].body
+        _unwrap(nets[0], nets[1])
     assert calls == []
     assert float(result.error_map.max()) == 0.0
     assert torch.equal(result.bokeh, result.classical)

@@ -6,6 +6,7 @@ Usage (from the repository root; the baseline needs ``pip install opencv-python-
     nice -n 10 .venv/bin/python bench/bench_pipeline.py --K 30 --repeats 5
     nice -n 10 .venv/bin/python bench/bench_pipeline.py --video            # 24-frame 1080p focus pull, fps
     nice -n 10 .venv/bin/python bench/bench_pipeline.py --memory-4k        # 3840x2160 K=100, peak RSS (own process)
+    nice -n 10 .venv/bin/python bench/bench_pipeline.py --base /tmp/base   # A/B: another checkout's default, same process
 
 Input: the official demo image ``inputs/3.jpg`` and its 16-bit disparity (../shared/bokehme_official), resized to
 the benchmark size; focus 0.5, gamma 4, the bundled weights. "hybrid (default)" is exactly what a user gets from
@@ -160,6 +161,52 @@ def bench_1080p(Ks, repeats: int) -> None:
               f"{dense:.2f} ({dense / blend:.2f}x) | {parts} | {med['scale']:.2f} |", flush=True)
 
 
+def load_checkout(name: str, root: pathlib.Path):
+    """Import ``root/bokehme_core`` as the package ``name`` (so that two checkouts run in one process)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, root / "bokehme_core" / "__init__.py",
+                                                  submodule_search_locations=[str(root / "bokehme_core")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_ab(base_root: pathlib.Path, Ks, repeats: int) -> None:
+    """The default pipeline of another checkout (``base``) against this one, interleaved in one process with the
+    16-slice blend (alternating order), and the largest difference of their fused outputs."""
+    base = load_checkout("base_core", base_root)
+    base_nets = base.weights.load_bundled_models("cpu")
+    arnet, iunet = load_bundled_models("cpu")
+    image, disparity = load_scene(1080, 1920)
+    for core, nets in ((base, base_nets), (bm, (arnet, iunet))):  # warm-up (numba kernels, allocations)
+        core.render_bokehme(image[..., :256, :256], disparity[..., :256, :256], K=10, focus=0.5, arnet=nets[0],
+                            iunet=nets[1])
+    print(f"\n1920x1080, CPU, {torch.get_num_threads()} threads, defaults, focus 0.5; base = {base_root}; median of "
+          f"{repeats} interleaved rounds, seconds (ratio to the 16-slice blend)\n")
+    print("| K | 16-slice blend | base default | this default | this / base | max abs diff of the fused outputs |")
+    print("|---|---|---|---|---|---|")
+    for K in Ks:
+        runs = {
+            "blend": lambda: sliced_gaussian_blend(image, disparity, K, 0.5),
+            "base": lambda: base.render_bokehme(image, disparity, K=K, focus=0.5, arnet=base_nets[0],
+                                                iunet=base_nets[1]).bokeh,
+            "new": lambda: bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet, iunet=iunet).bokeh,
+        }
+        times = {name: [] for name in runs}
+        outputs = {}
+        for r in range(repeats):
+            for name in (list(runs) if r % 2 == 0 else list(reversed(runs))):
+                start = time.perf_counter()
+                outputs[name] = runs[name]()
+                times[name].append(time.perf_counter() - start)
+        blend, old, new = (statistics.median(times[name]) for name in runs)
+        diff = float((outputs["base"] - outputs["new"]).abs().max())
+        print(f"| {K:g} | {blend:.2f} | {old:.2f} ({old / blend:.2f}x) | **{new:.2f} ({new / blend:.2f}x)** | "
+              f"{new / old:.2f} | {diff:.1e} |", flush=True)
+
+
 def bench_video(frames: int) -> None:
     """A focus pull over ``frames`` 1080p frames through one render_bokehme call per frame, models loaded once."""
     arnet, iunet = load_bundled_models("cpu")
@@ -204,6 +251,7 @@ def main() -> None:
     parser.add_argument("--video", action="store_true", help="a 24-frame 1080p focus pull, frames per second")
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--memory-4k", action="store_true", help="one 3840x2160 K=100 render and its peak memory")
+    parser.add_argument("--base", type=pathlib.Path, help="another checkout: its default pipeline against this one")
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -214,6 +262,8 @@ def main() -> None:
         bench_memory_4k(100.0)
     elif args.video:
         bench_video(args.frames)
+    elif args.base is not None:
+        bench_ab(args.base.resolve(), args.K, max(args.repeats, 3))
     else:
         bench_1080p(args.K, max(args.repeats, 3))
 

@@ -22,8 +22,8 @@ __all__ = ["ARNet", "ARNET_SPARSE_CELL", "ARNET_SPARSE_TILE"]
 
 #: :meth:`ARNet.forward_sparse`: cells (working-resolution px) of the skipping grid; used cells of a row are
 #: merged into runs of up to :data:`ARNET_SPARSE_TILE` px, each computed with the exact halo
-ARNET_SPARSE_CELL = 64
-ARNET_SPARSE_TILE = 512
+ARNET_SPARSE_CELL = 128
+ARNET_SPARSE_TILE = 1024
 
 
 class ARNet(ShuffleConvNet):

@@ -26,7 +26,7 @@ __all__ = ["IUNet", "SPARSE_TILE_SIZE", "SPARSE_CELL"]
 SPARSE_TILE_SIZE = 512
 #: skipping granularity (full-resolution px) of :meth:`IUNet.forward_sparse`: used cells of a row are computed
 #: together, in runs of up to :data:`SPARSE_TILE_SIZE` px (see :meth:`ShuffleConvNet.run_body_sparse`)
-SPARSE_CELL = 64
+SPARSE_CELL = 128
 
 
 class IUNet(ShuffleConvNet):

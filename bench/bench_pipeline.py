@@ -19,6 +19,8 @@ Every cell is the median of ``--repeats`` runs; ratios are against the baseline'
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import pathlib
 import resource
@@ -163,8 +165,6 @@ def bench_1080p(Ks, repeats: int) -> None:
 
 def load_checkout(name: str, root: pathlib.Path):
     """Import ``root/bokehme_core`` as the package ``name`` (so that two checkouts run in one process)."""
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location(name, root / "bokehme_core" / "__init__.py",
                                                   submodule_search_locations=[str(root / "bokehme_core")])
     module = importlib.util.module_from_spec(spec)
@@ -177,7 +177,7 @@ def bench_ab(base_root: pathlib.Path, Ks, repeats: int) -> None:
     """The default pipeline of another checkout (``base``) against this one, interleaved in one process with the
     16-slice blend (alternating order), and the largest difference of their fused outputs."""
     base = load_checkout("base_core", base_root)
-    base_nets = base.weights.load_bundled_models("cpu")
+    base_nets = importlib.import_module("base_core.weights").load_bundled_models("cpu")
     arnet, iunet = load_bundled_models("cpu")
     image, disparity = load_scene(1080, 1920)
     for core, nets in ((base, base_nets), (bm, (arnet, iunet))):  # warm-up (numba kernels, allocations)

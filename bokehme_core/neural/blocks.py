@@ -244,35 +244,38 @@ class ShuffleConvNet(nn.Module):
                 x0, x1 = cols[j][0], cols[k][1]
                 ya, yb = max(y0 - halo, 0), min(y1 + halo, h)
                 xa, xb = max(x0 - halo, 0), min(x1 + halo, w)
-                out[:, :, y0:y1, x0:x1] = self._body_trimmed(
-                    x[:, :, ya:yb, xa:xb], (y0 - ya, yb - y1, x0 - xa, xb - x1))
+                out[:, :, y0:y1, x0:x1] = self._body_trimmed(  # contiguous: a strided view is convolved slowly
+                    x[:, :, ya:yb, xa:xb].contiguous(), (y0 - ya, yb - y1, x0 - xa, xb - x1))
                 computed[y0:y1, x0:x1] = True
                 j = k + 1
         return out, computed
 
     def _body_trimmed(self, tile: torch.Tensor, halos: tuple) -> torch.Tensor:
-        """:meth:`body` of a tile, cropped by ``halos`` = (top, bottom, left, right) px. A side with the full halo
-        (``num_convs`` px) is inside the image: there each convolution pads nothing and computes only what the
-        later ones read (one pixel less per layer); a side with less lies on the image border: zero padding, as
-        for the whole image, and the crop at the end. Same values as ``body(tile)`` cropped, at a fraction of the
-        halo's cost."""
+        """:meth:`body` of a tile, cropped by ``halos`` = (top, bottom, left, right) px. Along an axis whose two
+        sides both carry the full halo (``num_convs`` px: the tile is inside the image there) the convolutions
+        pad nothing, so each computes only what the later ones read (one pixel less per side and layer); along
+        the other axes they zero-pad as for the whole image and the halos are cropped at the end (no copy for
+        one-sided padding). Same values as ``body(tile)`` cropped, at a fraction of the halo's cost."""
         halo = self.config.num_convs
-        inside = tuple(side >= halo for side in halos)  # top, bottom, left, right
-        pad = tuple(int(not inside[i]) for i in (2, 3, 0, 1))  # F.pad order: left, right, top, bottom
+        valid = (halos[0] >= halo and halos[1] >= halo, halos[2] >= halo and halos[3] >= halo)  # rows, columns
+        padding = (int(not valid[0]), int(not valid[1]))
 
         def conv(layer: ConvELU, x: torch.Tensor) -> torch.Tensor:
-            y = F.conv2d(F.pad(x, pad) if any(pad) else x, layer.conv.weight, layer.conv.bias)
+            y = F.conv2d(x, layer.conv.weight, layer.conv.bias, padding=padding)
             return F.elu(y, alpha=1.0, inplace=True) if layer.activation is not None else y
 
-        def crop(x: torch.Tensor, px: tuple) -> torch.Tensor:
+        def crop(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
             h, w = x.shape[-2:]
-            return x[:, :, px[0] : h - px[1], px[2] : w - px[3]]
+            return x[:, :, top : h - bottom, left : w - right]
 
         x = conv(self.conv0, tile)
-        for block in self.block_stack.blocks:  # the skip loses 2 px on the inside sides, as the two convolutions
-            x = conv(block[1], conv(block[0], x)).add_(crop(x, tuple(2 * int(i) for i in inside)))
+        skip_rows, skip_cols = 2 * int(valid[0]), 2 * int(valid[1])  # what two valid convolutions lose per side
+        for block in self.block_stack.blocks:
+            x = conv(block[1], conv(block[0], x)).add_(crop(x, skip_rows, skip_rows, skip_cols, skip_cols))
         x = conv(self.conv1, x)
-        return crop(x, tuple(0 if i else side for i, side in zip(inside, halos)))
+        rows = (0, 0) if valid[0] else halos[:2]
+        cols = (0, 0) if valid[1] else halos[2:]
+        return crop(x, *rows, *cols)
 
     def body_where_needed(self, x: torch.Tensor, needed: torch.Tensor, size: tuple, tile_size: int,
                           cell: int | None = None) -> tuple:

@@ -21,9 +21,10 @@ PRETRAINED = {
 __all__ = ["ARNet", "ARNET_SPARSE_CELL", "ARNET_SPARSE_TILE"]
 
 #: :meth:`ARNet.forward_sparse`: cells (working-resolution px) of the skipping grid; used cells of a row are
-#: merged into runs of up to :data:`ARNET_SPARSE_TILE` px, each computed with the exact halo
+#: merged into runs of up to :data:`ARNET_SPARSE_TILE` px, each computed with the exact halo (few, large calls:
+#: on a loaded CPU every network call costs far more than its pixels)
 ARNET_SPARSE_CELL = 128
-ARNET_SPARSE_TILE = 1024
+ARNET_SPARSE_TILE = 2048
 
 
 class ARNet(ShuffleConvNet):

@@ -21,12 +21,12 @@ PRETRAINED = {
 
 __all__ = ["IUNet", "SPARSE_TILE_SIZE", "SPARSE_CELL"]
 
-#: tile edge (full-resolution px) of :meth:`IUNet.forward_sparse`: small enough to skip unused areas, large
-#: enough that the halo (one pixel per convolution at half resolution) costs little (about 7% at 512 px)
-SPARSE_TILE_SIZE = 512
+#: largest computed run (full-resolution px) of :meth:`IUNet.forward_sparse`
+SPARSE_TILE_SIZE = 1024
 #: skipping granularity (full-resolution px) of :meth:`IUNet.forward_sparse`: used cells of a row are computed
-#: together, in runs of up to :data:`SPARSE_TILE_SIZE` px (see :meth:`ShuffleConvNet.run_body_sparse`)
-SPARSE_CELL = 128
+#: together, in runs of up to :data:`SPARSE_TILE_SIZE` px (see :meth:`ShuffleConvNet.run_body_sparse`). Few,
+#: large calls: on a loaded CPU every network call costs far more than its pixels (1080p: 3-5 calls)
+SPARSE_CELL = 256
 
 
 class IUNet(ShuffleConvNet):

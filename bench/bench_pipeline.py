@@ -6,6 +6,7 @@ Usage (from the repository root; the baseline needs ``pip install opencv-python-
     nice -n 10 .venv/bin/python bench/bench_pipeline.py --K 30 --repeats 5
     nice -n 10 .venv/bin/python bench/bench_pipeline.py --video            # 24-frame 1080p focus pull, fps
     nice -n 10 .venv/bin/python bench/bench_pipeline.py --memory-4k        # 3840x2160 K=100, peak RSS (own process)
+    nice -n 10 .venv/bin/python bench/bench_pipeline.py --base /tmp/base   # A/B: another checkout's default, same process
 
 Input: the official demo image ``inputs/3.jpg`` and its 16-bit disparity (../shared/bokehme_official), resized to
 the benchmark size; focus 0.5, gamma 4, the bundled weights. "hybrid (default)" is exactly what a user gets from
@@ -18,6 +19,8 @@ Every cell is the median of ``--repeats`` runs; ratios are against the baseline'
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import os
 import pathlib
 import resource
@@ -98,8 +101,13 @@ def stage_split(image, disparity, K, arnet, iunet, mode: str) -> dict:
         gate = error_gate(defocus, mode)
         times["error gate"] = time.perf_counter() - start
         start = time.perf_counter()
-        lowres, error, scale = stages.arnet_stage(arnet, img, defocus, 4.0)
-        times["ARNet"] = time.perf_counter() - start
+        if gate is not None:  # the pipeline's sparse ARNet: only the cells the gated pixels depend on
+            scale = stages.adaptive_scale(defocus)
+            needed = stages.arnet_needed(gate > 0, scale, iunet.config.num_convs)
+            lowres, error, scale = stages.arnet_stage(arnet, img, defocus, 4.0, scale=scale, needed=needed)
+        else:
+            lowres, error, scale = stages.arnet_stage(arnet, img, defocus, 4.0)
+        times["ARNet (sparse)"] = time.perf_counter() - start
         start = time.perf_counter()
         if gate is not None:
             error = error * gate
@@ -129,22 +137,74 @@ def bench_1080p(Ks, repeats: int) -> None:
     print(f"\n1920x1080, CPU, {torch.get_num_threads()} threads, bundled weights (ARNet "
           f"{arnet.config.middle_channels} ch, IUNet {iunet.config.middle_channels} ch), default classical mode "
           f"'{mode}', focus 0.5, gamma 4; median of {repeats} runs, seconds (ratio to the 16-slice blend)\n")
-    print("| K | 16-slice blend (OpenCV) | classical fast | hybrid (default) | hybrid, dense IUNet | "
-          "stages of the default: classical / error gate / ARNet / IUNet (sparse) / fusion | s |")
+    print("| K | 16-slice blend (OpenCV) | classical fast | hybrid (default) | hybrid, dense networks | "
+          "stages of the default: classical / error gate / ARNet (sparse) / IUNet (sparse) / fusion | s |")
     print("|---|---|---|---|---|---|---|")
     for K in Ks:
-        blend = median_seconds(lambda: sliced_gaussian_blend(image, disparity, K, 0.5), repeats)
         defocus = bm.signed_defocus(disparity, K, 0.5)
-        fast = median_seconds(lambda: bm.render_classical(image, defocus, gamma=4.0, mode="fast"), repeats)
-        hybrid = median_seconds(lambda: bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet,
-                                                          iunet=iunet), repeats)
-        dense = median_seconds(lambda: bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet,
-                                                         iunet=iunet, sparse=False), repeats)
-        splits = [stage_split(image, disparity, K, arnet, iunet, mode) for _ in range(repeats)]
+        runs = {
+            "blend": lambda: sliced_gaussian_blend(image, disparity, K, 0.5),
+            "fast": lambda: bm.render_classical(image, defocus, gamma=4.0, mode="fast"),
+            "hybrid": lambda: bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet, iunet=iunet),
+            "dense": lambda: bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet, iunet=iunet,
+                                               sparse=False),
+        }
+        times = {name: [] for name in runs}
+        splits = []
+        for _ in range(repeats):  # interleaved: a change of the machine's load hits every column alike
+            for name, fn in runs.items():
+                times[name].append(median_seconds(fn, 1))
+            splits.append(stage_split(image, disparity, K, arnet, iunet, mode))
+        blend, fast, hybrid, dense = (statistics.median(times[name]) for name in runs)
         med = {k: statistics.median(s[k] for s in splits) for k in splits[0]}
-        parts = " / ".join(f"{med[k]:.2f}" for k in ("classical", "error gate", "ARNet", "IUNet (sparse)", "fusion"))
+        parts = " / ".join(f"{med[k]:.2f}" for k in ("classical", "error gate", "ARNet (sparse)", "IUNet (sparse)",
+                                                     "fusion"))
         print(f"| {K:g} | {blend:.2f} | {fast:.2f} ({fast / blend:.2f}x) | **{hybrid:.2f} ({hybrid / blend:.2f}x)** | "
-              f"{dense:.2f} ({dense / blend:.2f}x) | {parts} | {med['scale']:.2f} |")
+              f"{dense:.2f} ({dense / blend:.2f}x) | {parts} | {med['scale']:.2f} |", flush=True)
+
+
+def load_checkout(name: str, root: pathlib.Path):
+    """Import ``root/bokehme_core`` as the package ``name`` (so that two checkouts run in one process)."""
+    spec = importlib.util.spec_from_file_location(name, root / "bokehme_core" / "__init__.py",
+                                                  submodule_search_locations=[str(root / "bokehme_core")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_ab(base_root: pathlib.Path, Ks, repeats: int) -> None:
+    """The default pipeline of another checkout (``base``) against this one, interleaved in one process with the
+    16-slice blend (alternating order), and the largest difference of their fused outputs."""
+    base = load_checkout("base_core", base_root)
+    base_nets = importlib.import_module("base_core.weights").load_bundled_models("cpu")
+    arnet, iunet = load_bundled_models("cpu")
+    image, disparity = load_scene(1080, 1920)
+    for core, nets in ((base, base_nets), (bm, (arnet, iunet))):  # warm-up (numba kernels, allocations)
+        core.render_bokehme(image[..., :256, :256], disparity[..., :256, :256], K=10, focus=0.5, arnet=nets[0],
+                            iunet=nets[1])
+    print(f"\n1920x1080, CPU, {torch.get_num_threads()} threads, defaults, focus 0.5; base = {base_root}; median of "
+          f"{repeats} interleaved rounds, seconds (ratio to the 16-slice blend)\n")
+    print("| K | 16-slice blend | base default | this default | this / base | max abs diff of the fused outputs |")
+    print("|---|---|---|---|---|---|")
+    for K in Ks:
+        runs = {
+            "blend": lambda: sliced_gaussian_blend(image, disparity, K, 0.5),
+            "base": lambda: base.render_bokehme(image, disparity, K=K, focus=0.5, arnet=base_nets[0],
+                                                iunet=base_nets[1]).bokeh,
+            "new": lambda: bm.render_bokehme(image, disparity, K=K, focus=0.5, arnet=arnet, iunet=iunet).bokeh,
+        }
+        times = {name: [] for name in runs}
+        outputs = {}
+        for r in range(repeats):
+            for name in (list(runs) if r % 2 == 0 else list(reversed(runs))):
+                start = time.perf_counter()
+                outputs[name] = runs[name]()
+                times[name].append(time.perf_counter() - start)
+        blend, old, new = (statistics.median(times[name]) for name in runs)
+        diff = float((outputs["base"] - outputs["new"]).abs().max())
+        print(f"| {K:g} | {blend:.2f} | {old:.2f} ({old / blend:.2f}x) | **{new:.2f} ({new / blend:.2f}x)** | "
+              f"{new / old:.2f} | {diff:.1e} |", flush=True)
 
 
 def bench_video(frames: int) -> None:
@@ -191,6 +251,7 @@ def main() -> None:
     parser.add_argument("--video", action="store_true", help="a 24-frame 1080p focus pull, frames per second")
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--memory-4k", action="store_true", help="one 3840x2160 K=100 render and its peak memory")
+    parser.add_argument("--base", type=pathlib.Path, help="another checkout: its default pipeline against this one")
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -201,6 +262,8 @@ def main() -> None:
         bench_memory_4k(100.0)
     elif args.video:
         bench_video(args.frames)
+    elif args.base is not None:
+        bench_ab(args.base.resolve(), args.K, max(args.repeats, 3))
     else:
         bench_1080p(args.K, max(args.repeats, 3))
 

@@ -70,7 +70,7 @@ class BokehMeResult:
         bokeh: (B, 3, H, W) fused result in [0, 1].
         classical: (B, 3, H, W) classical rendering in [0, 1].
         neural: (B, 3, H, W) neural rendering in [0, 1] (with ``sparse``: exact where the fusion uses it, the
-            upsampled coarser bokeh elsewhere).
+            upsampled coarser bokeh elsewhere, the input image where the fusion weight is 0).
         error_map: (B, 1, H, W) the error map used for the fusion, in [0, 1] (1 = neural).
         intermediates: :class:`BokehMeIntermediates` when ``return_intermediates=True``.
     """
@@ -138,10 +138,15 @@ def render_bokehme(
         tile_size: tile edge in px of the network passes (exact: tiles overlap by the receptive field);
             None = :data:`DEFAULT_TILE_SIZE`. Smaller = less memory.
         progress: ``progress(done, total)``, may raise to cancel.
-        sparse: run IUNet only where the neural result reaches the output (error map above
-            :data:`~bokehme_core.neural.stages.SPARSE_ERROR_THRESHOLD`, through the blend masks and the receptive
-            field); the fused ``bokeh`` equals the dense computation within 1e-4, and ``neural`` is exact where
-            it is used (elsewhere the upsampled coarser bokeh). False = the official dense computation.
+        sparse: run the networks only where their results reach the output. ARNet (with the layered gate, or
+            ``error_map="analytic"``): only on the cells of its working resolution that pixels with a fusion
+            weight > 0 depend on (:func:`~bokehme_core.neural.stages.arnet_needed`: the error map's upsampling,
+            every IUNet pass, ARNet's receptive field); elsewhere its bokeh is the resized input image and its
+            error 0, which the fusion multiplies by exactly 0. IUNet: where the error map exceeds
+            :data:`~bokehme_core.neural.stages.SPARSE_ERROR_THRESHOLD` (through the blend masks and the receptive
+            field). The fused ``bokeh`` equals the dense computation within 1e-4 and ``error_map`` within 1e-6;
+            ``neural`` is exact where it is used (elsewhere the upsampled coarser bokeh). False = the official
+            dense computation.
 
     Returns:
         :class:`BokehMeResult` on the device of ``image``, float32.

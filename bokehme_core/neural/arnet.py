@@ -18,7 +18,13 @@ PRETRAINED = {
                            BOKEHME_LICENCE, "arnet", None, BOKEHME_REPO),
 }
 
-__all__ = ["ARNet"]
+__all__ = ["ARNet", "ARNET_SPARSE_CELL", "ARNET_SPARSE_TILE"]
+
+#: :meth:`ARNet.forward_sparse`: cells (working-resolution px) of the skipping grid; used cells of a row are
+#: merged into runs of up to :data:`ARNET_SPARSE_TILE` px, each computed with the exact halo (few, large calls:
+#: on a loaded CPU every network call costs far more than its pixels)
+ARNET_SPARSE_CELL = 128
+ARNET_SPARSE_TILE = 2048
 
 
 class ARNet(ShuffleConvNet):
@@ -67,3 +73,32 @@ class ARNet(ShuffleConvNet):
         x = torch.cat((x, self.gamma_channel(gamma_norm, x)), dim=1)
         x = self.back_end(self.run_body(x, half_tile(tile_size)), size)
         return x[:, :3], torch.sigmoid(x[:, 3:4])
+
+    def forward_sparse(
+        self,
+        image: torch.Tensor,
+        defocus: torch.Tensor,
+        gamma_norm,
+        needed: torch.Tensor,
+        tile_size: int = ARNET_SPARSE_TILE,
+        cell: int | None = None,
+    ) -> tuple:
+        """:meth:`forward` evaluated only where its outputs are used.
+
+        Args:
+            image, defocus, gamma_norm: as for :meth:`forward`.
+            needed: (B or 1, 1, h, w) bool: pixels whose bokeh or error is used downstream.
+            tile_size: largest computed run, in px of this (working) resolution.
+            cell: skipping granularity, in px of this resolution (see :meth:`ShuffleConvNet.run_body_sparse`);
+                None = :data:`ARNET_SPARSE_CELL`.
+
+        Returns:
+            ``(bokeh, error, exact)``: bokeh (B, 3, h, w) and error map (B, 1, h, w) equal to :meth:`forward`
+            (up to float rounding) wherever the (1, 1, h, w) bool ``exact`` is True, a superset of ``needed``;
+            elsewhere undefined (bokeh 0, error 0.5).
+        """
+        size = image.shape[-2:]
+        x = self.front_end(image, defocus)
+        x = torch.cat((x, self.gamma_channel(gamma_norm, x)), dim=1)
+        out, exact = self.body_where_needed(x, needed, size, tile_size, ARNET_SPARSE_CELL if cell is None else cell)
+        return out[:, :3], torch.sigmoid(out[:, 3:4]), exact

@@ -56,7 +56,11 @@ class ConvELU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
-        return self.activation(x) if self.activation is not None else x
+        if self.activation is None:
+            return x
+        if not torch.is_grad_enabled():  # inference: the convolution's fresh output is overwritten (same values)
+            return F.elu(x, alpha=1.0, inplace=True)
+        return self.activation(x)
 
 
 class BlockStack(nn.Module):
@@ -73,7 +77,8 @@ class BlockStack(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x) + x
+            # inference: add in place into the block's fresh output (same values, one allocation less)
+            x = block(x).add_(x) if not torch.is_grad_enabled() else block(x) + x
         return x
 
 
@@ -201,34 +206,104 @@ class ShuffleConvNet(nn.Module):
                 out[:, :, y0:y1, x0:x1] = tile[:, :, y0 - ya : y0 - ya + (y1 - y0), x0 - xa : x0 - xa + (x1 - x0)]
         return out
 
-    def run_body_sparse(self, x: torch.Tensor, needed: torch.Tensor, tile_size: int) -> tuple:
-        """:meth:`body` only on the tiles that hold a ``needed`` pixel (exact there, as :meth:`run_body`).
+    def run_body_sparse(self, x: torch.Tensor, needed: torch.Tensor, tile_size: int, cell: int | None = None) -> tuple:
+        """:meth:`body` only where a ``needed`` pixel lies (exact there, as :meth:`run_body`).
+
+        The half-resolution grid is cut into cells of about ``cell`` px (None = ``tile_size``); each row of
+        cells is computed as runs of consecutive cells holding a needed pixel, at most ``tile_size`` px wide,
+        each with the exact halo. Small cells skip more; merging them into runs keeps the halo cost low.
 
         Args:
             x: (B, in_channels, h, w), the half-resolution input of conv0.
             needed: (h, w) bool, pixels whose output is used (one mask for the whole batch).
-            tile_size: tile edge in half-resolution pixels; each computed tile has the exact halo.
+            tile_size: largest run edge in half-resolution pixels; each computed run has the exact halo.
+            cell: skipping granularity in half-resolution pixels (at most ``tile_size``); None = ``tile_size``.
 
         Returns:
-            ``(out, computed)``: (B, 4 * out_channels, h, w) with zeros in skipped tiles, and the (h, w) bool
+            ``(out, computed)``: (B, 4 * out_channels, h, w) with zeros in skipped cells, and the (h, w) bool
             mask of the computed pixels (a superset of ``needed``).
         """
         h, w = x.shape[-2:]
+        tile_size = max(int(tile_size), 1)
+        cell = tile_size if cell is None else max(min(int(cell), tile_size), 1)
         halo = self.config.num_convs
         out = x.new_zeros((x.shape[0], self.out_channels * SHUFFLE**2, h, w))
         computed = torch.zeros((h, w), dtype=torch.bool, device=x.device)
-        rows, cols = _split(h, tile_size), _split(w, tile_size)
-        row_any = [needed[y0:y1] for y0, y1 in rows]
-        for (y0, y1), band in zip(rows, row_any):
-            for x0, x1 in cols:
-                if not bool(band[:, x0:x1].any()):
+        rows, cols = _split(h, cell), _split(w, cell)
+        per_cell = _cells_any(needed, rows, cols).tolist()  # one reduction, not a device sync per cell
+        max_run = max(tile_size // cell, 1)
+        for (y0, y1), used_cells in zip(rows, per_cell):
+            j = 0
+            while j < len(cols):
+                if not used_cells[j]:
+                    j += 1
                     continue
+                k = j  # extend the run over the following used cells, up to tile_size px
+                while k + 1 < len(cols) and used_cells[k + 1] and k + 1 - j < max_run:
+                    k += 1
+                x0, x1 = cols[j][0], cols[k][1]
                 ya, yb = max(y0 - halo, 0), min(y1 + halo, h)
                 xa, xb = max(x0 - halo, 0), min(x1 + halo, w)
-                tile = self.body(x[:, :, ya:yb, xa:xb].contiguous())
-                out[:, :, y0:y1, x0:x1] = tile[:, :, y0 - ya : y0 - ya + (y1 - y0), x0 - xa : x0 - xa + (x1 - x0)]
+                out[:, :, y0:y1, x0:x1] = self._body_trimmed(  # contiguous: a strided view is convolved slowly
+                    x[:, :, ya:yb, xa:xb].contiguous(), (y0 - ya, yb - y1, x0 - xa, xb - x1))
                 computed[y0:y1, x0:x1] = True
+                j = k + 1
         return out, computed
+
+    def _body_trimmed(self, tile: torch.Tensor, halos: tuple) -> torch.Tensor:
+        """:meth:`body` of a tile, cropped by ``halos`` = (top, bottom, left, right) px. Along an axis whose two
+        sides both carry the full halo (``num_convs`` px: the tile is inside the image there) the convolutions
+        pad nothing, so each computes only what the later ones read (one pixel less per side and layer); along
+        the other axes they zero-pad as for the whole image and the halos are cropped at the end (no copy for
+        one-sided padding). Same values as ``body(tile)`` cropped, at a fraction of the halo's cost."""
+        halo = self.config.num_convs
+        valid = (halos[0] >= halo and halos[1] >= halo, halos[2] >= halo and halos[3] >= halo)  # rows, columns
+        padding = (int(not valid[0]), int(not valid[1]))
+
+        def conv(layer: ConvELU, x: torch.Tensor) -> torch.Tensor:
+            y = F.conv2d(x, layer.conv.weight, layer.conv.bias, padding=padding)
+            return F.elu(y, alpha=1.0, inplace=True) if layer.activation is not None else y
+
+        def crop(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+            h, w = x.shape[-2:]
+            return x[:, :, top : h - bottom, left : w - right]
+
+        x = conv(self.conv0, tile)
+        skip_rows, skip_cols = 2 * int(valid[0]), 2 * int(valid[1])  # what two valid convolutions lose per side
+        for block in self.block_stack.blocks:
+            x = conv(block[1], conv(block[0], x)).add_(crop(x, skip_rows, skip_rows, skip_cols, skip_cols))
+        x = conv(self.conv1, x)
+        rows = (0, 0) if valid[0] else halos[:2]
+        cols = (0, 0) if valid[1] else halos[2:]
+        return crop(x, *rows, *cols)
+
+    def body_where_needed(self, x: torch.Tensor, needed: torch.Tensor, size: tuple, tile_size: int,
+                          cell: int | None = None) -> tuple:
+        """:meth:`body` + :meth:`back_end` evaluated only where the output is used (the sparse forward of both
+        networks).
+
+        Args:
+            x: (B, in_channels, h2, w2), the half-resolution input of conv0 (after the front end).
+            needed: (B or 1, 1, h, w) bool: output pixels whose value is used.
+            size: (h, w), the output size.
+            tile_size, cell: as :meth:`run_body_sparse`, in full-resolution px.
+
+        Returns:
+            ``(out, exact)``: (B, out_channels, h, w) equal to the dense ``back_end(body(x), size)`` (up to float
+            rounding) wherever the (1, 1, h, w) bool ``exact`` is True, a superset of ``needed``; zeros where
+            nothing was computed.
+        """
+        half = x.shape[-2:]
+        # a needed output pixel reads the body output within 1 px (back-end resize of odd sizes): pool the mask
+        # to the half resolution, then grow it by 2 px
+        needed_half = F.adaptive_max_pool2d(needed.any(dim=0, keepdim=True).to(x.dtype), half)
+        needed_half = F.max_pool2d(needed_half, 5, stride=1, padding=2)[0, 0] > 0
+        body, computed = self.run_body_sparse(x, needed_half, half_tile(tile_size), half_tile(cell))
+        out = self.back_end(body, size)
+        # exact where every body pixel the output reads was computed: upsample the cell mask, shrink it by 2 px
+        skipped = F.interpolate((~computed)[None, None].to(x.dtype), size=size, mode="nearest")
+        exact = F.max_pool2d(skipped, 5, stride=1, padding=2) == 0
+        return out, exact
 
     def back_end(self, x: torch.Tensor, size: tuple) -> torch.Tensor:
         """Depth-to-space by 2, then bilinear (align_corners=True) to ``size`` = (h, w)."""
@@ -236,6 +311,16 @@ class ShuffleConvNet(nn.Module):
 
     def extra_repr(self) -> str:
         return f"middle_channels={self.config.middle_channels}, num_blocks={self.config.num_blocks}"
+
+
+def _cells_any(mask: torch.Tensor, rows: list, cols: list) -> torch.Tensor:
+    """(len(rows), len(cols)) CPU bool tensor: whether each cell ``mask[y0:y1, x0:x1]`` of an (h, w) bool mask
+    holds a True pixel (from a summed-area table: one pass over the mask)."""
+    table = F.pad(mask.to(torch.int32).cumsum(0).cumsum(1), (1, 0, 1, 0)).cpu()
+    ys = torch.tensor([0] + [y1 for _, y1 in rows])
+    xs = torch.tensor([0] + [x1 for _, x1 in cols])
+    corners = table[ys][:, xs]
+    return (corners[1:, 1:] - corners[:-1, 1:] - corners[1:, :-1] + corners[:-1, :-1]) > 0
 
 
 def _split(length: int, tile_size: int) -> list:

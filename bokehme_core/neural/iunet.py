@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import torch
 
-import torch.nn.functional as F
-
 from ..provenance import WeightsSource
-from .blocks import BOKEHME_LICENCE, BOKEHME_REPO, SHUFFLE, ShuffleConvNet, half_tile, resize_bilinear
+from .blocks import BOKEHME_LICENCE, BOKEHME_REPO, ShuffleConvNet, half_tile, resize_bilinear
 
 #: where the official IUNet weights come from (gathered by :data:`bokehme_core.weights.PROVENANCE`)
 PRETRAINED = {
@@ -21,11 +19,14 @@ PRETRAINED = {
                            "6df927797a1657ba700410d43a9434f98268fe5888553d30ebb9f1fd7130a02d", BOKEHME_REPO),
 }
 
-__all__ = ["IUNet", "SPARSE_TILE_SIZE"]
+__all__ = ["IUNet", "SPARSE_TILE_SIZE", "SPARSE_CELL"]
 
-#: tile edge (full-resolution px) of :meth:`IUNet.forward_sparse`: small enough to skip unused areas, large
-#: enough that the halo (one pixel per convolution at half resolution) costs little (about 7% at 512 px)
-SPARSE_TILE_SIZE = 512
+#: largest computed run (full-resolution px) of :meth:`IUNet.forward_sparse`
+SPARSE_TILE_SIZE = 1024
+#: skipping granularity (full-resolution px) of :meth:`IUNet.forward_sparse`: used cells of a row are computed
+#: together, in runs of up to :data:`SPARSE_TILE_SIZE` px (see :meth:`ShuffleConvNet.run_body_sparse`). Few,
+#: large calls: on a loaded CPU every network call costs far more than its pixels (1080p: 3-5 calls)
+SPARSE_CELL = 256
 
 
 class IUNet(ShuffleConvNet):
@@ -84,13 +85,16 @@ class IUNet(ShuffleConvNet):
         gamma_norm,
         needed: torch.Tensor,
         tile_size: int = SPARSE_TILE_SIZE,
+        cell: int | None = None,
     ) -> tuple:
         """:meth:`forward` evaluated only where its output is used.
 
         Args:
             image, defocus, bokeh_coarse, gamma_norm: as for :meth:`forward`.
             needed: (B or 1, 1, h, w) bool: pixels whose refinement is used downstream.
-            tile_size: tile edge in full-resolution pixels of the sparse evaluation.
+            tile_size: largest computed run, in full-resolution pixels.
+            cell: skipping granularity, in full-resolution pixels (at most ``tile_size``); None =
+                :data:`SPARSE_CELL`.
 
         Returns:
             ``(bokeh, exact)``: bokeh (B, 3, h, w) equal to :meth:`forward` (up to float rounding) wherever the
@@ -98,16 +102,6 @@ class IUNet(ShuffleConvNet):
         """
         size = image.shape[-2:]
         x = self.front_end(image, defocus)
-        half = x.shape[-2:]
-        # a needed output pixel reads the body output within 1 px (back-end resize of odd sizes): pool the mask
-        # to the half resolution, then grow it by 2 px
-        needed_half = F.adaptive_max_pool2d(needed.any(dim=0, keepdim=True).to(x.dtype), half)
-        needed_half = F.max_pool2d(needed_half, 5, stride=1, padding=2)[0, 0] > 0
-        bokeh_coarse = resize_bilinear(bokeh_coarse.to(x.dtype), half, align_corners=False)
+        bokeh_coarse = resize_bilinear(bokeh_coarse.to(x.dtype), x.shape[-2:], align_corners=False)
         x = torch.cat((x, bokeh_coarse, self.gamma_channel(gamma_norm, x)), dim=1)
-        body, computed = self.run_body_sparse(x, needed_half, max(int(tile_size) // SHUFFLE, 1))
-        bokeh = self.back_end(body, size)
-        # exact where every body pixel the output reads was computed: upsample the tile mask, shrink it by 2 px
-        skipped = F.interpolate((~computed)[None, None].to(x.dtype), size=size, mode="nearest")
-        exact = F.max_pool2d(skipped, 5, stride=1, padding=2) == 0
-        return bokeh, exact
+        return self.body_where_needed(x, needed, size, tile_size, SPARSE_CELL if cell is None else cell)

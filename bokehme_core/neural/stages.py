@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_disparity, check_image, check_range, check_same_spatial
-from .arnet import ARNet
+from .arnet import ARNET_SPARSE_TILE, ARNet
 from .blocks import resize_bilinear
 from .iunet import SPARSE_TILE_SIZE, IUNet
 
@@ -39,6 +39,8 @@ __all__ = [
     "NeuralResult",
     "render_neural",
     "arnet_stage",
+    "arnet_needed",
+    "pass_sizes",
     "iunet_stage",
     "network_defocus",
     "adaptive_scale",
@@ -52,6 +54,7 @@ __all__ = [
     "DEFAULT_TILE_SIZE",
     "MIN_TILE_SIZE",
     "SPARSE_ERROR_THRESHOLD",
+    "SPARSE_FILL",
     "NetworkOutOfMemoryError",
     "is_out_of_memory",
     "run_with_tile_retry",
@@ -71,6 +74,8 @@ SPARSE_ERROR_THRESHOLD = 5e-5
 #: sparse evaluation runs the whole pass densely when more than this fraction of its pixels is used (the tile
 #: halos would cost more than the skipped tiles save)
 DENSE_ABOVE = 0.7
+#: sparse ARNet: what its outputs hold where nothing reads them (outside :func:`arnet_needed`)
+SPARSE_FILL = "bokeh: the input image at ARNet's resolution; error map: 0"
 #: the blend-mask blur radius is this fraction of (h + w) (official)
 MASK_BLUR_FRACTION = 0.005
 #: clamp of the network outputs (official)
@@ -207,6 +212,7 @@ def arnet_stage(
     gamma,
     tile_size: int | None = None,
     scale: float | None = None,
+    needed: torch.Tensor | None = None,
 ) -> tuple:
     """Adaptive resizing + ARNet (docs/official-behaviour.md, section 8.2).
 
@@ -220,16 +226,21 @@ def arnet_stage(
         scale: the adaptive scale; None (inference) = :func:`adaptive_scale` of ``defocus_px``. Training passes
             a larger one to show the networks coarser inputs; below the adaptive scale ARNet would see defocus
             beyond its [-1, 1] range (ValueError).
+        needed: None (dense, the official computation) or (B or 1, 1, floor(H/s), floor(W/s)) bool: the pixels of
+            ARNet's working resolution whose bokeh or error is used (:func:`arnet_needed`). ARNet then runs only
+            on the cells of that grid holding one (:meth:`ARNet.forward_sparse`, exact halo); elsewhere the bokeh
+            is the resized input image and the error 0 (see :data:`SPARSE_FILL`), which no used pixel reads.
 
     Returns:
         ``(bokeh_lowres, error_map, scale)``: bokeh (B, 3, floor(H/s), floor(W/s)) clamped to [0, 1e5],
-        error map (B, 1, H, W) in (0, 1) (bilinear, align_corners=True), the adaptive scale ``s``.
+        error map (B, 1, H, W) in (0, 1) (bilinear, align_corners=True; with ``needed``: in [0, 1), exact where
+        it reads needed pixels only), the adaptive scale ``s``.
     """
-    needed = adaptive_scale(defocus_px)
+    least_scale = adaptive_scale(defocus_px)
     if scale is None:
-        scale = needed
-    elif not scale >= needed * (1 - 1e-6):
-        raise ValueError(f"scale must be >= the adaptive scale {needed:.4g} of this defocus, got {scale!r}")
+        scale = least_scale
+    elif not scale >= least_scale * (1 - 1e-6):
+        raise ValueError(f"scale must be >= the adaptive scale {least_scale:.4g} of this defocus, got {scale!r}")
     height, width = image.shape[-2:]
     h, w = lowres_size(height, width, scale)
     if h < 2 or w < 2:
@@ -244,10 +255,22 @@ def arnet_stage(
         image_lr = F.interpolate(image, scale_factor=1.0 / scale, mode="bilinear", align_corners=True)
         defocus_lr = F.interpolate(defocus_units, scale_factor=1.0 / scale, mode="bilinear", align_corners=True)
         defocus_lr = defocus_lr * (1.0 / scale)
-    bokeh_lowres, error_lowres = run_with_tile_retry(
-        lambda tile: arnet(image_lr, defocus_lr, gamma_norm(gamma), tile), tile_size or DEFAULT_TILE_SIZE, "ARNet",
-        tuple(image_lr.shape[-2:]),
-    )
+    if needed is None:
+        bokeh_lowres, error_lowres = run_with_tile_retry(
+            lambda tile: arnet(image_lr, defocus_lr, gamma_norm(gamma), tile), tile_size or DEFAULT_TILE_SIZE,
+            "ARNet", tuple(image_lr.shape[-2:]),
+        )
+    else:
+        if tuple(needed.shape[-2:]) != (h, w):
+            raise ValueError(f"needed must be (B, 1, {h}, {w}) at ARNet's working resolution, got "
+                             f"{tuple(needed.shape)}")
+        bokeh_lowres, error_lowres, exact = run_with_tile_retry(
+            lambda tile: arnet.forward_sparse(image_lr, defocus_lr, gamma_norm(gamma), needed, tile),
+            min(tile_size or DEFAULT_TILE_SIZE, ARNET_SPARSE_TILE), "ARNet", tuple(image_lr.shape[-2:]),
+        )
+        # outside the computed cells (read by no used pixel): the input image and error 0 (SPARSE_FILL)
+        bokeh_lowres = torch.where(exact, bokeh_lowres, image_lr)
+        error_lowres = torch.where(exact, error_lowres, torch.zeros((), dtype=error_lowres.dtype))
     error_map = resize_bilinear(error_lowres, (height, width))
     return bokeh_lowres.clamp(0, _CLAMP_MAX), error_map, scale
 
@@ -310,16 +333,14 @@ def iunet_stage(
     defocus_units = network_defocus(defocus_px)
     dilated_units = network_defocus(dilated_defocus_px)
     passes = []  # (size, image, defocus, blend mask) of every pass, coarse to fine
-    n_doublings = num_iunet_passes(scale) - 1
-    for i in range(n_doublings + 1):
-        if i < n_doublings:
+    sizes = pass_sizes(height, width, scale)
+    for i, size in enumerate(sizes):
+        if i < len(sizes) - 1:
             ratio = 2 ** (i + 1) / scale
-            size = (int(ratio * height), int(ratio * width))
             image_i = resize_bilinear(image, size)
             defocus_i = ratio * resize_bilinear(defocus_units, size)
             dilated_i = ratio * resize_bilinear(dilated_units, size)
         else:  # the final pass, at full resolution
-            size = (height, width)
             image_i, defocus_i, dilated_i = image, defocus_units, dilated_units
         passes.append((size, image_i, defocus_i.clamp(-1, 1), blend_mask(dilated_i)))
     refine_where = None if needed is None else _refinement_regions(needed, passes, iunet.config.num_convs)
@@ -347,15 +368,62 @@ def iunet_stage(
     return bokeh
 
 
+def pass_sizes(height: int, width: int, scale: float) -> list:
+    """(h_i, w_i) of every IUNet pass for an (height, width) image and adaptive scale ``s``, coarse to fine:
+    ``int(2^(i+1) / s * H)`` for the ``int(log2 s)`` doublings, then (height, width)."""
+    sizes = []
+    for i in range(num_iunet_passes(scale) - 1):
+        ratio = 2 ** (i + 1) / scale
+        sizes.append((int(ratio * height), int(ratio * width)))
+    return sizes + [(height, width)]
+
+
+def arnet_needed(used: torch.Tensor, scale: float, iunet_convs: int) -> torch.Tensor:
+    """The pixels of ARNet's working resolution that full-resolution ``used`` pixels depend on.
+
+    A used pixel reads ARNet's error map through its bilinear upsampling (1 px) and ARNet's bokeh through every
+    IUNet pass: each pass reads the previous bokeh through the bilinear upsampling (1 px) and through the
+    network (the coarse input is resized to half of the pass's size, then read within one pixel per
+    convolution: ``2 * (iunet_convs + 2)`` px of the previous bokeh, as in :func:`_refinement_regions`). The
+    blend masks are not consulted (a superset: correct whatever the masks and whichever IUNet pixels the
+    sparse IUNet evaluation refines).
+
+    Args:
+        used: (B, 1, H, W) bool, the pixels whose neural bokeh or error map is used (fusion weight > 0).
+        scale: the adaptive scale ``s`` (:func:`adaptive_scale`).
+        iunet_convs: IUNet's number of 3x3 convolutions (``iunet.config.num_convs``).
+
+    Returns:
+        (B, 1, floor(H/s), floor(W/s)) bool.
+    """
+    height, width = used.shape[-2:]
+    lowres = lowres_size(height, width, scale)
+    sizes = pass_sizes(height, width, scale)
+    region = used
+    for previous in list(reversed(sizes[:-1])) + [lowres]:
+        region = _grow(region, previous, 2 * (iunet_convs + 2))
+    return region | _grow(used, lowres, 1)
+
+
 def _grow(mask: torch.Tensor, size: tuple, margin: int) -> torch.Tensor:
     """A (B, 1, h, w) bool mask mapped (conservatively: max over each block) to ``size`` and grown by
-    ``margin`` px."""
-    grown = F.adaptive_max_pool2d(mask.to(torch.float32), size) if tuple(mask.shape[-2:]) != tuple(size) \
-        else mask.to(torch.float32)
-    if margin > 0:  # a square max filter, as two 1-D passes (same result, 2k instead of k^2 reads per pixel)
-        grown = F.max_pool2d(grown, (1, 2 * margin + 1), stride=1, padding=(0, margin))
-        grown = F.max_pool2d(grown, (2 * margin + 1, 1), stride=1, padding=(margin, 0))
-    return grown > 0
+    ``margin`` px (a square max filter)."""
+    grown = F.adaptive_max_pool2d(mask.to(torch.float32), size) > 0 if tuple(mask.shape[-2:]) != tuple(size) \
+        else mask
+    if margin > 0:
+        grown = _dilate_axis(_dilate_axis(grown, margin, -1), margin, -2)
+    return grown
+
+
+def _dilate_axis(mask: torch.Tensor, margin: int, dim: int) -> torch.Tensor:
+    """1-D max filter of width ``2 * margin + 1`` of a bool mask along ``dim`` (windows clipped at the border),
+    from a running count: O(1) per pixel whatever the margin (a max_pool2d is O(margin))."""
+    length = mask.shape[dim]
+    counts = F.pad(mask.to(torch.float32).cumsum(dim).movedim(dim, -1), (1, 0)).movedim(-1, dim)  # exact: < 2^24
+    index = torch.arange(length, device=mask.device)
+    upper = (index + margin + 1).clamp(max=length)
+    lower = (index - margin).clamp(min=0)
+    return (counts.index_select(dim % counts.ndim, upper) - counts.index_select(dim % counts.ndim, lower)) > 0
 
 
 def _refinement_regions(needed: torch.Tensor, passes: list, num_convs: int) -> list:
@@ -451,12 +519,16 @@ def render_neural(
         sparse: evaluate IUNet only where the neural result reaches the fused output: where the error map
             used for the fusion exceeds :data:`SPARSE_ERROR_THRESHOLD` (see :func:`iunet_stage`). The fused
             result then equals the dense one within 1e-4; :attr:`NeuralResult.bokeh` itself equals it only
-            there (elsewhere it is the upsampled coarser bokeh, which the fusion does not use).
+            there (elsewhere it is the upsampled coarser bokeh, which the fusion does not use). With
+            ``error_gate`` or ``fusion_error`` ARNet too runs only for the pixels where that map is > 0
+            (:func:`arnet_needed`; elsewhere its outputs hold :data:`SPARSE_FILL`, and the fusion weight there is
+            exactly 0); without either every pixel is used and ARNet runs densely.
         fusion_error: (B, 1, H, W) the error map the fusion will use, when it is not ARNet's (the analytic one);
             only for ``sparse``.
         error_gate: (B, 1, H, W) in [0, 1]: the fusion will use ARNet's map times this one (the pipeline's
             map for the layered renderer, :func:`bokehme_core.error_map.defocus_error_map`); only for
-            ``sparse``, not with ``fusion_error``. :attr:`NeuralResult.error_map` stays ARNet's own map.
+            ``sparse``, not with ``fusion_error``. :attr:`NeuralResult.error_map` stays ARNet's own map (with
+            ``sparse``: exact where ``error_gate > 0``, anything in [0, 1) elsewhere).
 
     Returns:
         :class:`NeuralResult`.
@@ -480,7 +552,17 @@ def render_neural(
     with torch.inference_mode():
         for b in range(image.shape[0]):
             img, dfc, dil = image[b : b + 1], defocus_px[b : b + 1], dilated_defocus_px[b : b + 1]
-            bokeh_lowres, error_map, scale = arnet_stage(arnet, img, dfc, gamma, tile_size)
+            used = None  # the pixels where the fusion weight can be > 0: ARNet runs only for them
+            if sparse and error_gate is not None:
+                used = error_gate[b : b + 1] > 0
+            elif sparse and fusion_error is not None:
+                used = fusion_error[b : b + 1] > 0
+            if used is None:
+                bokeh_lowres, error_map, scale = arnet_stage(arnet, img, dfc, gamma, tile_size)
+            else:
+                scale = adaptive_scale(dfc)
+                needed_lowres = arnet_needed(used, scale, iunet.config.num_convs)
+                bokeh_lowres, error_map, scale = arnet_stage(arnet, img, dfc, gamma, tile_size, scale, needed_lowres)
             if progress is not None:
                 progress()
             record = {} if inter is not None else None

@@ -20,6 +20,9 @@ Methods (all with gamma 2.2, the encoding of both data sets):
     official highlight boost applied first (values above 1 kept);
   * ``layered`` / ``layered_boost``: ``render_classical(mode="layered")`` without / with ``highlight=True``;
   * ``layered_recover``: ``layered`` after the default highlight recovery (``render_inputs(recover=True)``);
+  * ``layered_recover_fixed`` / ``layered_recover_auto``: ``layered`` after ``recover_highlights`` with one fixed
+    gain (``RECOVER_GAIN``: the recovery before per-region gains) / with the per-region gain estimated from each clipped region's
+    rim (``gain="auto"``), whatever the default is;
   * ``default``: ``render_bokehme`` with every default (layered classical, highlight recovery, ARNet's error map
     restricted to the layered renderer's, sparse IUNet): what users get. With ``--arnet-checkpoint`` its ARNet
     is that training checkpoint (a candidate), the rest unchanged;
@@ -90,7 +93,8 @@ def metrics(pred: torch.Tensor, gt: torch.Tensor) -> tuple:
 
 METHODS = ("classical", "hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "slices16",
            "classical_boost", "peer_layered", "peer_layered_boost", "layered", "layered_boost", "hybrid_layered",
-           "hybrid_layered_boost", "layered_recover", "default", "default_bundled")
+           "hybrid_layered_boost", "layered_recover", "default", "default_bundled",
+           "layered_recover_fixed", "layered_recover_auto")
 NEURAL = {"hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "hybrid_layered",
           "hybrid_layered_boost", "default"}
 
@@ -230,6 +234,13 @@ class Methods:
             recovered, _ = render_inputs(image, disparity, K, focus, recover=True)
             out["layered_recover"] = render_classical(recovered, defocus, gamma=GAMMA, aperture=aperture,
                                                       mode="layered").bokeh.clamp(0, 1)
+        for suffix, gain in (("_fixed", None), ("_auto", "auto")):
+            if "layered_recover" + suffix in self.names:
+                from bokehme_core.defocus import RECOVER_GAIN, recover_highlights
+
+                recovered = recover_highlights(image, defocus, gain=RECOVER_GAIN if gain is None else gain)
+                out["layered_recover" + suffix] = render_classical(recovered, defocus, gamma=GAMMA, aperture=aperture,
+                                                                   mode="layered").bokeh.clamp(0, 1)
         if "default" in self.names:
             from bokehme_core import render_bokehme
 

@@ -173,7 +173,7 @@ RECOVER_SOFTNESS = 0.0015
 RECOVER_BLUR_PX = (0.5, 1.5)
 
 
-def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor) -> torch.Tensor:
+def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor, gain="auto") -> torch.Tensor:
     """Highlight recovery of the default pipeline: clipped, out-of-focus lights lifted in linear light.
 
     An 8-bit photo (or a generated image clamped to [0, 1]) stores every light brighter than white as 1.0; a
@@ -181,12 +181,19 @@ def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor) -> torch.T
     dim. Per pixel, ``m = smoothstep(RECOVER_THRESHOLD -+ RECOVER_SOFTNESS)`` of its brightest channel (1 at
     the clip level, 0 from 0.9965 down: 254/255 is untouched) times ``smoothstep(0.5 px, 1.5 px)`` of its
     blur radius ``|defocus_px|`` (a sharp light stays as photographed, so K = 0 gives the image back); every
-    channel is multiplied by ``1 + (RECOVER_GAIN - 1) * m`` in linear light (sRGB curve; colour ratios kept).
+    channel is multiplied by ``1 + (g - 1) * m`` in linear light (sRGB curve; colour ratios kept).
     Pixels with ``m = 0`` keep their exact values; an image without clipped pixels is returned as is.
+
+    The gain ``g``: with ``gain="auto"`` one per 8-connected clipped region, estimated from how far the region
+    exceeded the clip level as its anti-aliased rim shows it (:func:`bokehme_core.clipped_regions.region_gains`:
+    a small light ending in a hard step gets a large gain, a large surface with a bright graded rim about 1;
+    regions without rim evidence get ``RECOVER_GAIN``); with a number, that gain everywhere
+    (``gain=RECOVER_GAIN`` is the fixed recovery of earlier versions).
 
     Args:
         image: (B, 3, H, W) sRGB in [0, 1].
         defocus_px: (B or 1, 1, H, W) signed blur radius in px (:func:`signed_defocus`).
+        gain: ``"auto"`` or a linear-light gain in [1, 50].
 
     Returns:
         (B, 3, H, W); lifted lights above 1 (render, then clamp).
@@ -194,6 +201,11 @@ def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor) -> torch.T
     check_image(image)
     check_disparity(defocus_px, "defocus_px")
     check_same_spatial(image, defocus_px, "image", "defocus_px")
+    if isinstance(gain, str):
+        if gain != "auto":
+            raise ValueError(f"gain must be 'auto' or a number in [1, 50], got {gain!r}")
+    else:
+        gain = check_range(gain, "gain", 1.0, 50.0)
     value = image.amax(dim=1, keepdim=True)
     low = RECOVER_THRESHOLD - RECOVER_SOFTNESS
     if not bool((value > low).any()):
@@ -204,11 +216,20 @@ def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor) -> torch.T
     mask = (t * t * (3 - 2 * t)) * (u * u * (3 - 2 * u))
     if not bool((mask > 0).any()):
         return image
+    if gain == "auto":
+        from .clipped_regions import region_gains
+
+        pixels, region_gain = region_gains(image, low, RECOVER_GAIN)
+        gain_map = torch.ones_like(value)
+        gain_map.view(-1)[pixels.to(image.device)] = region_gain.to(image.device, image.dtype)
+        factor = 1.0 + (gain_map - 1.0) * mask
+    else:
+        factor = 1.0 + (gain - 1.0) * mask
     # only the lifted pixels go through the sRGB curve (a few percent of a photo at most)
-    mask = mask.expand_as(image)
-    hit = mask > 0
+    factor = factor.expand_as(image)
+    hit = (mask > 0).expand_as(image) & (factor != 1.0)
     recovered = image.clone()
-    recovered[hit] = _linear_to_srgb(_srgb_to_linear(image[hit].clamp(min=0.0)) * (1.0 + (RECOVER_GAIN - 1.0) * mask[hit]))
+    recovered[hit] = _linear_to_srgb(_srgb_to_linear(image[hit].clamp(min=0.0)) * factor[hit])
     return recovered
 
 

@@ -28,7 +28,9 @@ Methods (all with gamma 2.2, the encoding of both data sets):
     is that training checkpoint (a candidate), the rest unchanged;
   * ``default_bundled``: ``default`` with the bundled networks of ``weights/`` (the reference for a candidate).
 
-``--cells`` also prints one table per (K, d_f) cell (mean PSNR).
+``--cells`` also prints one table per (K, d_f) cell (mean PSNR); ``--groups`` adds the cell table for bench_dev's
+scenes 12-13 (other light statistics, its README) and for the six others; ``--tables-from JSON`` prints the tables of
+an earlier run's ``--json`` without rendering anything.
 
 PSNR and SSIM (scikit-image, data_range 1, channel_axis) on [0, 1] float images. Prints a markdown table
 (mean over the images of each K level) and writes all numbers to ``--json``.
@@ -372,7 +374,17 @@ def main() -> None:
     parser.add_argument("--arnet-checkpoint", type=pathlib.Path, default=None,
                         help="ARNet training checkpoint (latest.pt) used instead of --weights' ARNet by the neural "
                              "methods (a candidate; default_bundled keeps the bundled one)")
+    parser.add_argument("--groups", action="store_true",
+                        help="with --cells: also the cell tables of bench_dev scenes 12-13 and of the six others")
+    parser.add_argument("--tables-from", type=pathlib.Path, default=None,
+                        help="print the tables of an earlier run's --json file and exit (renders nothing)")
     args = parser.parse_args()
+    if args.tables_from is not None:
+        results = json.loads(args.tables_from.read_text())["results"]
+        print(format_tables(results))
+        if args.cells:
+            print(format_cells(results, args.groups))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     methods = Methods(args.weights, args.official_iunet, args.methods, args.arnet_checkpoint)
@@ -404,7 +416,11 @@ def main() -> None:
                                      "tensor_digest": digest, "results": results}, indent=1))
     print(format_tables(results))
     if args.cells:
-        print(format_cells(results))
+        print(format_cells(results, args.groups))
+
+
+#: bench_dev scene groups of ``--groups``: scenes 12-13 have other light statistics (../shared/bench_dev/README.md)
+SCENE_GROUPS = {"scenes 12-13": ("scene_12", "scene_13")}
 
 
 def summarize(rows: list) -> dict:
@@ -427,8 +443,21 @@ def summarize(rows: list) -> dict:
     return out
 
 
-def format_cells(results: dict) -> str:
-    """Markdown table: mean PSNR per (K, d_f) cell (circle aperture), one column per method."""
+def format_cells(results: dict, groups: bool = False) -> str:
+    """Markdown table: mean PSNR per (K, d_f) cell (circle aperture), one column per method; with ``groups``,
+    bench_dev's :data:`SCENE_GROUPS` and the rest get a table each, too (the last row: mean of the cells)."""
+    if groups and "bench" in results:
+        expanded = {}
+        for set_name, rows in results.items():
+            expanded[set_name] = rows
+            if set_name != "bench":
+                continue
+            for label, scenes in SCENE_GROUPS.items():
+                inside = [r for r in rows if r["id"].split("/")[0] in scenes]
+                outside = [r for r in rows if r["id"].split("/")[0] not in scenes]
+                expanded[f"bench, {label}"] = inside
+                expanded[f"bench, all but {label}"] = outside
+        results = expanded
     lines = []
     for set_name, rows in results.items():
         rows = [r for r in rows if r["aperture"] == "circle" and "d_f" in r]
@@ -446,6 +475,9 @@ def format_cells(results: dict) -> str:
             members = cells[key]
             values = [float(np.mean([m[name][0] for m in members])) for name in names]
             lines.append(f"| ({key[0]}, {key[1]:g}) | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+        if groups:
+            means = [float(np.mean([np.mean([m[name][0] for m in cells[key]]) for key in cells])) for name in names]
+            lines.append("| mean of the cells | " + " | ".join(f"{v:.2f}" for v in means) + " |")
     return "\n".join(lines)
 
 

@@ -163,9 +163,11 @@ def lift_highlights(
 
 
 #: Highlight recovery of the default pipeline (:func:`recover_highlights`): clipped pixels (brightest channel
-#: >= 0.9965, i.e. 255 in 8 bits; 254 and below are untouched) that are out of focus are lifted 2.5x in linear
-#: light. Chosen on the six bench_dev scenes (bench/README.md, section 1.2: better than the official boost in
-#: every (K, focus) cell with the layered renderer).
+#: >= 0.9965, i.e. 255 in 8 bits; 254 and below are untouched) that are out of focus are lifted in linear light,
+#: by at most RECOVER_GAIN = 2.5: the fixed gain of ``gain=RECOVER_GAIN`` and the gain of a light whose rim shows
+#: no sign of being dimmer (``gain="auto"``, bench/README.md, section 1.9). 2.5 was chosen on the six bench_dev
+#: scenes (bench/README.md, section 1.2: better than the official boost in every (K, focus) cell with the
+#: layered renderer).
 RECOVER_GAIN = 2.5
 RECOVER_THRESHOLD = 0.998
 RECOVER_SOFTNESS = 0.0015

@@ -163,3 +163,14 @@ def test_recover_highlights_auto_keeps_unclipped_sharp_and_clip_free_images():
     assert not torch.equal(out[..., light[0], light[1]], image[..., light[0], light[1]])
     unclipped = image.clamp(max=254 / 255)
     assert recover_highlights(unclipped, defocus) is unclipped
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_recover_highlights_auto_on_cuda_matches_cpu():
+    from bokehme_core.defocus import recover_highlights
+
+    image, _, _ = _light_and_panel()
+    defocus = torch.full((1, 1, 96, 128), 6.0)
+    on_gpu = recover_highlights(image.cuda(), defocus.cuda())
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), recover_highlights(image, defocus), rtol=1e-5, atol=1e-6)

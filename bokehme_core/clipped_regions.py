@@ -182,10 +182,10 @@ def region_gains(image: torch.Tensor, threshold: float, prior: float) -> tuple[t
         far = rim + RIM_FAR_PX * (dy * W + dx)
         keep = ~flat_clipped[far]  # the background sample is not clipped itself
         rim, far, region = rim[keep], far[keep], edge_labels[sel[keep]]
-        rim_value = _srgb_to_linear(flat_value[rim].clamp(0.0, 1.0))
-        far_value = _srgb_to_linear(flat_value[far].clamp(0.0, 1.0))
-        excess.index_add_(0, region, (rim_value - far_value).double())
-        weight.index_add_(0, region, (1.0 - far_value).double())
+        rim_value = _srgb_to_linear(flat_value[rim].double().clamp(0.0, 1.0))
+        far_value = _srgb_to_linear(flat_value[far].double().clamp(0.0, 1.0))
+        excess.index_add_(0, region, rim_value - far_value)
+        weight.index_add_(0, region, 1.0 - far_value)
     fraction = (excess / weight.clamp(min=1e-6)).clamp(0.0, 1.0)
     w = RIM_WIDTH
     measured = torch.where(fraction >= 0.5, 2 * w * (1 - fraction), w / (2 * fraction.clamp(min=1e-6)))

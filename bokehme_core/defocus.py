@@ -222,7 +222,7 @@ def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor, gain="auto
         from .clipped_regions import region_gains
 
         pixels, region_gain = region_gains(image, low, RECOVER_GAIN)
-        gain_map = torch.ones_like(value)
+        gain_map = torch.ones(value.shape, dtype=image.dtype, device=image.device)  # contiguous: flat indices
         gain_map.view(-1)[pixels.to(image.device)] = region_gain.to(image.device, image.dtype)
         factor = 1.0 + (gain_map - 1.0) * mask
     else:

@@ -174,3 +174,17 @@ def test_recover_highlights_auto_on_cuda_matches_cpu():
     on_gpu = recover_highlights(image.cuda(), defocus.cuda())
     assert on_gpu.device.type == "cuda"
     torch.testing.assert_close(on_gpu.cpu(), recover_highlights(image, defocus), rtol=1e-5, atol=1e-6)
+
+
+def test_recover_highlights_auto_batch_and_non_contiguous_inputs():
+    from bokehme_core.defocus import recover_highlights
+
+    image, _, _ = _light_and_panel()
+    other = image.flip(-1).clone()
+    defocus = torch.full((1, 1, 96, 128), 6.0)
+    batch = recover_highlights(torch.cat([image, other]), defocus)  # one defocus map for the batch
+    torch.testing.assert_close(batch[:1], recover_highlights(image, defocus), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(batch[1:], recover_highlights(other, defocus), rtol=1e-6, atol=1e-6)
+    bhwc = image.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # a ComfyUI layout, seen as BCHW
+    assert not bhwc.is_contiguous()
+    assert torch.equal(recover_highlights(bhwc, defocus), recover_highlights(image, defocus))

@@ -19,13 +19,14 @@ surround, a dark lamp housing or sharpening halos. So the estimate may only lowe
 lights, a background as bright as the region) keep about the prior.
 
 :func:`region_gains` labels the 8-connected clipped regions (:func:`label_regions`: label hooking and pointer
-jumping on the clipped pixels only), pairs, along each of the 8 directions leaving a region, its first unclipped
-pixel with the pixel ``RIM_FAR_PX`` further out (the local background), sums ``rim - background`` and
-``1 - background`` per region (the brightest channel, linear light) and blends the model's ``L`` with the prior
+jumping on the horizontal runs of clipped pixels), pairs, along each of the 8 directions leaving a region, each
+boundary pixel's first unclipped neighbour with the pixel ``RIM_FAR_PX`` further out (the local background), sums
+``rim - background`` and
+``1 - background`` per region (the brightest channel, linear light, float64) and blends the model's ``L`` with the prior
 in log space, with weight ``W / (W + PRIOR_WEIGHT)`` on the measurement (``W`` = the summed
 ``1 - background``). The cost is a few gathers and scatters on the clipped pixels and their neighbours: it grows
-with the number of clipped pixels, not with the image size. Deterministic (no random numbers, no atomics whose
-order matters: the reductions are min and sums of float64 over fixed pairs).
+with the number of clipped pixels, not with the image size. It runs on the CPU whatever the image's device
+(deterministic: no random numbers, no atomics; min reductions and float64 sums over pairs in a fixed order).
 
 Conventions: image (B, 3, H, W) sRGB in [0, 1]; gains are linear-light multipliers in [1, prior].
 """
@@ -36,7 +37,8 @@ import logging
 import math
 
 import torch
-import torch.nn.functional as F
+
+from ._checks import check_image, check_range
 
 __all__ = ["region_gains", "label_regions", "RIM_WIDTH", "RIM_FAR_PX", "PRIOR_WEIGHT"]
 
@@ -51,7 +53,7 @@ RIM_FAR_PX = 2
 #: rim weight (summed ``1 - background`` over a region's rim pairs) at which measurement and prior count equally
 PRIOR_WEIGHT = 4.0
 
-_OFFSETS = ((0, 1), (1, -1), (1, 0), (1, 1), (0, -1), (-1, 1), (-1, 0), (-1, -1))  # the first 4: forward edges
+_OFFSETS = ((0, 1), (1, -1), (1, 0), (1, 1), (0, -1), (-1, 1), (-1, 0), (-1, -1))  # the 8 directions (dy, dx)
 
 
 def _srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
@@ -132,6 +134,9 @@ def label_regions(candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
         ``(coords, labels, count)``: (N, 3) int64 ``(b, y, x)`` of the True pixels (row-major order), (N,) int64
         region index in ``[0, count)`` (regions numbered in order of their first pixel: deterministic).
     """
+    if not isinstance(candidates, torch.Tensor) or candidates.ndim != 3:
+        raise ValueError(f"candidates must be a (B,H,W) bool tensor, got {getattr(candidates, 'shape', type(candidates))}")
+    candidates = candidates.bool().cpu()
     B, H, W = candidates.shape
     row, first, last, run_labels, count = _label_runs(candidates)
     flat = _run_pixels(row, first, last, W)
@@ -151,7 +156,11 @@ def region_gains(image: torch.Tensor, threshold: float, prior: float) -> tuple[t
         ``(pixels, gain)``: (N,) int64 flat indices ``(b * H + y) * W + x`` of the clipped pixels and (N,)
         float32 gain of each (its region's estimate, in ``[1, prior]``), both on the CPU.
     """
-    value = image.detach().amax(dim=1).float().cpu()  # on the CPU: deterministic sums on any device
+    check_image(image)
+    threshold = check_range(threshold, "threshold", 0.0, 1.0)
+    prior = check_range(prior, "prior", 1.0, 50.0)
+    # on the CPU: deterministic sums on any device; a non-finite pixel counts as black (never as a clipped one)
+    value = image.detach().amax(dim=1).float().cpu().nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
     candidates = value > threshold
     B, H, W = candidates.shape
     row, first, last, run_labels, count = _label_runs(candidates)

@@ -162,3 +162,23 @@ def test_regions_touching_the_border():
     image[..., 9, 9] = 1.0  # a one-pixel light in the other corner
     pixels, gains = region_gains(image, THRESHOLD, 2.5)
     assert pixels.shape[0] == 17 and bool(torch.isfinite(gains).all())
+
+
+# --- exceptions and bad values -------------------------------------------------------------------------------------
+def test_bad_inputs_name_the_argument():
+    with pytest.raises(ValueError, match="image"):
+        region_gains(torch.ones(1, 4, 8, 8), THRESHOLD, 2.5)
+    with pytest.raises(ValueError, match="prior"):
+        region_gains(torch.ones(1, 3, 8, 8), THRESHOLD, 0.5)
+    with pytest.raises(ValueError, match="threshold"):
+        region_gains(torch.ones(1, 3, 8, 8), 1.5, 2.5)
+    with pytest.raises(ValueError, match="must be"):
+        label_regions(torch.ones(8, 8, dtype=torch.bool))
+
+
+def test_non_finite_neighbours_do_not_poison_the_gain():
+    image, light, _ = _photo()
+    image[..., light[0] + 4, light[1]] = float("nan")
+    image[..., light[0], light[1] + 4] = float("inf")
+    pixels, gains = region_gains(image, THRESHOLD, 2.5)
+    assert bool(torch.isfinite(gains).all()) and bool((gains >= 1).all()) and bool((gains <= 2.5).all())

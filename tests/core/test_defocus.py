@@ -121,9 +121,9 @@ def test_recover_highlights_bad_inputs():
 def _light_and_panel():
     """A photo (1, 3, 96, 128) with a small hard-edged light (clipped, 8x white) and a large surface just above
     white (1.1x, graded rim), both orange-ish, 8-bit; and the (y, x) of a pixel inside each."""
-    from tests.core.test_clipped_regions import _photo
+    from helpers import clipped_photo
 
-    image, light, panel = _photo(light_gain=8.0, panel_gain=1.1)
+    image, light, panel = clipped_photo(light_gain=8.0, panel_gain=1.1)
     tint = torch.tensor([1.0, 0.8, 0.6]).view(1, 3, 1, 1)
     from bokehme_core.defocus import _linear_to_srgb, _srgb_to_linear
 

@@ -219,19 +219,35 @@ def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor, gain="auto
     if not bool((mask > 0).any()):
         return image
     if gain == "auto":
-        from .clipped_regions import region_gains
-
-        pixels, region_gain = region_gains(image, low, RECOVER_GAIN)
-        gain_map = torch.ones(value.shape, dtype=image.dtype, device=image.device)  # contiguous: flat indices
-        gain_map.view(-1)[pixels.to(image.device)] = region_gain.to(image.device, image.dtype)
-        factor = 1.0 + (gain_map - 1.0) * mask
-    else:
-        factor = 1.0 + (gain - 1.0) * mask
+        return _recover_per_region(image, mask, low)
     # only the lifted pixels go through the sRGB curve (a few percent of a photo at most)
-    factor = factor.expand_as(image)
-    hit = (mask > 0).expand_as(image) & (factor != 1.0)
+    mask = mask.expand_as(image)
+    hit = mask > 0
     recovered = image.clone()
-    recovered[hit] = _linear_to_srgb(_srgb_to_linear(image[hit].clamp(min=0.0)) * factor[hit])
+    recovered[hit] = _linear_to_srgb(_srgb_to_linear(image[hit].clamp(min=0.0)) * (1.0 + (gain - 1.0) * mask[hit]))
+    return recovered
+
+
+def _recover_per_region(image: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """:func:`recover_highlights` with one gain per clipped region, touching the clipped pixels only.
+    image (B, 3, H, W), mask (B, 1, H, W) recovery weight in [0, 1] -> (B, 3, H, W) contiguous."""
+    from .clipped_regions import region_gains
+
+    B, _, H, W = image.shape
+    pixels, region_gain = region_gains(image, threshold, RECOVER_GAIN)  # flat (b * H + y) * W + x, CPU
+    pixels, region_gain = pixels.to(image.device), region_gain.to(image.device, image.dtype)
+    weight = mask.expand(B, 1, H, W).reshape(-1)[pixels]
+    factor = 1.0 + (region_gain - 1.0) * weight
+    lifted = (weight > 0) & (factor != 1.0)
+    pixels, factor = pixels[lifted], factor[lifted]
+    recovered = image.clone(memory_format=torch.contiguous_format)
+    if pixels.numel() == 0:
+        return recovered
+    plane = H * W
+    channels = torch.arange(3, device=image.device).view(3, 1) * plane
+    index = ((pixels // plane) * 3 * plane + pixels % plane).view(1, -1) + channels  # (3, N) into (B, 3, H, W)
+    flat = recovered.view(-1)
+    flat[index] = _linear_to_srgb(_srgb_to_linear(flat[index].clamp(min=0.0)) * factor)
     return recovered
 
 

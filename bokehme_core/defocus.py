@@ -175,7 +175,7 @@ RECOVER_SOFTNESS = 0.0015
 RECOVER_BLUR_PX = (0.5, 1.5)
 
 
-def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor, gain="auto") -> torch.Tensor:
+def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor, gain: float | str = "auto") -> torch.Tensor:
     """Highlight recovery of the default pipeline: clipped, out-of-focus lights lifted in linear light.
 
     An 8-bit photo (or a generated image clamped to [0, 1]) stores every light brighter than white as 1.0; a
@@ -186,11 +186,11 @@ def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor, gain="auto
     channel is multiplied by ``1 + (g - 1) * m`` in linear light (sRGB curve; colour ratios kept).
     Pixels with ``m = 0`` keep their exact values; an image without clipped pixels is returned as is.
 
-    The gain ``g``: with ``gain="auto"`` one per 8-connected clipped region, estimated from how far the region
-    exceeded the clip level as its anti-aliased rim shows it (:func:`bokehme_core.clipped_regions.region_gains`:
-    a small light ending in a hard step gets a large gain, a large surface with a bright graded rim about 1;
-    regions without rim evidence get ``RECOVER_GAIN``); with a number, that gain everywhere
-    (``gain=RECOVER_GAIN`` is the fixed recovery of earlier versions).
+    The gain ``g``: with ``gain="auto"`` (default) one per 8-connected clipped region, in ``[1, RECOVER_GAIN]``,
+    estimated from how far the region exceeded the clip level as its anti-aliased rim shows it
+    (:func:`bokehme_core.clipped_regions.region_gains`: a light ending in a hard step, or a region without rim
+    evidence, gets ``RECOVER_GAIN``; a large surface with a bright graded rim about 1); with a number, that gain
+    everywhere (``gain=RECOVER_GAIN`` is the fixed recovery of earlier versions).
 
     Args:
         image: (B, 3, H, W) sRGB in [0, 1].

@@ -21,8 +21,8 @@ Methods (all with gamma 2.2, the encoding of both data sets):
   * ``layered`` / ``layered_boost``: ``render_classical(mode="layered")`` without / with ``highlight=True``;
   * ``layered_recover``: ``layered`` after the default highlight recovery (``render_inputs(recover=True)``);
   * ``layered_recover_fixed`` / ``layered_recover_auto``: ``layered`` after ``recover_highlights`` with one fixed
-    gain (``RECOVER_GAIN``: the recovery before per-region gains) / with the per-region gain estimated from each clipped region's
-    rim (``gain="auto"``), whatever the default is;
+    gain (``RECOVER_GAIN``: the recovery before per-region gains) / with the per-region gain estimated from each
+    clipped region's rim (``gain="auto"``), whatever the default is;
   * ``default``: ``render_bokehme`` with every default (layered classical, highlight recovery, ARNet's error map
     restricted to the layered renderer's, sparse IUNet): what users get. With ``--arnet-checkpoint`` its ARNet
     is that training checkpoint (a candidate), the rest unchanged;

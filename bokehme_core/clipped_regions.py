@@ -135,7 +135,8 @@ def label_regions(candidates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
         region index in ``[0, count)`` (regions numbered in order of their first pixel: deterministic).
     """
     if not isinstance(candidates, torch.Tensor) or candidates.ndim != 3:
-        raise ValueError(f"candidates must be a (B,H,W) bool tensor, got {getattr(candidates, 'shape', type(candidates))}")
+        got = getattr(candidates, "shape", type(candidates))
+        raise ValueError(f"candidates must be a (B,H,W) bool tensor, got {got}")
     candidates = candidates.bool().cpu()
     B, H, W = candidates.shape
     row, first, last, run_labels, count = _label_runs(candidates)

@@ -20,13 +20,18 @@ Methods (all with gamma 2.2, the encoding of both data sets):
     official highlight boost applied first (values above 1 kept);
   * ``layered`` / ``layered_boost``: ``render_classical(mode="layered")`` without / with ``highlight=True``;
   * ``layered_recover``: ``layered`` after the default highlight recovery (``render_inputs(recover=True)``);
+  * ``layered_recover_fixed`` / ``layered_recover_auto``: ``layered`` after ``recover_highlights`` with one fixed
+    gain (``RECOVER_GAIN``: the recovery before per-region gains) / with the per-region gain estimated from each
+    clipped region's rim (``gain="auto"``), whatever the default is;
   * ``default``: ``render_bokehme`` with every default (layered classical, highlight recovery, ARNet's error map
     restricted to the layered renderer's, sparse IUNet): what users get. With ``--arnet-checkpoint`` its ARNet
     is that training checkpoint (a candidate), the rest unchanged;
   * ``default_bundled``: ``default`` with the bundled networks of ``weights/`` (the reference for a candidate);
   * ``default_refined``: what the photo workflow does: ``refine_disparity(disparity, image)``, then ``default``.
 
-``--cells`` also prints one table per (K, d_f) cell (mean PSNR).
+``--cells`` also prints one table per (K, d_f) cell (mean PSNR); ``--groups`` adds the cell table for bench_dev's
+scenes 12-13 (other light statistics, its README) and for the six others; ``--tables-from JSON`` prints the tables of
+an earlier run's ``--json`` without rendering anything.
 
 PSNR and SSIM (scikit-image, data_range 1, channel_axis) on [0, 1] float images. Prints a markdown table
 (mean over the images of each K level) and writes all numbers to ``--json``.
@@ -91,7 +96,8 @@ def metrics(pred: torch.Tensor, gt: torch.Tensor) -> tuple:
 
 METHODS = ("classical", "hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "slices16",
            "classical_boost", "peer_layered", "peer_layered_boost", "layered", "layered_boost", "hybrid_layered",
-           "hybrid_layered_boost", "layered_recover", "default", "default_bundled", "default_refined")
+           "hybrid_layered_boost", "layered_recover", "default", "default_bundled", "default_refined",
+           "layered_recover_fixed", "layered_recover_auto")
 NEURAL = {"hybrid_ours", "neural_ours", "hybrid_analytic", "hybrid_ours_official_iunet", "hybrid_layered",
           "hybrid_layered_boost", "default", "default_refined"}
 
@@ -231,6 +237,13 @@ class Methods:
             recovered, _ = render_inputs(image, disparity, K, focus, recover=True)
             out["layered_recover"] = render_classical(recovered, defocus, gamma=GAMMA, aperture=aperture,
                                                       mode="layered").bokeh.clamp(0, 1)
+        for suffix, gain in (("_fixed", None), ("_auto", "auto")):
+            if "layered_recover" + suffix in self.names:
+                from bokehme_core.defocus import RECOVER_GAIN, recover_highlights
+
+                recovered = recover_highlights(image, defocus, gain=RECOVER_GAIN if gain is None else gain)
+                out["layered_recover" + suffix] = render_classical(recovered, defocus, gamma=GAMMA, aperture=aperture,
+                                                                   mode="layered").bokeh.clamp(0, 1)
         if "default" in self.names:
             from bokehme_core import render_bokehme
 
@@ -368,7 +381,17 @@ def main() -> None:
     parser.add_argument("--arnet-checkpoint", type=pathlib.Path, default=None,
                         help="ARNet training checkpoint (latest.pt) used instead of --weights' ARNet by the neural "
                              "methods (a candidate; default_bundled keeps the bundled one)")
+    parser.add_argument("--groups", action="store_true",
+                        help="with --cells: also the cell tables of bench_dev scenes 12-13 and of the six others")
+    parser.add_argument("--tables-from", type=pathlib.Path, default=None,
+                        help="print the tables of an earlier run's --json file and exit (renders nothing)")
     args = parser.parse_args()
+    if args.tables_from is not None:
+        results = json.loads(args.tables_from.read_text())["results"]
+        print(format_tables(results))
+        if args.cells:
+            print(format_cells(results, args.groups))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     methods = Methods(args.weights, args.official_iunet, args.methods, args.arnet_checkpoint)
@@ -400,7 +423,11 @@ def main() -> None:
                                      "tensor_digest": digest, "results": results}, indent=1))
     print(format_tables(results))
     if args.cells:
-        print(format_cells(results))
+        print(format_cells(results, args.groups))
+
+
+#: bench_dev scene groups of ``--groups``: scenes 12-13 have other light statistics (../shared/bench_dev/README.md)
+SCENE_GROUPS = {"scenes 12-13": ("scene_12", "scene_13")}
 
 
 def summarize(rows: list) -> dict:
@@ -423,8 +450,21 @@ def summarize(rows: list) -> dict:
     return out
 
 
-def format_cells(results: dict) -> str:
-    """Markdown table: mean PSNR per (K, d_f) cell (circle aperture), one column per method."""
+def format_cells(results: dict, groups: bool = False) -> str:
+    """Markdown table: mean PSNR per (K, d_f) cell (circle aperture), one column per method; with ``groups``,
+    bench_dev's :data:`SCENE_GROUPS` and the rest get a table each, too (the last row: mean of the cells)."""
+    if groups and "bench" in results:
+        expanded = {}
+        for set_name, rows in results.items():
+            expanded[set_name] = rows
+            if set_name != "bench":
+                continue
+            for label, scenes in SCENE_GROUPS.items():
+                inside = [r for r in rows if r["id"].split("/")[0] in scenes]
+                outside = [r for r in rows if r["id"].split("/")[0] not in scenes]
+                expanded[f"bench, {label}"] = inside
+                expanded[f"bench, all but {label}"] = outside
+        results = expanded
     lines = []
     for set_name, rows in results.items():
         rows = [r for r in rows if r["aperture"] == "circle" and "d_f" in r]
@@ -442,6 +482,9 @@ def format_cells(results: dict) -> str:
             members = cells[key]
             values = [float(np.mean([m[name][0] for m in members])) for name in names]
             lines.append(f"| ({key[0]}, {key[1]:g}) | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+        if groups:
+            means = [float(np.mean([np.mean([m[name][0] for m in cells[key]]) for key in cells])) for name in names]
+            lines.append("| mean of the cells | " + " | ".join(f"{v:.2f}" for v in means) + " |")
     return "\n".join(lines)
 
 

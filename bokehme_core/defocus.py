@@ -163,9 +163,11 @@ def lift_highlights(
 
 
 #: Highlight recovery of the default pipeline (:func:`recover_highlights`): clipped pixels (brightest channel
-#: >= 0.9965, i.e. 255 in 8 bits; 254 and below are untouched) that are out of focus are lifted 2.5x in linear
-#: light. Chosen on the six bench_dev scenes (bench/README.md, section 1.2: better than the official boost in
-#: every (K, focus) cell with the layered renderer).
+#: >= 0.9965, i.e. 255 in 8 bits; 254 and below are untouched) that are out of focus are lifted in linear light,
+#: by at most RECOVER_GAIN = 2.5: the fixed gain of ``gain=RECOVER_GAIN`` and the gain of a light whose rim shows
+#: no sign of being dimmer (``gain="auto"``, bench/README.md, section 1.9). 2.5 was chosen on the six bench_dev
+#: scenes (bench/README.md, section 1.2: better than the official boost in every (K, focus) cell with the
+#: layered renderer).
 RECOVER_GAIN = 2.5
 RECOVER_THRESHOLD = 0.998
 RECOVER_SOFTNESS = 0.0015
@@ -173,7 +175,7 @@ RECOVER_SOFTNESS = 0.0015
 RECOVER_BLUR_PX = (0.5, 1.5)
 
 
-def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor) -> torch.Tensor:
+def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor, gain: float | str = "auto") -> torch.Tensor:
     """Highlight recovery of the default pipeline: clipped, out-of-focus lights lifted in linear light.
 
     An 8-bit photo (or a generated image clamped to [0, 1]) stores every light brighter than white as 1.0; a
@@ -181,12 +183,19 @@ def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor) -> torch.T
     dim. Per pixel, ``m = smoothstep(RECOVER_THRESHOLD -+ RECOVER_SOFTNESS)`` of its brightest channel (1 at
     the clip level, 0 from 0.9965 down: 254/255 is untouched) times ``smoothstep(0.5 px, 1.5 px)`` of its
     blur radius ``|defocus_px|`` (a sharp light stays as photographed, so K = 0 gives the image back); every
-    channel is multiplied by ``1 + (RECOVER_GAIN - 1) * m`` in linear light (sRGB curve; colour ratios kept).
+    channel is multiplied by ``1 + (g - 1) * m`` in linear light (sRGB curve; colour ratios kept).
     Pixels with ``m = 0`` keep their exact values; an image without clipped pixels is returned as is.
+
+    The gain ``g``: with ``gain="auto"`` (default) one per 8-connected clipped region, in ``[1, RECOVER_GAIN]``,
+    estimated from how far the region exceeded the clip level as its anti-aliased rim shows it
+    (:func:`bokehme_core.clipped_regions.region_gains`: a light ending in a hard step, or a region without rim
+    evidence, gets ``RECOVER_GAIN``; a large surface with a bright graded rim about 1); with a number, that gain
+    everywhere (``gain=RECOVER_GAIN`` is the fixed recovery of earlier versions).
 
     Args:
         image: (B, 3, H, W) sRGB in [0, 1].
         defocus_px: (B or 1, 1, H, W) signed blur radius in px (:func:`signed_defocus`).
+        gain: ``"auto"`` or a linear-light gain in [1, 50].
 
     Returns:
         (B, 3, H, W); lifted lights above 1 (render, then clamp).
@@ -194,6 +203,11 @@ def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor) -> torch.T
     check_image(image)
     check_disparity(defocus_px, "defocus_px")
     check_same_spatial(image, defocus_px, "image", "defocus_px")
+    if isinstance(gain, str):
+        if gain != "auto":
+            raise ValueError(f"gain must be 'auto' or a number in [1, 50], got {gain!r}")
+    else:
+        gain = check_range(gain, "gain", 1.0, 50.0)
     value = image.amax(dim=1, keepdim=True)
     low = RECOVER_THRESHOLD - RECOVER_SOFTNESS
     if not bool((value > low).any()):
@@ -204,11 +218,36 @@ def recover_highlights(image: torch.Tensor, defocus_px: torch.Tensor) -> torch.T
     mask = (t * t * (3 - 2 * t)) * (u * u * (3 - 2 * u))
     if not bool((mask > 0).any()):
         return image
+    if gain == "auto":
+        return _recover_per_region(image, mask, low)
     # only the lifted pixels go through the sRGB curve (a few percent of a photo at most)
     mask = mask.expand_as(image)
     hit = mask > 0
     recovered = image.clone()
-    recovered[hit] = _linear_to_srgb(_srgb_to_linear(image[hit].clamp(min=0.0)) * (1.0 + (RECOVER_GAIN - 1.0) * mask[hit]))
+    recovered[hit] = _linear_to_srgb(_srgb_to_linear(image[hit].clamp(min=0.0)) * (1.0 + (gain - 1.0) * mask[hit]))
+    return recovered
+
+
+def _recover_per_region(image: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """:func:`recover_highlights` with one gain per clipped region, touching the clipped pixels only.
+    image (B, 3, H, W), mask (B, 1, H, W) recovery weight in [0, 1] -> (B, 3, H, W) contiguous."""
+    from .clipped_regions import region_gains
+
+    B, _, H, W = image.shape
+    pixels, region_gain = region_gains(image, threshold, RECOVER_GAIN)  # flat (b * H + y) * W + x, CPU
+    pixels, region_gain = pixels.to(image.device), region_gain.to(image.device, image.dtype)
+    weight = mask.expand(B, 1, H, W).reshape(-1)[pixels]
+    factor = 1.0 + (region_gain - 1.0) * weight
+    lifted = (weight > 0) & (factor != 1.0)
+    pixels, factor = pixels[lifted], factor[lifted]
+    recovered = image.clone(memory_format=torch.contiguous_format)
+    if pixels.numel() == 0:
+        return recovered
+    plane = H * W
+    channels = torch.arange(3, device=image.device).view(3, 1) * plane
+    index = ((pixels // plane) * 3 * plane + pixels % plane).view(1, -1) + channels  # (3, N) into (B, 3, H, W)
+    flat = recovered.view(-1)
+    flat[index] = _linear_to_srgb(_srgb_to_linear(flat[index].clamp(min=0.0)) * factor)
     return recovered
 
 

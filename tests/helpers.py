@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 
+import numpy as np
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -69,3 +71,44 @@ def scatter_scene(h: int, w: int, seed: int = 0, kmax: float = 6.0, lights: tupl
     xx = torch.linspace(0, 1, w).view(1, 1, 1, w)
     disparity = (0.6 * yy + 0.4 * xx + 0.1 * torch.rand(1, 1, h, w, generator=g)).clamp(0, 1)
     return image, kmax * 2 * (disparity - 0.5)
+
+
+# --- photos with clipped regions (highlight recovery) ------------------------------------------------------------
+def encode_8bit(linear: np.ndarray) -> torch.Tensor:
+    """(H, W) or (H, W, 3) linear radiance -> (1, 3, H, W) 8-bit sRGB photo (clipped at 1)."""
+    if linear.ndim == 2:
+        linear = np.repeat(linear[..., None], 3, axis=2)
+    x = np.clip(linear, 0.0, 1.0)
+    srgb = np.where(x <= 0.0031308, x * 12.92, 1.055 * np.maximum(x, 0.0031308) ** (1 / 2.4) - 0.055)
+    srgb = np.round(srgb * 255) / 255
+    return torch.from_numpy(srgb.astype(np.float32)).permute(2, 0, 1)[None].contiguous()
+
+
+def coverage(h: int, w: int, inside, ss: int = 8) -> np.ndarray:
+    """Pixel coverage of a shape (``inside(y, x)`` on pixel-unit coordinates), ss x ss supersampled (box filter)."""
+    y, x = np.mgrid[0:h * ss, 0:w * ss].astype(np.float64)
+    return inside((y + 0.5) / ss, (x + 0.5) / ss).reshape(h, ss, w, ss).mean(axis=(1, 3))
+
+
+def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian (reflect padding): a camera's optics + demosaicing, or a glow."""
+    r = int(math.ceil(3 * sigma))
+    taps = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma * sigma))
+    taps /= taps.sum()
+    x = np.pad(x, r, mode="reflect")
+    x = np.apply_along_axis(lambda v: np.convolve(v, taps, mode="valid"), 0, x)
+    return np.apply_along_axis(lambda v: np.convolve(v, taps, mode="valid"), 1, x)
+
+
+def clipped_photo(light_gain: float = 8.0, panel_gain: float = 1.1, glow: float = 0.0) -> tuple:
+    """A 96x128 photo: grey background 0.2 (linear), a light disc of radius 3 px at (24, 24) and a 40x60 panel;
+    both brighter than white (``light_gain`` / ``panel_gain`` x the clip level), optics blur sigma 0.6 px;
+    ``glow``: a wide halo around the light (lens glare), that fraction of its flux, sigma 5 px."""
+    h, w = 96, 128
+    disc = coverage(h, w, lambda y, x: (y - 24.3) ** 2 + (x - 24.6) ** 2 <= 3.0**2)
+    panel = coverage(h, w, lambda y, x: (y >= 40.4) & (y < 80.4) & (x >= 50.3) & (x < 110.3))
+    radiance = 0.2 * (1 - disc) * (1 - panel) + light_gain * disc + panel_gain * panel
+    radiance = gaussian_blur(radiance, 0.6)
+    if glow > 0:
+        radiance = radiance + glow * light_gain * gaussian_blur(disc, 5.0)
+    return encode_8bit(radiance), (24, 24), (60, 80)

@@ -290,14 +290,15 @@ def _portrait_scene(seed: int = 11):
 
 @pytest.mark.parametrize("focus", [0.8, 0.1])
 def test_default_fusion_uses_arnet_map_restricted_to_the_layered_renderer(nets, focus):
-    from bokehme_core.error_map import defocus_error_map
+    from bokehme_core.error_map import LAYERED_TRUST, defocus_error_map
 
     image, disparity = _portrait_scene()
     kwargs = dict(K=12.0, focus=focus, gamma=2.2, arnet=nets[0], iunet=nets[1], sparse=False)
     result = P.render_bokehme(image, disparity, **kwargs)  # layered, predicted (the defaults)
     exact = P.render_bokehme(image, disparity, classical_mode="exact", **kwargs)
-    gate = defocus_error_map(signed_defocus(disparity, 12.0, focus), renderer="layered")
+    gate = LAYERED_TRUST * defocus_error_map(signed_defocus(disparity, 12.0, focus), renderer="layered")
     # ARNet's map is the same whatever the classical mode (same inputs); the fusion restricts it for layered
+    # and trusts it there only by LAYERED_TRUST
     _close(result.error_map, exact.error_map * gate, 1e-6)
     _close(result.bokeh, (result.classical * (1 - result.error_map) + result.neural * result.error_map).clamp(0, 1),
            1e-5)

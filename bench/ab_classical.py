@@ -5,28 +5,19 @@ alternating runs; the last column says whether the two outputs are bit-identical
     git worktree add /tmp/base <commit>
     .venv/bin/python bench/ab_classical.py /tmp/base [NEW_TREE (default: this checkout)] [RUNS (default 5)]
 """
-import importlib.util, statistics, sys, time, pathlib
+import pathlib, statistics, sys, time
 import torch
 
 torch.set_num_threads(2)
 torch.set_grad_enabled(False)
 
 
-def load(name, root):
-    root = pathlib.Path(root)
-    spec = importlib.util.spec_from_file_location(name, root / "bokehme_core" / "__init__.py",
-                                                  submodule_search_locations=[str(root / "bokehme_core")])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 HERE = pathlib.Path(__file__).resolve().parents[1]
-base = load("base_core", sys.argv[1])
-new = load("new_core", sys.argv[2] if len(sys.argv) > 2 else HERE)
 sys.path.insert(0, str(HERE / "bench"))
-from bench_classical import synthetic_scene  # noqa: E402  (same in both trees)
+from bench_classical import load_checkout, synthetic_scene  # noqa: E402  (same in both trees)
+
+base = load_checkout("base_core", pathlib.Path(sys.argv[1]))
+new = load_checkout("new_core", pathlib.Path(sys.argv[2]) if len(sys.argv) > 2 else HERE)
 
 W, H = 640, 360
 image, disparity = synthetic_scene(H, W)

@@ -31,6 +31,7 @@ Prints markdown tables.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import pathlib
@@ -77,6 +78,16 @@ class PeakRSS:
     def _rss() -> int:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * PAGE
+
+
+def load_checkout(name: str, root: pathlib.Path):
+    """Import ``root/bokehme_core`` as the package ``name`` (so that two checkouts run in one process)."""
+    spec = importlib.util.spec_from_file_location(name, root / "bokehme_core" / "__init__.py",
+                                                  submodule_search_locations=[str(root / "bokehme_core")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def synthetic_scene(height: int, width: int, seed: int = 0):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import pathlib
 import resource
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import bokehme_core as bm  # noqa: E402
 from bokehme_core.defocus import render_inputs  # noqa: E402
@@ -163,19 +163,11 @@ def bench_1080p(Ks, repeats: int) -> None:
               f"{dense:.2f} ({dense / blend:.2f}x) | {parts} | {med['scale']:.2f} |", flush=True)
 
 
-def load_checkout(name: str, root: pathlib.Path):
-    """Import ``root/bokehme_core`` as the package ``name`` (so that two checkouts run in one process)."""
-    spec = importlib.util.spec_from_file_location(name, root / "bokehme_core" / "__init__.py",
-                                                  submodule_search_locations=[str(root / "bokehme_core")])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def bench_ab(base_root: pathlib.Path, Ks, repeats: int) -> None:
     """The default pipeline of another checkout (``base``) against this one, interleaved in one process with the
     16-slice blend (alternating order), and the largest difference of their fused outputs."""
+    from bench_classical import load_checkout
+
     base = load_checkout("base_core", base_root)
     base_nets = importlib.import_module("base_core.weights").load_bundled_models("cpu")
     arnet, iunet = load_bundled_models("cpu")

@@ -34,21 +34,20 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bokehme_core import render_bokehme  # noqa: E402
 from bokehme_core.error_map import LAYERED_TRUST  # noqa: E402
-from eval_quality import CORRUPTIONS, bench_items, load_arnet_checkpoint, metrics  # noqa: E402
+from eval_quality import (  # noqa: E402
+    CORRUPTIONS, GAMMA, bench_items, load_arnet_checkpoint, metrics, synth_ground_truth,
+)
 
 logger = logging.getLogger("calibrate_fusion")
 SEED = 96_000_000
 SIZE = (256, 384)
-GAMMA = 2.2
 KS = (10, 20, 30)
 FOCI = (0.1, 0.5, 0.9)
 SCALES = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
 TOLERANCE_DB = 0.1
 
-
 def items(scenes: int, cache: pathlib.Path):
     """(name, K, focus, image, disparity, gt) for every held-out scene and (K, focus) cell."""
-    from bokehme_core.synth.lens import render_layers
     from bokehme_core.synth.scene import make_scene
 
     cache.mkdir(parents=True, exist_ok=True)
@@ -58,14 +57,8 @@ def items(scenes: int, cache: pathlib.Path):
         image = (scene.image.clamp(0, 1) * 255).round() / 255
         for K in KS:
             for focus in FOCI:
-                path = cache / f"gt_{seed}_K{K}_f{focus}.npy"
-                if path.exists():
-                    gt = torch.from_numpy(np.load(path))
-                else:
-                    gt = render_layers(scene.layers, K, focus, GAMMA, spacing_px=1.0).clamp(0, 1)
-                    np.save(path, gt.numpy())
-                yield f"synth_{seed}", K, focus, image, scene.disparity, (gt * 255).round() / 255
-
+                gt = synth_ground_truth(scene, K, focus, cache / f"gt_{seed}_K{K}_f{focus}.npy")
+                yield f"synth_{seed}", K, focus, image, scene.disparity, gt
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -111,7 +104,6 @@ def main() -> None:
     if "exact" in args.maps:
         print(f"largest scale with no exact-map cell more than {TOLERANCE_DB} dB below s = 0: {choose_scale(rows)}")
 
-
 def choose_scale(rows: list) -> float:
     """The largest scale of :data:`SCALES` at which the mean PSNR of no exact-map (K, focus) cell is more than
     :data:`TOLERANCE_DB` below the layered render alone (``s = 0``)."""
@@ -126,7 +118,6 @@ def choose_scale(rows: list) -> float:
         ok.append(s)
     return ok[-1]
 
-
 def format_table(rows: list) -> str:
     cols = list(rows[0]["psnr"])
     lines = ["| map | (K, focus) | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
@@ -140,7 +131,6 @@ def format_table(rows: list) -> str:
         means = [np.mean([r["psnr"][c] for r in cell]) for c in cols]
         lines.append(f"| {kind} | K >= 20 | " + " | ".join(f"{m:.2f}" for m in means) + " |")
     return "\n".join(lines)
-
 
 if __name__ == "__main__":
     main()

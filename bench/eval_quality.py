@@ -338,8 +338,20 @@ def bench_items(limit: int | None, stride: int = 1, aperture: str = "all"):
         yield sample["id"], sample["K"], sample["aperture"], image, disparity.clamp(0, 1), gt, float(sample["d_f"]), aperture
 
 
-def synth_items(limit: int | None, cache: pathlib.Path):
+def synth_ground_truth(scene, K: float, focus: float, path: pathlib.Path) -> torch.Tensor:
+    """Thin-lens layered ground truth of a procedural ``scene`` (gamma 2.2), 8-bit like a photo; rendered once,
+    then read from ``path`` (a .npy cache of the unquantised render)."""
     from bokehme_core.synth.lens import render_layers
+
+    if path.exists():
+        gt = torch.from_numpy(np.load(path))
+    else:
+        gt = render_layers(scene.layers, K, focus, GAMMA, spacing_px=1.0).clamp(0, 1)
+        np.save(path, gt.numpy())
+    return (gt * 255).round() / 255
+
+
+def synth_items(limit: int | None, cache: pathlib.Path):
     from bokehme_core.synth.scene import make_scene
 
     cache.mkdir(parents=True, exist_ok=True)
@@ -348,15 +360,8 @@ def synth_items(limit: int | None, cache: pathlib.Path):
         seed = SYNTH_SEED + i
         scene = make_scene(*SYNTH_SIZE, seed, objects=(3, 6), highlights=(15, 40))
         focus = float(np.random.default_rng(seed).uniform(0.1, 0.9))
-        path = cache / f"gt_{seed}_K{K}.npy"
-        if path.exists():
-            gt = torch.from_numpy(np.load(path))
-        else:
-            gt = render_layers(scene.layers, K, focus, GAMMA, spacing_px=1.0).clamp(0, 1)
-            np.save(path, gt.numpy())
-        # 8-bit inputs and ground truth, like photos
-        image = (scene.image * 255).round() / 255
-        gt = (gt * 255).round() / 255
+        gt = synth_ground_truth(scene, K, focus, cache / f"gt_{seed}_K{K}.npy")
+        image = (scene.image * 255).round() / 255  # 8-bit inputs, like photos
         yield f"synth_{seed}_K{K}", K, "circle", image, scene.disparity, gt, focus, Aperture.circle()
 
 
